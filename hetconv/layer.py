@@ -1,0 +1,228 @@
+"""HetConv2d: the heterogeneous-kernel convolution of Singh et al. (CVPR 2019).
+
+Filter ``n`` has a K×K kernel on input channel ``m`` exactly when ``(m - n) % part == 0`` and a
+1×1 kernel on every other channel (the paper's shifted pattern). Grouping filters by ``n % part``
+and channels by ``m % part`` turns the layer into a grouped K×K convolution (``groups=part``)
+plus a dense 1×1 convolution, which is how :class:`HetConv2d` stores and runs it:
+
+* ``weight``: ``(out, in/part, K, K)``, rows in *class-major* order: row ``r*(out/part) + i`` is
+  filter ``i*part + r``; column ``c`` of that row is input channel ``c*part + r``.
+* ``pointwise``: ``(out, in, 1, 1)`` in natural order. Its entries on the K×K pattern duplicate
+  the centre tap of ``weight`` (the form is over-parameterised by ``in*out/part`` weights, as
+  ``HETCONV.md`` explains), which keeps it one dense GEMM instead of a masked one.
+
+:class:`MaskedHetConv2d` is the reference: one dense convolution whose kernel is multiplied by the
+exact HetConv mask. Both convert into each other and into a plain :class:`torch.nn.Conv2d`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hetconv.errors import ConfigError
+
+
+def common_divisors(in_channels: int, out_channels: int) -> list[int]:
+    """Every part a HetConv layer of these sizes accepts: the divisors of both channel counts."""
+    return [p for p in range(1, min(in_channels, out_channels) + 1)
+            if in_channels % p == 0 and out_channels % p == 0]
+
+
+def check_layer(in_channels: int, out_channels: int, kernel_size: int, part: int) -> None:
+    """Raise :class:`ConfigError` naming the layer sizes when they cannot form a HetConv layer."""
+    name = f"HetConv2d({in_channels}->{out_channels}, kernel {kernel_size})"
+    if in_channels < 1 or out_channels < 1:
+        raise ConfigError(f"{name}: channel counts must be positive")
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise ConfigError(f"{name}: kernel_size must be odd so the 1x1 kernels sit on its centre")
+    if isinstance(part, bool) or not isinstance(part, int) or part < 1 \
+            or in_channels % part or out_channels % part:
+        raise ConfigError(
+            f"{name}: part {part!r} must divide both channel counts; "
+            f"allowed parts: {common_divisors(in_channels, out_channels)}")
+
+
+def kxk_pattern(in_channels: int, out_channels: int, part: int) -> torch.Tensor:
+    """Bool ``(out, in)``: True where filter n has a K×K kernel on channel m, ``(m-n) % part == 0``."""
+    n = torch.arange(out_channels).unsqueeze(1)
+    m = torch.arange(in_channels).unsqueeze(0)
+    return (m - n) % part == 0
+
+
+def hetconv_mask(in_channels: int, out_channels: int, kernel_size: int, part: int) -> torch.Tensor:
+    """Bool ``(out, in, K, K)`` kernel mask: full K×K on the pattern, centre tap elsewhere."""
+    mask = kxk_pattern(in_channels, out_channels, part)[:, :, None, None]
+    mask = mask.expand(-1, -1, kernel_size, kernel_size).clone()
+    centre = kernel_size // 2
+    mask[:, :, centre, centre] = True
+    return mask
+
+
+class HetConv2d(nn.Module):
+    """Heterogeneous-kernel convolution, run as grouped K×K + dense 1×1 (the fast path).
+
+    ``part=1`` is exactly a standard convolution (one dense K×K kernel, no 1×1 branch).
+    ``padding=None`` means ``kernel_size // 2`` ("same" size at stride 1).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3,
+                 stride: int = 1, padding: int | None = None, part: int = 1,
+                 bias: bool = False) -> None:
+        super().__init__()
+        check_layer(in_channels, out_channels, kernel_size, part)
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.padding = kernel_size // 2 if padding is None else padding
+        if self.padding < 0:
+            raise ConfigError(f"HetConv2d({in_channels}->{out_channels}): padding must be >= 0")
+        self.part = part
+        self.weight = nn.Parameter(
+            torch.empty(out_channels, in_channels // part, kernel_size, kernel_size))
+        self.pointwise = (nn.Parameter(torch.empty(out_channels, in_channels, 1, 1))
+                          if part > 1 else None)
+        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """He init by fan-in, counting every tap a filter reads (K×K and 1×1 alike).
+
+        That keeps activation variance the same as a dense layer's at any part.
+        """
+        fan_in = self.in_channels // self.part * self.kernel_size ** 2
+        if self.pointwise is not None:
+            fan_in += self.in_channels
+        std = (2.0 / fan_in) ** 0.5
+        nn.init.normal_(self.weight, 0.0, std)
+        if self.pointwise is not None:
+            nn.init.normal_(self.pointwise, 0.0, std)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, part={self.part}, "
+                f"bias={self.bias is not None}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.part == 1:
+            return F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
+        p = self.part
+        # Class-major channel order (channel c*p + r goes to group r) for the grouped K×K conv.
+        grouped_in = x.unflatten(1, (self.in_channels // p, p)).transpose(1, 2).flatten(1, 2)
+        grouped = F.conv2d(grouped_in, self.weight, None, self.stride, self.padding, groups=p)
+        out = F.conv2d(self._centre_aligned(x), self.pointwise, self.bias, self.stride,
+                       max(self.padding - self.kernel_size // 2, 0))
+        # Add the grouped output back in natural filter order; the strided view costs no copy.
+        out.unflatten(1, (self.out_channels // p, p)).add_(
+            grouped.unflatten(1, (p, self.out_channels // p)).transpose(1, 2))
+        return out
+
+    def _centre_aligned(self, x: torch.Tensor) -> torch.Tensor:
+        """Crop ``x`` so a 1×1 conv reads the pixels under the K×K kernel's centre tap."""
+        crop = self.kernel_size // 2 - self.padding
+        if crop <= 0:
+            return x
+        return x[..., crop:x.shape[-2] - crop, crop:x.shape[-1] - crop]
+
+    # -- conversions -------------------------------------------------------------------------
+
+    def dense_weight(self) -> torch.Tensor:
+        """The equivalent dense ``(out, in, K, K)`` kernel (differentiable in the fast weights)."""
+        p, k = self.part, self.kernel_size
+        if p == 1:
+            return self.weight
+        n_per, m_per = self.out_channels // p, self.in_channels // p
+        by_class = self.weight.reshape(p, n_per, m_per, k, k)  # [r, i, c]
+        eye = torch.eye(p, dtype=self.weight.dtype, device=self.weight.device)
+        # dense[i*p + r, c*p + s] = by_class[r, i, c] when r == s, else 0.
+        dense = torch.einsum("ricxy,rs->ircsxy", by_class, eye)
+        dense = dense.reshape(self.out_channels, self.in_channels, k, k)
+        centre = torch.zeros_like(dense)
+        centre[:, :, k // 2, k // 2] = self.pointwise[:, :, 0, 0]
+        return dense + centre
+
+    @torch.no_grad()
+    def load_dense_weight(self, dense: torch.Tensor) -> None:
+        """Set the fast weights from a dense kernel that respects :func:`hetconv_mask`.
+
+        Raises :class:`ConfigError` when ``dense`` has weight outside the mask, since no HetConv
+        layer of this part can represent it.
+        """
+        k, p = self.kernel_size, self.part
+        expected = (self.out_channels, self.in_channels, k, k)
+        if tuple(dense.shape) != expected:
+            raise ConfigError(f"dense kernel has shape {tuple(dense.shape)}, expected {expected}")
+        mask = hetconv_mask(self.in_channels, self.out_channels, k, p).to(dense.device)
+        if torch.any(dense[~mask] != 0):
+            raise ConfigError(f"dense kernel has weights outside the part-{p} HetConv mask")
+        if p == 1:
+            self.weight.copy_(dense)
+            return
+        n_per, m_per = self.out_channels // p, self.in_channels // p
+        blocks = dense.reshape(n_per, p, m_per, p, k, k)
+        diagonal = blocks.diagonal(dim1=1, dim2=3)  # (i, c, x, y, r)
+        self.weight.copy_(diagonal.permute(4, 0, 1, 2, 3).reshape_as(self.weight))
+        pattern = kxk_pattern(self.in_channels, self.out_channels, p).to(dense.device)
+        centre = dense[:, :, k // 2, k // 2].masked_fill(pattern, 0.0)
+        self.pointwise.copy_(centre[:, :, None, None])
+
+    def to_dense(self) -> nn.Conv2d:
+        """Export as one :class:`torch.nn.Conv2d` computing the same function."""
+        conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride,
+                         self.padding, bias=self.bias is not None,
+                         device=self.weight.device, dtype=self.weight.dtype)
+        with torch.no_grad():
+            conv.weight.copy_(self.dense_weight())
+            if self.bias is not None:
+                conv.bias.copy_(self.bias)
+        return conv
+
+    def to_masked(self) -> MaskedHetConv2d:
+        """The reference form of this layer, with the same function."""
+        ref = MaskedHetConv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride,
+                              self.padding, self.part, self.bias is not None)
+        ref = ref.to(device=self.weight.device, dtype=self.weight.dtype)
+        with torch.no_grad():
+            ref.weight.copy_(self.dense_weight())
+            if self.bias is not None:
+                ref.bias.copy_(self.bias)
+        return ref
+
+    @classmethod
+    def from_masked(cls, ref: MaskedHetConv2d) -> HetConv2d:
+        """The fast form of a reference layer, with the same function."""
+        layer = cls(ref.in_channels, ref.out_channels, ref.kernel_size, ref.stride, ref.padding,
+                    ref.part, ref.bias is not None)
+        layer = layer.to(device=ref.weight.device, dtype=ref.weight.dtype)
+        layer.load_dense_weight(ref.weight.detach() * ref.mask)
+        if ref.bias is not None:
+            with torch.no_grad():
+                layer.bias.copy_(ref.bias)
+        return layer
+
+
+class MaskedHetConv2d(nn.Module):
+    """Reference HetConv: one dense convolution with the exact kernel mask. Slow, obviously right."""
+
+    mask: torch.Tensor
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3,
+                 stride: int = 1, padding: int | None = None, part: int = 1,
+                 bias: bool = False) -> None:
+        super().__init__()
+        check_layer(in_channels, out_channels, kernel_size, part)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.part = kernel_size, stride, part
+        self.padding = kernel_size // 2 if padding is None else padding
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        self.register_buffer("mask", hetconv_mask(in_channels, out_channels, kernel_size, part),
+                             persistent=False)
+        nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight * self.mask, self.bias, self.stride, self.padding)

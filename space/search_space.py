@@ -1,0 +1,109 @@
+"""What can be searched for one backbone, at one input size and class count."""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from hetconv.errors import ConfigError
+from hetconv.models import SearchableLayer, get_backbone, searchable_layers
+from space.cost import CostProfile, cost_profile
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """One part per searchable layer, each from that layer's allowed parts.
+
+    ``input_size`` and ``num_classes`` default to the backbone's own (32 and 10 for the CIFAR
+    families, 224 and 1000 for the ImageNet ones).
+    """
+
+    backbone: str
+    input_size: int | None = None
+    num_classes: int | None = None
+
+    def __post_init__(self) -> None:
+        spec = get_backbone(self.backbone)
+        if self.input_size is None:
+            object.__setattr__(self, "input_size", spec.input_size)
+        if self.num_classes is None:
+            object.__setattr__(self, "num_classes", spec.num_classes)
+        for field, value in (("input_size", self.input_size), ("num_classes", self.num_classes)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{field} must be a positive integer, got {value!r}")
+        self.cost  # noqa: B018 - fail now, not later, on an input size the backbone cannot take
+
+    @property
+    def layers(self) -> tuple[SearchableLayer, ...]:
+        return searchable_layers(self.backbone)
+
+    @property
+    def cost(self) -> CostProfile:
+        return cost_profile(self.backbone, self.input_size, self.num_classes)
+
+    @functools.cached_property
+    def max_parts(self) -> np.ndarray:
+        """The largest allowed part of every layer: the cheapest architecture."""
+        return np.array([layer.allowed_parts[-1] for layer in self.layers], dtype=np.int64)
+
+    @property
+    def min_macs(self) -> int:
+        """Paper MACs of the cheapest architecture in the space."""
+        return int(self.cost.paper_macs(self.max_parts))
+
+    @property
+    def max_macs(self) -> int:
+        """Paper MACs of the standard network (every part 1)."""
+        return int(self.cost.paper_macs(np.ones(len(self.layers), dtype=np.int64)))
+
+    def check_parts(self, parts: Sequence[int]) -> tuple[int, ...]:
+        """Return ``parts`` as a tuple, or raise naming the first layer that cannot take its part."""
+        parts = tuple(parts)
+        if len(parts) != len(self.layers):
+            raise ConfigError(f"{self.backbone} has {len(self.layers)} searchable layers but "
+                              f"{len(parts)} parts were given")
+        for layer, part in zip(self.layers, parts, strict=True):
+            if isinstance(part, bool) or not isinstance(part, (int, np.integer)) \
+                    or part not in layer.allowed_parts:
+                raise ConfigError(f"{self.backbone} {layer.describe()}: part {part!r} is not "
+                                  f"allowed; choose one of {list(layer.allowed_parts)}")
+        return tuple(int(p) for p in parts)
+
+    def uniform_parts(self, part: int) -> tuple[int, ...]:
+        """One part for the whole network, as the paper did.
+
+        A layer too narrow for ``part`` takes its largest allowed part below it.
+        """
+        if isinstance(part, bool) or not isinstance(part, int) or part < 1 \
+                or part & (part - 1):
+            raise ConfigError(f"uniform part must be a power of two, got {part!r}")
+        return tuple(max(p for p in layer.allowed_parts if p <= part) for layer in self.layers)
+
+    def uniform_choices(self) -> list[int]:
+        """Every distinct uniform part, from 1 up to the largest any layer allows."""
+        largest = int(self.max_parts.max())
+        return [2 ** i for i in range(int(math.log2(largest)) + 1)]
+
+    def check_budget(self, budget: float) -> None:
+        """Reject a MACs budget that is not a positive number or that no architecture meets."""
+        if isinstance(budget, bool) or not isinstance(budget, (int, float)) \
+                or not math.isfinite(budget) or budget <= 0:
+            raise ConfigError(f"budget must be a positive number of MACs, got {budget!r}")
+        if budget < self.min_macs:
+            raise ConfigError(
+                f"budget {budget:.4g} MACs is below the cheapest {self.backbone} architecture "
+                f"({self.min_macs:.4g} MACs; the standard network needs {self.max_macs:.4g}); "
+                f"raise --budget to at least {self.min_macs}")
+
+    def random_parts(self, rng: np.random.Generator, count: int) -> np.ndarray:
+        """``count`` part vectors drawn uniformly from each layer's allowed parts."""
+        columns = [rng.choice(np.array(layer.allowed_parts), size=count) for layer in self.layers]
+        return np.stack(columns, axis=1).astype(np.int64)
+
+    def fits(self, parts: np.ndarray, budget: float) -> np.ndarray:
+        """Bool mask over the rows of ``parts``: paper MACs within ``budget``."""
+        return self.cost.paper_macs(parts) <= budget
