@@ -45,7 +45,7 @@ def check_layer(in_channels: int, out_channels: int, kernel_size: int, part: int
 
 
 def kxk_pattern(in_channels: int, out_channels: int, part: int) -> torch.Tensor:
-    """Bool ``(out, in)``: True where filter n has a K×K kernel on channel m, ``(m-n) % part == 0``."""
+    """Bool ``(out, in)``: True where filter n has a K×K kernel on channel m: (m-n) % part == 0."""
     n = torch.arange(out_channels).unsqueeze(1)
     m = torch.arange(in_channels).unsqueeze(0)
     return (m - n) % part == 0
@@ -206,7 +206,7 @@ class HetConv2d(nn.Module):
 
 
 class MaskedHetConv2d(nn.Module):
-    """Reference HetConv: one dense convolution with the exact kernel mask. Slow, obviously right."""
+    """Reference HetConv: one dense convolution with the exact kernel mask; slow, plainly right."""
 
     mask: torch.Tensor
 

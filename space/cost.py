@@ -74,9 +74,9 @@ def _fixed_layer_macs(module: nn.Module, output: torch.Tensor) -> int:
     return output[0].numel() // module.out_features * module.in_features * module.out_features
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cost_profile(backbone: str, input_size: int, num_classes: int) -> CostProfile:
-    """Trace the standard network once on the meta device and keep the sizes that cost depends on."""
+    """Trace the standard network once on the meta device; keep the sizes cost depends on."""
     with torch.device("meta"):
         model = get_backbone(backbone).build(None, num_classes=num_classes)
     pixels: list[int] = []

@@ -61,7 +61,7 @@ class SearchSpace:
         return int(self.cost.paper_macs(np.ones(len(self.layers), dtype=np.int64)))
 
     def check_parts(self, parts: Sequence[int]) -> tuple[int, ...]:
-        """Return ``parts`` as a tuple, or raise naming the first layer that cannot take its part."""
+        """Return ``parts`` as a tuple, or raise naming the first layer that cannot take it."""
         parts = tuple(parts)
         if len(parts) != len(self.layers):
             raise ConfigError(f"{self.backbone} has {len(self.layers)} searchable layers but "

@@ -77,7 +77,7 @@ def allowed_parts(in_channels: int, out_channels: int, cap: int = MAX_PART) -> t
     return tuple(parts)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def searchable_layers(name: str) -> tuple[SearchableLayer, ...]:
     """The backbone's HetConv layers in part-vector order (built once, on the meta device)."""
     with torch.device("meta"):
