@@ -1,0 +1,42 @@
+"""What every HetNAS command line shares: one-line errors and exit status 2 for bad input."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Callable
+from typing import NoReturn
+
+from hetconv.errors import ConfigError
+
+USAGE_ERROR = 2
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad option as one line (``prog: error: ...``), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def macs_amount(text: str) -> float:
+    """Parse a MACs figure such as ``3e8`` or ``300000000`` for argparse."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of MACs; write e.g. 3e8") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive, finite number of MACs")
+    return value
+
+
+def run_cli(main: Callable[[], int | None], prog: str) -> NoReturn:
+    """Run ``main``; a :class:`ConfigError` becomes one line on stderr and exit status 2."""
+    try:
+        status = main()
+    except ConfigError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        sys.exit(USAGE_ERROR)
+    sys.exit(status or 0)

@@ -1,0 +1,78 @@
+"""What a person watching a search reads: one line per trial, progress, and the final table."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from typing import TextIO
+
+from search import records
+from search.records import TrialRecord
+
+
+def parts_summary(parts: Sequence[int]) -> str:
+    """``P2×4 P4×6 P8×2``: how many layers got each part."""
+    counts = Counter(parts)
+    return " ".join(f"P{part}×{counts[part]}" for part in sorted(counts))
+
+
+def _accuracy(value: float | None) -> str:
+    return "   -  " if value is None else f"{value:6.2%}"
+
+
+class SearchConsole:
+    """Prints the search's story to ``out`` (stdout by default)."""
+
+    def __init__(self, budget: float, total_trials: int, out: TextIO | None = None) -> None:
+        self.budget = budget
+        self.total_trials = total_trials
+        self.out = out
+
+    def __getstate__(self) -> dict:
+        # Ray Tune pickles the searcher (and so this) into its experiment state; a stream
+        # cannot travel, and stdout is looked up when printing anyway.
+        return {**self.__dict__, "out": None}
+
+    def print(self, text: str = "") -> None:
+        print(text, file=self.out or sys.stdout, flush=True)
+
+    def trial_line(self, record: TrialRecord) -> str:
+        share = (record.paper_macs or 0) / self.budget
+        baseline = f" (uniform P{record.baseline_part})" if record.baseline_part else ""
+        return (f"trial {record.number:4d}  {parts_summary(record.parts):<28s} "
+                f"MACs {share:6.1%} of budget  acc {_accuracy(record.accuracy)}  "
+                f"{record.status}{baseline}")
+
+    def progress_line(self, trained: int, rejected: int, best: TrialRecord | None) -> str:
+        best_text = "none yet" if best is None else (
+            f"{best.accuracy:.2%} (trial {best.number})")
+        return (f"  progress: {trained}/{self.total_trials} trained, {rejected} proposals "
+                f"rejected over budget, best {best_text}")
+
+    def summary(self, all_records: list[TrialRecord], storage: str, study: str,
+                top: int = 5) -> None:
+        """The top architectures against the uniform baselines, then what to run next."""
+        ranked = records.ranked(all_records)
+        baselines = [r for r in ranked if r.baseline_part]
+        searched = [r for r in ranked if not r.baseline_part][:top]
+        self.print()
+        self.print(f"{'':2s}{'trial':>5s}  {'kind':<12s} {'accuracy':>8s} {'test':>7s} "
+                   f"{'MACs':>10s} {'of budget':>9s}  parts")
+        for record in searched + sorted(baselines, key=lambda r: r.baseline_part or 0):
+            kind = f"uniform P{record.baseline_part}" if record.baseline_part else "searched"
+            marker = "*" if ranked and record is ranked[0] else " "
+            self.print(f"{marker} {record.number:5d}  {kind:<12s} {record.accuracy:8.2%} "
+                       f"{_accuracy(record.test_accuracy):>7s} {record.paper_macs:10.4g} "
+                       f"{record.paper_macs / self.budget:9.1%}  "
+                       f"{parts_summary(record.parts)}")
+        if not ranked:
+            self.print("  no trial finished within budget")
+        counts = Counter(r.status for r in all_records)
+        self.print()
+        self.print("trials: " + ", ".join(f"{counts[s]} {s}" for s in sorted(counts)))
+        self.print(f"storage: {storage}   study: {study}")
+        self.print("browse:  optuna-dashboard " + shlex.quote(storage))
+        self.print(f"export:  python -m search.export --storage {shlex.quote(storage)} "
+                   f"--study {shlex.quote(study)} --out best.json --weights best.pt")

@@ -1,0 +1,30 @@
+"""``python -m search.export``: write a study's best architecture (and weights) to files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from search.cli import OneLineParser, run_cli
+from search.exporter import export_best
+from search.storage import DEFAULT_STORAGE
+
+PROG = "python -m search.export"
+
+
+def main() -> int:
+    parser = OneLineParser(prog=PROG, description="Export the most accurate architecture that "
+                           "trained all its epochs within the budget.")
+    parser.add_argument("--storage", default=DEFAULT_STORAGE, help="SQLAlchemy URL of the study")
+    parser.add_argument("--study", required=True, help="study name")
+    parser.add_argument("--out", type=Path, required=True, help="architecture JSON to write")
+    parser.add_argument("--weights", type=Path, default=None,
+                        help="also write its trained weights (a state_dict) here")
+    args = parser.parse_args()
+    best = export_best(args.storage, args.study, args.out, args.weights)
+    print(f"trial {best.number}: accuracy {best.accuracy:.2%}, {best.paper_macs:.4g} MACs "
+          f"-> {args.out}" + (f" and {args.weights}" if args.weights else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main, PROG)

@@ -1,0 +1,69 @@
+"""Pick a study's best architecture and write it (and its trained weights) to files."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import optuna
+import torch
+
+from hetconv.errors import ConfigError
+from search import records
+from search.records import TrialRecord
+from search.storage import open_storage
+from search.train import load_weights
+from space import Architecture
+
+
+def best_record(storage_url: str, study_name: str) -> TrialRecord:
+    """The most accurate trial that trained all its epochs within budget."""
+    storage = open_storage(storage_url)
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        names = optuna.get_all_study_names(storage)
+        raise ConfigError(f"no study named {study_name!r} in this storage; studies there: "
+                          f"{', '.join(names) or 'none'}") from None
+    ranked = records.ranked(records.read_records(study))
+    if not ranked:
+        raise ConfigError(f"study {study_name!r} has no trial that finished within budget yet; "
+                          f"run or resume the search first")
+    return ranked[0]
+
+
+def _write_atomic(target: Path, write) -> None:
+    """Write through a temporary file in the same folder, so a failure leaves no half file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    os.close(handle)
+    try:
+        write(Path(temporary))
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def export_best(storage_url: str, study_name: str, out: Path,
+                weights: Path | None = None) -> TrialRecord:
+    """Write the best architecture as JSON (with its result) and optionally its weights."""
+    best = best_record(storage_url, study_name)
+    arch = Architecture.from_json(best.architecture)
+    model = None
+    if weights is not None:
+        if not best.checkpoint or not Path(best.checkpoint).exists():
+            raise ConfigError(f"trial {best.number}'s checkpoint {best.checkpoint} is not on "
+                              f"this machine; run the export where --artifacts-dir is readable")
+        model = load_weights(Path(best.checkpoint), arch)
+    document = arch.to_dict()
+    document["result"] = {"study": study_name, "trial": best.number,
+                          "accuracy": best.accuracy, "test_accuracy": best.test_accuracy,
+                          "paper_macs": best.paper_macs, "executed_macs": best.executed_macs,
+                          "params": best.params}
+    _write_atomic(out, lambda path: path.write_text(json.dumps(document, indent=2) + "\n"))
+    if model is not None:
+        _write_atomic(weights, lambda path: torch.save(model.state_dict(), path))
+    return best

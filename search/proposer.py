@@ -1,0 +1,143 @@
+"""Turn Optuna's proposals into architectures that fit the MACs budget.
+
+The proposer is the sampler side of the search and knows nothing of Ray. An architecture over
+budget is never handed out for training; its Optuna trial is completed at once as infeasible
+(``Trial.set_constraint``) so the sampler learns where the boundary lies, and it is counted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import TrialState
+
+from hetconv.errors import ConfigError
+from search import records
+from space import Architecture, SearchSpace
+
+
+def param_name(index: int) -> str:
+    """Optuna parameter of layer ``index``: the base-2 log of its part (an ordinal TPE can use)."""
+    return f"log2_part_{index:02d}"
+
+
+def parts_to_params(parts: Sequence[int]) -> dict[str, int]:
+    return {param_name(i): int(math.log2(p)) for i, p in enumerate(parts)}
+
+
+@dataclass
+class Proposal:
+    """An Optuna trial and the within-budget architecture it stands for."""
+
+    trial: optuna.Trial
+    architecture: Architecture
+
+    @property
+    def number(self) -> int:
+        return self.trial.number
+
+    @property
+    def resume_from(self) -> str | None:
+        return self.trial.user_attrs.get(records.RESUME_FROM)
+
+
+class BudgetedProposer:
+    """Asks Optuna for part vectors, screens them against the budget, tells results back."""
+
+    def __init__(self, study: optuna.Study, space: SearchSpace, budget: float,
+                 objective: str = "accuracy", max_consecutive_rejections: int = 10_000) -> None:
+        self.study = study
+        self.space = space
+        self.budget = float(budget)
+        self.objective = objective
+        self.max_consecutive_rejections = max_consecutive_rejections
+        self.rejected = 0
+
+    def enqueue_baselines(self) -> list[int]:
+        """Queue every uniform-P network within budget (the paper's), each once per study."""
+        queued, seen = [], set()
+        for part in self.space.uniform_choices():
+            parts = self.space.uniform_parts(part)
+            if parts in seen:
+                continue
+            seen.add(parts)
+            arch = Architecture(self.space.backbone, parts, self.space.input_size,
+                                self.space.num_classes)
+            if arch.macs <= self.budget:
+                self.study.enqueue_trial(parts_to_params(parts),
+                                         user_attrs={records.BASELINE_PART: part},
+                                         skip_if_exists=True)
+                queued.append(part)
+        return queued
+
+    def _suggest_parts(self, trial: optuna.Trial) -> tuple[int, ...]:
+        return tuple(2 ** trial.suggest_int(param_name(i), 0, int(math.log2(layer.allowed_parts[-1])))
+                     for i, layer in enumerate(self.space.layers))
+
+    def propose(self) -> Proposal:
+        """The next architecture to train. Over-budget proposals are told infeasible and skipped."""
+        for _ in range(self.max_consecutive_rejections):
+            trial = self.study.ask()
+            arch = Architecture(self.space.backbone, self._suggest_parts(trial),
+                                self.space.input_size, self.space.num_classes)
+            over_budget = arch.macs - self.budget
+            trial.set_constraint(records.BUDGET_CONSTRAINT, over_budget)
+            for key, value in ((records.PARTS, list(arch.parts)),
+                               (records.PAPER_MACS, arch.macs),
+                               (records.EXECUTED_MACS, arch.executed_macs),
+                               (records.PARAMS, arch.params),
+                               (records.BUDGET_CONSTRAINT, over_budget),
+                               (records.ARCHITECTURE, arch.to_json())):
+                trial.set_user_attr(key, value)
+            if over_budget <= 0:
+                trial.set_user_attr(records.STATUS, records.RUNNING)
+                return Proposal(trial, arch)
+            trial.set_user_attr(records.STATUS, records.REJECTED)
+            trial.set_user_attr(records.EPOCHS_TRAINED, 0)
+            self.study.tell(trial, self._values(0.0, arch))
+            self.rejected += 1
+        raise ConfigError(f"the sampler proposed {self.max_consecutive_rejections} architectures "
+                          f"in a row over the budget of {self.budget:g} MACs; raise --budget")
+
+    def _values(self, accuracy: float, arch: Architecture) -> list[float]:
+        if self.objective == "accuracy":
+            return [accuracy]
+        return [accuracy, float(arch.macs)]
+
+    def report_epoch(self, proposal: Proposal, epoch: int, accuracy: float) -> None:
+        """Record a validation accuracy as the trial's learning curve."""
+        if self.objective == "accuracy":
+            proposal.trial.report(accuracy, epoch)
+        proposal.trial.set_user_attr(records.VAL_ACCURACY, accuracy)
+        proposal.trial.set_user_attr(records.EPOCHS_TRAINED, epoch)
+
+    def set_checkpoint(self, proposal: Proposal, path: str) -> None:
+        proposal.trial.set_user_attr(records.CHECKPOINT, path)
+
+    def complete(self, proposal: Proposal, accuracy: float, test_accuracy: float | None,
+                 epochs: int, planned_epochs: int, finished: bool,
+                 seconds: float | None = None) -> str:
+        """Tell the trial's outcome; a trial that did not finish all epochs is pruned."""
+        trial = proposal.trial
+        trial.set_user_attr(records.VAL_ACCURACY, accuracy)
+        trial.set_user_attr(records.EPOCHS_TRAINED, epochs)
+        trial.set_user_attr(records.EPOCHS_PLANNED, planned_epochs)
+        if seconds is not None:
+            trial.set_user_attr(records.WALL_SECONDS, seconds)
+        if not finished or epochs < planned_epochs:
+            trial.set_user_attr(records.STATUS, records.EARLY_STOPPED)
+            self.study.tell(trial, state=TrialState.PRUNED)
+            return records.EARLY_STOPPED
+        if test_accuracy is not None:
+            trial.set_user_attr(records.TEST_ACCURACY, test_accuracy)
+        trial.set_user_attr(records.STATUS, records.COMPLETE)
+        self.study.tell(trial, self._values(accuracy, proposal.architecture))
+        return records.COMPLETE
+
+    def fail(self, proposal: Proposal) -> str:
+        proposal.trial.set_user_attr(records.STATUS, records.FAILED)
+        self.study.tell(proposal.trial, state=TrialState.FAIL)
+        return records.FAILED

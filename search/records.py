@@ -1,0 +1,125 @@
+"""The trial record: how a search writes each trial into the Optuna study, and how to read it.
+
+This module is the only place that spells the user-attribute and study-attribute keys. The
+search writes through it and the dashboards and the export read through it, so the two sides
+cannot drift apart. It needs Optuna and nothing else of the project (no Ray, no torch).
+
+Every Optuna trial of a HetNAS study is one of:
+
+* ``complete``: trained for all its epochs; Optuna state COMPLETE, feasible constraint.
+* ``rejected``: over the MACs budget, never trained. Optuna state COMPLETE with accuracy 0 and a
+  positive ``macs_over_budget`` constraint, so the sampler learns where the boundary is while
+  Optuna's own ``best_trial`` and Pareto front (which honour constraints) leave it out.
+* ``early_stopped``: stopped by the scheduler (ASHA) before its last epoch; Optuna state PRUNED,
+  so it never counts as a full result.
+* ``failed``: the trial errored, or the driver died while it ran; Optuna state FAIL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+# Trial user attributes.
+STATUS = "status"
+PARTS = "parts"
+PAPER_MACS = "paper_macs"
+EXECUTED_MACS = "executed_macs"
+PARAMS = "params"
+EPOCHS_TRAINED = "epochs_trained"
+EPOCHS_PLANNED = "epochs_planned"
+WALL_SECONDS = "wall_seconds"
+VAL_ACCURACY = "val_accuracy"  # last validation accuracy, also of early-stopped trials
+TEST_ACCURACY = "test_accuracy"
+BUDGET_CONSTRAINT = "macs_over_budget"  # also the Optuna constraint's name; <= 0 is feasible
+BASELINE_PART = "baseline_part"  # set on the uniform-P networks of the paper
+CHECKPOINT = "checkpoint"
+RESUME_FROM = "resume_from"  # a re-proposed trial continues this checkpoint
+ARCHITECTURE = "architecture"  # Architecture.to_json()
+
+# Status values.
+COMPLETE = "complete"
+REJECTED = "rejected"
+EARLY_STOPPED = "early_stopped"
+FAILED = "failed"
+RUNNING = "running"
+QUEUED = "queued"  # enqueued (a baseline or a retried trial), not started yet
+
+# Study user attributes.
+STUDY_BACKBONE = "backbone"
+STUDY_DATASET = "dataset"
+STUDY_BUDGET = "budget_macs"
+STUDY_INPUT_SIZE = "input_size"
+STUDY_NUM_CLASSES = "num_classes"
+STUDY_OBJECTIVE = "objective"
+STUDY_EPOCHS = "epochs"
+STUDY_VERSIONS = "versions"
+
+ACCURACY_METRIC = "accuracy"
+MACS_METRIC = "MACs"
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial as the dashboards and the export see it."""
+
+    number: int
+    status: str  # COMPLETE, REJECTED, EARLY_STOPPED, FAILED, RUNNING or QUEUED
+    parts: tuple[int, ...]
+    accuracy: float | None  # last validation accuracy; None when never trained
+    test_accuracy: float | None
+    paper_macs: int | None
+    executed_macs: int | None
+    params: int | None
+    epochs_trained: int
+    wall_seconds: float | None
+    baseline_part: int | None
+    checkpoint: str | None
+    architecture: str | None
+
+    @property
+    def is_full_result(self) -> bool:
+        """Trained to the end and within budget: the only trials that may be 'best'."""
+        return self.status == COMPLETE
+
+
+def _status(trial: FrozenTrial) -> str:
+    if trial.state == TrialState.WAITING:
+        return QUEUED
+    if trial.state == TrialState.RUNNING:
+        return RUNNING
+    if trial.state == TrialState.FAIL:
+        return FAILED
+    if trial.state == TrialState.PRUNED:
+        return EARLY_STOPPED
+    return trial.user_attrs.get(STATUS, COMPLETE)
+
+
+def from_attrs(number: int, status: str, attrs: dict) -> TrialRecord:
+    """A record from a trial's number, status and user attributes."""
+    return TrialRecord(
+        number=number, status=status, parts=tuple(attrs.get(PARTS, ())),
+        accuracy=attrs.get(VAL_ACCURACY), test_accuracy=attrs.get(TEST_ACCURACY),
+        paper_macs=attrs.get(PAPER_MACS), executed_macs=attrs.get(EXECUTED_MACS),
+        params=attrs.get(PARAMS), epochs_trained=attrs.get(EPOCHS_TRAINED, 0),
+        wall_seconds=attrs.get(WALL_SECONDS), baseline_part=attrs.get(BASELINE_PART),
+        checkpoint=attrs.get(CHECKPOINT), architecture=attrs.get(ARCHITECTURE))
+
+
+def to_record(trial: FrozenTrial) -> TrialRecord:
+    """Read one Optuna trial through the record keys."""
+    return from_attrs(trial.number, _status(trial), trial.user_attrs)
+
+
+def read_records(study: optuna.Study) -> list[TrialRecord]:
+    """Every trial of the study as a record, in trial-number order."""
+    return [to_record(t) for t in study.get_trials(deepcopy=False)]
+
+
+def ranked(records: Iterable[TrialRecord]) -> list[TrialRecord]:
+    """Full, feasible results, best accuracy first (fewer MACs breaks ties)."""
+    full = [r for r in records if r.is_full_result and r.accuracy is not None]
+    return sorted(full, key=lambda r: (-r.accuracy, r.paper_macs or 0, r.number))

@@ -1,0 +1,87 @@
+"""``python -m search.run --budget 3e8``: search per-layer HetConv parts under a MACs budget."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+import optuna
+
+from search.cli import OneLineParser, macs_amount, run_cli
+from search.runner import run_search
+from search.settings import OBJECTIVES, SAMPLERS, SCHEDULERS, SearchSettings
+from search.storage import DEFAULT_STORAGE
+
+PROG = "python -m search.run"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = SearchSettings(budget=1.0)
+    parser = OneLineParser(
+        prog=PROG,
+        description="Search one HetConv part per layer that maximises accuracy while the "
+                    "network stays under a MACs budget. Ray Tune runs the training trials, "
+                    "Optuna proposes the architectures, and every trial is kept in the "
+                    "storage database for optuna-dashboard and the HetNAS dashboards.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add = parser.add_argument
+    add("--budget", type=macs_amount, required=True,
+        help="MACs budget per image in the paper's convention (e.g. 3e8); architectures over "
+             "it are never trained")
+    add("--backbone", default=defaults.backbone,
+        help="model family: vgg16, resnet20, resnet56, resnet18, resnet34 or resnet50")
+    add("--dataset", default=defaults.dataset,
+        help="digits (bundled with scikit-learn), cifar10, cifar100 (python-batch files in "
+             "--data-dir) or imagefolder (--data-dir/train/<class>/*.png)")
+    add("--data-dir", default=None, help="folder holding the cifar or image-folder data")
+    add("--input-size", type=int, default=None,
+        help="image side the network sees; images are resized to it (default: the "
+             "backbone's own, 32 for vgg16 and the CIFAR ResNets, 224 for the ImageNet ones)")
+    add("--trials", type=int, default=defaults.trials,
+        help="architectures to train in the study (rejected proposals do not count)")
+    add("--epochs", type=int, default=defaults.epochs, help="training epochs per trial")
+    add("--batch-size", type=int, default=defaults.batch_size, help="training batch size")
+    add("--sampler", default=defaults.sampler, choices=SAMPLERS, help="Optuna sampler")
+    add("--objective", default=defaults.objective, choices=OBJECTIVES,
+        help="accuracy: maximise accuracy under the budget; pareto: maximise accuracy and "
+             "minimise MACs together, the budget as a constraint")
+    add("--storage", default=DEFAULT_STORAGE,
+        help="SQLAlchemy URL of the study database (sqlite:///file.db or postgresql://...)")
+    add("--study", default=None,
+        help="study name (default: <backbone>-<dataset>-<timestamp>; with --resume, the "
+             "latest study in the storage)")
+    add("--ray-address", default=None,
+        help="host:port of a running Ray head (default: start a local Ray)")
+    add("--gpus-per-trial", type=float, default=defaults.gpus_per_trial,
+        help="GPUs each trial reserves (fractions share a GPU)")
+    add("--cpus-per-trial", type=float, default=defaults.cpus_per_trial,
+        help="CPUs each trial reserves; also its torch thread count")
+    add("--max-concurrent", type=int, default=None,
+        help="trials running at once (default: as many as the cluster's resources hold)")
+    add("--scheduler", default=defaults.scheduler, choices=SCHEDULERS,
+        help="fifo: every trial trains all epochs; asha: stop weak trials early (they are "
+             "recorded as pruned and never count as best)")
+    add("--seed", type=int, default=defaults.seed, help="seed for the sampler, data and training")
+    add("--resume", action="store_true",
+        help="continue the study after an interrupted run: trials left running are retried, "
+             "finished ones are kept")
+    add("--artifacts-dir", default=defaults.artifacts_dir,
+        help="where trial checkpoints go (a shared folder on a multi-host cluster)")
+    add("--max-failures", type=int, default=defaults.max_failures,
+        help="times Ray retries a trial whose worker died, from its last epoch checkpoint")
+    return parser
+
+
+def main() -> int:
+    args = build_parser().parse_args()
+    # The search prints its own trial lines; Ray Tune's tables would drown them.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    logging.getLogger("ray").setLevel(logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    run_search(SearchSettings(**{key: value for key, value in vars(args).items()}))
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main, PROG)

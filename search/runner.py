@@ -1,0 +1,170 @@
+"""Wire the search together: storage, Ray, the Optuna study, the searcher and the trainable."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import optuna
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+
+from hetconv.errors import ConfigError
+from search import records
+from search.console import SearchConsole
+from search.proposer import BudgetedProposer
+from search.records import TrialRecord
+from search.searcher import EPOCH, VAL_ACCURACY, BudgetedOptunaSearcher
+from search.settings import SearchSettings
+from search.storage import open_storage
+from search.study import (
+    create_study,
+    default_study_name,
+    latest_study_name,
+    load_for_resume,
+    recover_interrupted,
+    trained_count,
+)
+from search.trainable import train_trial
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    """What a finished (or already complete) search left in the study."""
+
+    study_name: str
+    storage: str
+    records: list[TrialRecord]
+    rejected: int
+    baselines: list[int]
+    recovered: list[int]
+
+
+def _check_ray_address(address: str) -> None:
+    """Fail fast, in one line, when a ``host:port`` Ray address does not answer."""
+    if address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--ray-address {address!r} is not host:port (e.g. 127.0.0.1:6379)")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as error:
+        raise ConfigError(f"--ray-address {address}: no Ray head answers ({error.strerror or error}"
+                          f"); start one with `ray start --head` or omit --ray-address") from None
+
+
+def connect_ray(address: str | None) -> None:
+    """Join the cluster at ``address``, or start a local Ray when none is given."""
+    if ray.is_initialized():
+        return
+    if address:
+        _check_ray_address(address)
+        try:
+            ray.init(address=address, log_to_driver=False)
+        except (ConnectionError, RuntimeError) as error:
+            raise ConfigError(f"--ray-address {address}: {error}") from None
+    else:
+        ray.init(include_dashboard=False, log_to_driver=False)
+
+
+def _max_concurrent(settings: SearchSettings) -> int:
+    """``--max-concurrent``, or as many trials as the cluster's resources hold at once."""
+    if settings.max_concurrent:
+        return settings.max_concurrent
+    resources = ray.cluster_resources()
+    slots = resources.get("CPU", 1) // settings.cpus_per_trial
+    if settings.gpus_per_trial:
+        slots = min(slots, resources.get("GPU", 0) // settings.gpus_per_trial)
+    return max(1, int(slots))
+
+
+def _scheduler(settings: SearchSettings) -> TrialScheduler:
+    if settings.scheduler == "asha":
+        return ASHAScheduler(time_attr=EPOCH, max_t=settings.epochs, grace_period=1,
+                             reduction_factor=2)
+    return FIFOScheduler()
+
+
+def _open_study(storage: optuna.storages.BaseStorage,
+                settings: SearchSettings) -> tuple[optuna.Study, list[int]]:
+    if settings.resume:
+        name = settings.study or latest_study_name(storage)
+        study = load_for_resume(storage, name, settings)
+        return study, recover_interrupted(study)
+    return create_study(storage, settings.study or default_study_name(settings), settings), []
+
+
+def run_search(settings: SearchSettings, out: TextIO | None = None) -> SearchOutcome:
+    """Run (or resume) a search to ``settings.trials`` trained architectures.
+
+    Every check that can fail on user input runs before the study is created or touched.
+    """
+    settings.validate()
+    connect_ray(settings.ray_address)  # before the storage file is even created
+    storage = open_storage(settings.storage)
+    study, recovered = _open_study(storage, settings)
+    space = settings.space
+    proposer = BudgetedProposer(study, space, settings.budget, settings.objective)
+    baselines = proposer.enqueue_baselines()
+    # Every study holds the baselines it must beat, so they set the least number of trials.
+    total_trials = max(settings.trials, len(baselines))
+    console = SearchConsole(settings.budget, total_trials, out)
+    console.print(f"study {study.study_name} in {settings.storage}: {settings.backbone} on "
+                  f"{settings.dataset}, budget {settings.budget:.4g} MACs (cheapest "
+                  f"{space.min_macs:.4g}, standard {space.max_macs:.4g}), "
+                  f"{total_trials} trials of {settings.epochs} epochs")
+    if recovered:
+        console.print(f"resumed: trials {recovered} were left running and are queued again")
+    console.print("uniform baselines within budget, trained first: "
+                  + (" ".join(f"P{p}" for p in baselines) or "none"))
+    if total_trials > settings.trials:
+        console.print(f"--trials {settings.trials} raised to {total_trials} to fit the baselines")
+
+    remaining = total_trials - trained_count(study)
+    if remaining > 0:
+        _fit(settings, study, proposer, console, remaining)
+    all_records = records.read_records(study)
+    console.summary(all_records, settings.storage, study.study_name)
+    return SearchOutcome(study.study_name, settings.storage, all_records, proposer.rejected,
+                         baselines, recovered)
+
+
+def _fit(settings: SearchSettings, study: optuna.Study, proposer: BudgetedProposer,
+         console: SearchConsole, remaining: int) -> None:
+    artifacts = Path(settings.artifacts_dir).resolve()
+    trained = [trained_count(study)]
+    best: list[TrialRecord | None] = [None]
+
+    def on_finished(record: TrialRecord) -> None:
+        console.print(console.trial_line(record))
+        if record.status in (records.COMPLETE, records.EARLY_STOPPED):
+            trained[0] += 1
+        if record.is_full_result and (best[0] is None or record.accuracy > best[0].accuracy):
+            best[0] = record
+        console.print(console.progress_line(trained[0], proposer.rejected, best[0]))
+
+    base_config = {
+        "dataset": settings.dataset,
+        "data_dir": str(Path(settings.data_dir).resolve()) if settings.data_dir else None,
+        "epochs": settings.epochs, "batch_size": settings.batch_size, "seed": settings.seed,
+        "threads": max(1, int(settings.cpus_per_trial)),
+    }
+    searcher = BudgetedOptunaSearcher(proposer, base_config,
+                                      str(artifacts / "checkpoints" / study.study_name),
+                                      on_finished)
+    trainable = tune.with_resources(train_trial, {"cpu": settings.cpus_per_trial,
+                                                  "gpu": settings.gpus_per_trial})
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(metric=VAL_ACCURACY, mode="max", search_alg=searcher,
+                                    scheduler=_scheduler(settings), num_samples=remaining,
+                                    max_concurrent_trials=_max_concurrent(settings),
+                                    reuse_actors=True),
+        run_config=tune.RunConfig(name=study.study_name, storage_path=str(artifacts / "ray"),
+                                  failure_config=tune.FailureConfig(settings.max_failures),
+                                  verbose=0, log_to_file=True))
+    tuner.fit()

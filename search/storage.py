@@ -1,0 +1,53 @@
+"""Open an Optuna RDB storage from a SQLAlchemy URL, turning every failure into one clear line."""
+
+from __future__ import annotations
+
+import optuna
+import sqlalchemy
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+
+from hetconv.errors import ConfigError
+
+DEFAULT_STORAGE = "sqlite:///hetnas.db"
+
+# Seconds SQLite waits on a lock held by another writer before giving up.
+_SQLITE_BUSY_TIMEOUT = 60
+
+
+def _display(url: str) -> str:
+    """The URL with any password hidden, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+def _engine_kwargs(url: str) -> dict:
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": _SQLITE_BUSY_TIMEOUT}}
+    # Replace connections the server dropped instead of failing the next query on them.
+    return {"pool_pre_ping": True}
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """Connect (creating Optuna's tables when needed) or raise :class:`ConfigError`."""
+    try:
+        make_url(url)
+    except ArgumentError:
+        raise ConfigError(f"storage {url!r} is not a SQLAlchemy URL; use e.g. "
+                          f"{DEFAULT_STORAGE} or postgresql://user@host/db") from None
+    try:
+        storage = optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+    except NoSuchModuleError:
+        raise ConfigError(f"storage {_display(url)}: unknown database scheme; use sqlite:/// "
+                          f"or postgresql:// (with psycopg installed)") from None
+    except (SQLAlchemyError, OSError, ImportError) as error:
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        raise ConfigError(f"cannot open storage {_display(url)}: {reason}; check the URL and "
+                          f"that the database server is reachable") from None
+    if url.startswith("sqlite"):
+        # WAL lets readers (dashboards) and several writers share the file without blocking.
+        with storage.engine.connect() as connection:
+            connection.execute(sqlalchemy.text("PRAGMA journal_mode=WAL"))
+    return storage

@@ -1,0 +1,135 @@
+"""Create a HetNAS study in Optuna storage, or reopen one to resume it."""
+
+from __future__ import annotations
+
+import datetime
+import math
+import warnings
+
+import optuna
+from optuna.trial import TrialState
+
+from hetconv.errors import ConfigError
+from search import records
+from search.settings import SearchSettings
+
+
+def default_study_name(settings: SearchSettings) -> str:
+    """``vgg16-digits-20261125-153000``: new each run, so a rerun never collides."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return f"{settings.backbone}-{settings.dataset}-{stamp}"
+
+
+def make_sampler(settings: SearchSettings) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler for ``--sampler``; constraints come from ``Trial.set_constraint``."""
+    if settings.sampler == "tpe":
+        # constant_liar keeps parallel workers from being handed the same proposal.
+        return optuna.samplers.TPESampler(seed=settings.seed, multivariate=True,
+                                          constant_liar=True, n_startup_trials=5)
+    if settings.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=settings.seed, population_size=16)
+    return optuna.samplers.RandomSampler(seed=settings.seed)
+
+
+def _directions(objective: str) -> list[str]:
+    return ["maximize"] if objective == "accuracy" else ["maximize", "minimize"]
+
+
+def _metric_names(objective: str) -> list[str]:
+    if objective == "accuracy":
+        return [records.ACCURACY_METRIC]
+    return [records.ACCURACY_METRIC, records.MACS_METRIC]
+
+
+def library_versions() -> dict[str, str]:
+    """Versions that decide whether two studies' numbers are comparable."""
+    import ray
+    import torch
+
+    return {"torch": torch.__version__, "optuna": optuna.__version__, "ray": ray.__version__}
+
+
+def create_study(storage: optuna.storages.BaseStorage, name: str,
+                 settings: SearchSettings) -> optuna.Study:
+    """A new study carrying the search's settings as study attributes."""
+    space = settings.space
+    try:
+        study = optuna.create_study(storage=storage, study_name=name,
+                                    sampler=make_sampler(settings),
+                                    directions=_directions(settings.objective))
+    except optuna.exceptions.DuplicatedStudyError:
+        raise ConfigError(f"study {name!r} already exists in this storage; pass --resume to "
+                          f"continue it or --study with a new name") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(_metric_names(settings.objective))
+    for key, value in ((records.STUDY_BACKBONE, settings.backbone),
+                       (records.STUDY_DATASET, settings.dataset),
+                       (records.STUDY_BUDGET, float(settings.budget)),
+                       (records.STUDY_INPUT_SIZE, space.input_size),
+                       (records.STUDY_OBJECTIVE, settings.objective),
+                       (records.STUDY_EPOCHS, settings.epochs),
+                       (records.STUDY_VERSIONS, library_versions())):
+        study.set_user_attr(key, value)
+    return study
+
+
+def latest_study_name(storage: optuna.storages.BaseStorage) -> str:
+    """The most recently created study, for ``--resume`` without ``--study``."""
+    summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
+    if not summaries:
+        raise ConfigError("--resume: the storage holds no study; start one without --resume")
+    return max(summaries, key=lambda s: s._study_id).study_name
+
+
+def load_for_resume(storage: optuna.storages.BaseStorage, name: str,
+                    settings: SearchSettings) -> optuna.Study:
+    """Reopen ``name`` after checking it was made with the same backbone, budget and objective."""
+    try:
+        study = optuna.load_study(study_name=name, storage=storage,
+                                  sampler=make_sampler(settings))
+    except KeyError:
+        raise ConfigError(f"--resume: no study named {name!r} in this storage; check --study "
+                          f"and --storage") from None
+    stored = study.user_attrs
+    expected = {records.STUDY_BACKBONE: settings.backbone,
+                records.STUDY_DATASET: settings.dataset,
+                records.STUDY_OBJECTIVE: settings.objective,
+                records.STUDY_INPUT_SIZE: settings.space.input_size}
+    for key, value in expected.items():
+        if stored.get(key) != value:
+            raise ConfigError(f"--resume: study {name!r} was run with {key} "
+                              f"{stored.get(key)!r}, not {value!r}; pass the same options")
+    budget = stored.get(records.STUDY_BUDGET)
+    if budget is None or not math.isclose(budget, float(settings.budget), rel_tol=1e-9):
+        raise ConfigError(f"--resume: study {name!r} has budget {budget!r} MACs, not "
+                          f"{settings.budget:g}; pass --budget {budget!r}")
+    return study
+
+
+def recover_interrupted(study: optuna.Study) -> list[int]:
+    """Mark trials left RUNNING by a dead driver as failed and queue their architectures again.
+
+    The re-queued trial continues from the failed one's last epoch checkpoint when it has one.
+    Returns the numbers of the trials that were recovered.
+    """
+    recovered = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study.tell(trial.number, state=TrialState.FAIL)
+        attrs = {key: trial.user_attrs[key]
+                 for key in (records.BASELINE_PART,) if key in trial.user_attrs}
+        if trial.user_attrs.get(records.CHECKPOINT):
+            attrs[records.RESUME_FROM] = trial.user_attrs[records.CHECKPOINT]
+        study.enqueue_trial(trial.params, user_attrs=attrs)
+        recovered.append(trial.number)
+    return recovered
+
+
+def trained_count(study: optuna.Study) -> int:
+    """Trials that used a training slot and finished: complete or stopped early."""
+    count = 0
+    for trial in study.get_trials(deepcopy=False,
+                                  states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        if trial.user_attrs.get(records.STATUS) != records.REJECTED:
+            count += 1
+    return count

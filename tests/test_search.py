@@ -1,0 +1,147 @@
+"""The search end to end: real Ray, real Optuna storage (SQLite and PostgreSQL), real training.
+
+Small settings keep it fast: ResNet-20 on the bundled digits at their native 8×8 size.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from search import records
+from search.data import load_dataset
+from search.exporter import export_best
+from search.runner import SearchOutcome, run_search
+from search.settings import SearchSettings
+from search.train import evaluate
+from space import Architecture
+
+BACKBONE, INPUT_SIZE = "resnet20", 8
+# Uniform P4: random proposals (mean 1/P about 0.39) mostly land over it, so some get rejected.
+BUDGET = Architecture.uniform(BACKBONE, 4, INPUT_SIZE).macs
+
+
+def tiny_settings(storage: str, study: str, artifacts: Path, **overrides) -> SearchSettings:
+    options = dict(budget=BUDGET, backbone=BACKBONE, input_size=INPUT_SIZE, trials=7, epochs=2,
+                   batch_size=64, sampler="random", storage=storage, study=study,
+                   artifacts_dir=str(artifacts), max_concurrent=2, seed=3)
+    options.update(overrides)
+    return SearchSettings(**options)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def searched(request, tmp_path_factory, local_ray) -> tuple[SearchOutcome, SearchSettings]:
+    """One real search per storage backend, shared by the assertions below."""
+    artifacts = tmp_path_factory.mktemp("artifacts")
+    if request.param == "sqlite":
+        storage = f"sqlite:///{artifacts / 'study.db'}"
+    else:
+        storage = request.getfixturevalue("postgres_url")
+    settings = tiny_settings(storage, f"search-{request.param}-{artifacts.name}", artifacts)
+    return run_search(settings), settings
+
+
+def _study(outcome: SearchOutcome) -> optuna.Study:
+    return optuna.load_study(study_name=outcome.study_name, storage=outcome.storage)
+
+
+def test_over_budget_proposals_are_rejected_without_training(searched) -> None:
+    outcome, settings = searched
+    rejected = [r for r in outcome.records if r.status == records.REJECTED]
+    trained = [r for r in outcome.records if r.status == records.COMPLETE]
+    assert outcome.rejected == len(rejected) > 0
+    assert len(trained) == settings.trials
+    for record in rejected:
+        assert record.paper_macs > settings.budget
+        assert record.epochs_trained == 0 and record.checkpoint is None
+    for record in trained:
+        assert record.paper_macs <= settings.budget
+        assert Path(record.checkpoint).exists()
+    # Ray launched exactly the trained trials: one checkpoint folder each, none for rejections.
+    folders = list((Path(settings.artifacts_dir) / "checkpoints" / outcome.study_name).iterdir())
+    assert len(folders) == len(trained)
+    # Optuna sees the budget as a constraint: infeasible for rejections, feasible otherwise.
+    for trial in _study(outcome).get_trials(states=(TrialState.COMPLETE,)):
+        over = trial.constraints[records.BUDGET_CONSTRAINT]
+        assert (over > 0) == (trial.user_attrs[records.STATUS] == records.REJECTED)
+
+
+def test_uniform_baselines_are_trained_first(searched) -> None:
+    outcome, settings = searched
+    space = settings.space
+    expected = sorted({space.uniform_parts(p) for p in space.uniform_choices()
+                       if Architecture(BACKBONE, space.uniform_parts(p), INPUT_SIZE).macs
+                       <= settings.budget})
+    first = [r for r in outcome.records if r.status != records.REJECTED][:len(expected)]
+    assert sorted(r.parts for r in first) == expected
+    assert all(r.baseline_part is not None for r in first)
+    assert len(outcome.baselines) == len(expected)
+
+
+def test_every_trial_and_the_study_carry_their_attributes(searched) -> None:
+    outcome, settings = searched
+    study = _study(outcome)
+    assert study.user_attrs[records.STUDY_BACKBONE] == BACKBONE
+    assert study.user_attrs[records.STUDY_DATASET] == "digits"
+    assert study.user_attrs[records.STUDY_BUDGET] == pytest.approx(settings.budget)
+    assert study.user_attrs[records.STUDY_INPUT_SIZE] == INPUT_SIZE
+    assert set(study.user_attrs[records.STUDY_VERSIONS]) == {"torch", "optuna", "ray"}
+    assert study.metric_names == [records.ACCURACY_METRIC]
+    for trial in study.get_trials(states=(TrialState.COMPLETE,)):
+        attrs = trial.user_attrs
+        arch = Architecture.from_json(attrs[records.ARCHITECTURE])
+        assert tuple(attrs[records.PARTS]) == arch.parts
+        assert attrs[records.PAPER_MACS] == arch.macs
+        assert attrs[records.EXECUTED_MACS] == arch.executed_macs
+        assert attrs[records.PARAMS] == arch.params
+        assert attrs[records.BUDGET_CONSTRAINT] == arch.macs - settings.budget
+        if attrs[records.STATUS] == records.COMPLETE:
+            assert attrs[records.EPOCHS_TRAINED] == settings.epochs
+            assert attrs[records.WALL_SECONDS] > 0
+            assert 0.0 <= trial.value <= 1.0
+            assert sorted(trial.intermediate_values) == list(range(1, settings.epochs + 1))
+
+
+def test_trials_run_in_parallel(searched) -> None:
+    outcome, _ = searched
+    spans = sorted((t.datetime_start, t.datetime_complete) for t in _study(outcome).get_trials()
+                   if t.user_attrs.get(records.STATUS) == records.COMPLETE)
+    assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:], strict=False))
+
+
+def test_export_round_trip_rebuilds_the_trained_network(searched, tmp_path) -> None:
+    outcome, settings = searched
+    out, weights = tmp_path / "best.json", tmp_path / "best.pt"
+    best = export_best(outcome.storage, outcome.study_name, out, weights)
+    assert best == records.ranked(outcome.records)[0]
+    document = json.loads(out.read_text())
+    assert document["result"]["trial"] == best.number
+    assert document["result"]["paper_macs"] == best.paper_macs
+    arch = Architecture.from_json(out.read_text())
+    assert arch.parts == best.parts
+    model = arch.build()
+    model.load_state_dict(torch.load(weights, weights_only=True))
+    data = load_dataset("digits", INPUT_SIZE, seed=settings.seed)
+    accuracy = evaluate(model.eval(), data.test_x, data.test_y, data)
+    assert accuracy == pytest.approx(best.test_accuracy, abs=1e-6)
+
+
+def test_asha_stopped_trials_never_count_as_best(local_ray, tmp_path) -> None:
+    settings = tiny_settings(f"sqlite:///{tmp_path / 'asha.db'}", "asha", tmp_path,
+                             scheduler="asha", epochs=3, trials=6, max_concurrent=1)
+    outcome = run_search(settings)
+    stopped = [r for r in outcome.records if r.status == records.EARLY_STOPPED]
+    assert stopped, "ASHA stopped no trial; the test needs at least one"
+    study = _study(outcome)
+    for record in stopped:
+        assert record.epochs_trained < settings.epochs
+        assert study.trials[record.number].state == TrialState.PRUNED
+    ranked = records.ranked(outcome.records)
+    assert ranked and all(r.epochs_trained == settings.epochs for r in ranked)
+    assert study.best_trial.number == ranked[0].number or \
+        study.best_trial.value == ranked[0].accuracy
