@@ -17,6 +17,8 @@ exact HetConv mask. Both convert into each other and into a plain :class:`torch.
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -37,7 +39,7 @@ def check_layer(in_channels: int, out_channels: int, kernel_size: int, part: int
         raise ConfigError(f"{name}: channel counts must be positive")
     if kernel_size < 1 or kernel_size % 2 == 0:
         raise ConfigError(f"{name}: kernel_size must be odd so the 1x1 kernels sit on its centre")
-    if isinstance(part, bool) or not isinstance(part, int) or part < 1 \
+    if isinstance(part, bool) or not isinstance(part, numbers.Integral) or part < 1 \
             or in_channels % part or out_channels % part:
         raise ConfigError(
             f"{name}: part {part!r} must divide both channel counts; "
@@ -79,7 +81,7 @@ class HetConv2d(nn.Module):
         self.padding = kernel_size // 2 if padding is None else padding
         if self.padding < 0:
             raise ConfigError(f"HetConv2d({in_channels}->{out_channels}): padding must be >= 0")
-        self.part = part
+        self.part = part = int(part)
         self.weight = nn.Parameter(
             torch.empty(out_channels, in_channels // part, kernel_size, kernel_size))
         self.pointwise = (nn.Parameter(torch.empty(out_channels, in_channels, 1, 1))

@@ -11,6 +11,7 @@ from typing import NoReturn
 from hetconv.errors import ConfigError
 
 USAGE_ERROR = 2
+RUN_FAILED = 1
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -32,11 +33,18 @@ def macs_amount(text: str) -> float:
     return value
 
 
-def run_cli(main: Callable[[], int | None], prog: str) -> NoReturn:
-    """Run ``main``; a :class:`ConfigError` becomes one line on stderr and exit status 2."""
+def run_cli(main: Callable[[], int | None], prog: str,
+            failures: tuple[type[Exception], ...] = ()) -> NoReturn:
+    """Run ``main``; a :class:`ConfigError` becomes one line on stderr and exit status 2.
+
+    Exceptions in ``failures`` (a run that went wrong, not bad input) exit with status 1.
+    """
     try:
         status = main()
     except ConfigError as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         sys.exit(USAGE_ERROR)
+    except failures as error:
+        print(f"{prog}: failed: {error}", file=sys.stderr)
+        sys.exit(RUN_FAILED)
     sys.exit(status or 0)

@@ -20,7 +20,7 @@ from space import Architecture
 
 def best_record(storage_url: str, study_name: str) -> TrialRecord:
     """The most accurate trial that trained all its epochs within budget."""
-    storage = open_storage(storage_url)
+    storage = open_storage(storage_url, must_exist=True)
     try:
         study = optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:

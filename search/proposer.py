@@ -74,8 +74,9 @@ class BudgetedProposer:
         return queued
 
     def _suggest_parts(self, trial: optuna.Trial) -> tuple[int, ...]:
-        return tuple(2 ** trial.suggest_int(param_name(i), 0, int(math.log2(layer.allowed_parts[-1])))
-                     for i, layer in enumerate(self.space.layers))
+        return tuple(
+            2 ** trial.suggest_int(param_name(i), 0, int(math.log2(layer.allowed_parts[-1])))
+            for i, layer in enumerate(self.space.layers))
 
     def propose(self) -> Proposal:
         """The next architecture to train. Over-budget proposals are told infeasible and skipped."""

@@ -9,7 +9,7 @@ import os
 import optuna
 
 from search.cli import OneLineParser, macs_amount, run_cli
-from search.runner import run_search
+from search.runner import SearchFailed, run_search
 from search.settings import OBJECTIVES, SAMPLERS, SCHEDULERS, SearchSettings
 from search.storage import DEFAULT_STORAGE
 
@@ -84,4 +84,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    run_cli(main, PROG)
+    run_cli(main, PROG, failures=(SearchFailed,))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import optuna
 import ray
@@ -15,6 +17,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from hetconv.errors import ConfigError
 from search import records
 from search.console import SearchConsole
+from search.data import fetch_dataset
 from search.proposer import BudgetedProposer
 from search.records import TrialRecord
 from search.searcher import EPOCH, VAL_ACCURACY, BudgetedOptunaSearcher
@@ -29,6 +32,10 @@ from search.study import (
     trained_count,
 )
 from search.trainable import train_trial
+
+
+class SearchFailed(RuntimeError):
+    """The search ran but produced no result (not a user-input error: exit status 1)."""
 
 
 @dataclass(frozen=True)
@@ -61,14 +68,16 @@ def connect_ray(address: str | None) -> None:
     """Join the cluster at ``address``, or start a local Ray when none is given."""
     if ray.is_initialized():
         return
+    # Ray's start-up chatter would bury the search's own lines; errors still show.
+    quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
     if address:
         _check_ray_address(address)
         try:
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=address, **quiet)
         except (ConnectionError, RuntimeError) as error:
             raise ConfigError(f"--ray-address {address}: {error}") from None
     else:
-        ray.init(include_dashboard=False, log_to_driver=False)
+        ray.init(include_dashboard=False, **quiet)
 
 
 def _max_concurrent(settings: SearchSettings) -> int:
@@ -98,14 +107,20 @@ def _open_study(storage: optuna.storages.BaseStorage,
     return create_study(storage, settings.study or default_study_name(settings), settings), []
 
 
-def run_search(settings: SearchSettings, out: TextIO | None = None) -> SearchOutcome:
+def run_search(settings: SearchSettings, out: TextIO | None = None,
+               trainable: Callable[[dict[str, Any]], None] = train_trial) -> SearchOutcome:
     """Run (or resume) a search to ``settings.trials`` trained architectures.
 
     Every check that can fail on user input runs before the study is created or touched.
+    ``trainable`` is replaceable so ``bench/search_overhead.py`` can time the orchestration
+    alone.
     """
     settings.validate()
-    connect_ray(settings.ray_address)  # before the storage file is even created
+    fetch_dataset(settings.dataset, settings.data_dir)
+    if settings.ray_address:
+        _check_ray_address(settings.ray_address)  # before the storage file is even created
     storage = open_storage(settings.storage)
+    connect_ray(settings.ray_address)
     study, recovered = _open_study(storage, settings)
     space = settings.space
     proposer = BudgetedProposer(study, space, settings.budget, settings.objective)
@@ -126,27 +141,40 @@ def run_search(settings: SearchSettings, out: TextIO | None = None) -> SearchOut
 
     remaining = total_trials - trained_count(study)
     if remaining > 0:
-        _fit(settings, study, proposer, console, remaining)
+        _fit(settings, study, proposer, console, remaining, trainable)
     all_records = records.read_records(study)
     console.summary(all_records, settings.storage, study.study_name)
+    if not records.ranked(all_records) and any(r.status == records.FAILED for r in all_records):
+        raise SearchFailed(f"every trial failed; the trials' errors are in the Ray logs under "
+                           f"{Path(settings.artifacts_dir).resolve() / 'ray'}")
     return SearchOutcome(study.study_name, settings.storage, all_records, proposer.rejected,
                          baselines, recovered)
 
 
-def _fit(settings: SearchSettings, study: optuna.Study, proposer: BudgetedProposer,
-         console: SearchConsole, remaining: int) -> None:
-    artifacts = Path(settings.artifacts_dir).resolve()
-    trained = [trained_count(study)]
-    best: list[TrialRecord | None] = [None]
+class _Progress:
+    """Prints each finished trial and where the study stands."""
 
-    def on_finished(record: TrialRecord) -> None:
-        console.print(console.trial_line(record))
+    def __init__(self, console: SearchConsole, proposer: BudgetedProposer, trained: int) -> None:
+        self.console = console
+        self.proposer = proposer
+        self.trained = trained
+        self.best: TrialRecord | None = None
+
+    def trial_finished(self, record: TrialRecord) -> None:
+        self.console.print(self.console.trial_line(record))
         if record.status in (records.COMPLETE, records.EARLY_STOPPED):
-            trained[0] += 1
-        if record.is_full_result and (best[0] is None or record.accuracy > best[0].accuracy):
-            best[0] = record
-        console.print(console.progress_line(trained[0], proposer.rejected, best[0]))
+            self.trained += 1
+        if record.is_full_result and (self.best is None or record.accuracy > self.best.accuracy):
+            self.best = record
+        self.console.print(self.console.progress_line(self.trained, self.proposer.rejected,
+                                                      self.best))
 
+
+def _fit(settings: SearchSettings, study: optuna.Study, proposer: BudgetedProposer,
+         console: SearchConsole, remaining: int,
+         trainable: Callable[[dict[str, Any]], None]) -> None:
+    artifacts = Path(settings.artifacts_dir).resolve()
+    progress = _Progress(console, proposer, trained_count(study))
     base_config = {
         "dataset": settings.dataset,
         "data_dir": str(Path(settings.data_dir).resolve()) if settings.data_dir else None,
@@ -155,11 +183,10 @@ def _fit(settings: SearchSettings, study: optuna.Study, proposer: BudgetedPropos
     }
     searcher = BudgetedOptunaSearcher(proposer, base_config,
                                       str(artifacts / "checkpoints" / study.study_name),
-                                      on_finished)
-    trainable = tune.with_resources(train_trial, {"cpu": settings.cpus_per_trial,
-                                                  "gpu": settings.gpus_per_trial})
+                                      progress.trial_finished)
+    resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
     tuner = tune.Tuner(
-        trainable,
+        tune.with_resources(trainable, resources),
         tune_config=tune.TuneConfig(metric=VAL_ACCURACY, mode="max", search_alg=searcher,
                                     scheduler=_scheduler(settings), num_samples=remaining,
                                     max_concurrent_trials=_max_concurrent(settings),

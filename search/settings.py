@@ -35,8 +35,8 @@ class SearchSettings:
     data_dir: str | None = None
     input_size: int | None = None
     trials: int = 10
-    epochs: int = 2
-    batch_size: int = 64
+    epochs: int = 4
+    batch_size: int = 32
     sampler: str = "tpe"
     objective: str = "accuracy"
     storage: str = DEFAULT_STORAGE

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import optuna
 import sqlalchemy
 from sqlalchemy.engine import make_url
@@ -26,17 +28,25 @@ def _display(url: str) -> str:
 def _engine_kwargs(url: str) -> dict:
     if url.startswith("sqlite"):
         return {"connect_args": {"timeout": _SQLITE_BUSY_TIMEOUT}}
-    # Replace connections the server dropped instead of failing the next query on them.
-    return {"pool_pre_ping": True}
+    # Replace connections the server dropped instead of failing the next query on them, and
+    # give up on a host that does not answer instead of hanging.
+    return {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
 
 
-def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """Connect (creating Optuna's tables when needed) or raise :class:`ConfigError`."""
+def open_storage(url: str, must_exist: bool = False) -> optuna.storages.RDBStorage:
+    """Connect (creating Optuna's tables when needed) or raise :class:`ConfigError`.
+
+    Readers pass ``must_exist`` so that a mistyped SQLite path is an error, not a new empty file.
+    """
     try:
-        make_url(url)
+        parsed = make_url(url)
     except ArgumentError:
         raise ConfigError(f"storage {url!r} is not a SQLAlchemy URL; use e.g. "
                           f"{DEFAULT_STORAGE} or postgresql://user@host/db") from None
+    if must_exist and parsed.get_backend_name() == "sqlite" \
+            and not Path(parsed.database or "").is_file():
+        raise ConfigError(f"storage {url}: no such database file; check the path (the "
+                          f"search writes {DEFAULT_STORAGE} in the folder it ran in)")
     try:
         storage = optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
     except NoSuchModuleError:

@@ -8,6 +8,7 @@ driver (shared storage on a cluster), so when Ray restarts a trial after its wor
 from __future__ import annotations
 
 import functools
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,11 @@ from space import Architecture
 def _cached_dataset(name: str, input_size: int, data_dir: str | None, seed: int) -> DataSplits:
     """Trials reusing a worker process load their data set once."""
     return load_dataset(name, input_size, data_dir, seed=seed, download=False)
+
+
+def training_seed(search_seed: int, arch: Architecture) -> int:
+    """One seed per architecture, so a retried trial can continue the first one's checkpoint."""
+    return (search_seed + zlib.crc32(arch.to_json().encode())) % 2**31
 
 
 def _resume_file(config: dict[str, Any]) -> Path | None:
@@ -44,7 +50,7 @@ def train_trial(config: dict[str, Any]) -> None:
                            int(config["seed"]))
     epochs = int(config["epochs"])
     train_config = TrainConfig(epochs=epochs, batch_size=int(config["batch_size"]),
-                               seed=int(config["seed"]) + int(config["trial_number"]))
+                               seed=training_seed(int(config["seed"]), arch))
 
     def report(result: EpochResult) -> None:
         if result.epoch < epochs:  # the last epoch is reported with the test accuracy below

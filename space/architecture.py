@@ -17,6 +17,9 @@ from space.search_space import SearchSpace
 SCHEMA = "hetnas/architecture"
 SCHEMA_VERSION = 1
 _KEYS = {"schema", "version", "backbone", "parts", "input_size", "num_classes"}
+# Free-form notes that travel with the architecture (the export's accuracy, MACs, trial number);
+# read by people, ignored when building.
+_OPTIONAL_KEYS = {"result"}
 
 
 @dataclass(frozen=True)
@@ -84,11 +87,13 @@ class Architecture:
             raise ConfigError("architecture document must be a JSON object")
         if data.get("schema") != SCHEMA:
             raise ConfigError(f"not an architecture document: 'schema' must be {SCHEMA!r}")
-        if data.get("version") != SCHEMA_VERSION:
-            raise ConfigError(f"architecture schema version {data.get('version')!r} is not "
+        version = data.get("version")
+        # ``type(...) is int``: JSON ``true`` and ``1.0`` compare equal to 1 but are not version 1.
+        if type(version) is not int or version != SCHEMA_VERSION:
+            raise ConfigError(f"architecture schema version {version!r} is not "
                               f"supported; this HetNAS reads version {SCHEMA_VERSION}")
         missing = sorted(_KEYS - set(data))
-        unknown = sorted(set(data) - _KEYS)
+        unknown = sorted(set(data) - _KEYS - _OPTIONAL_KEYS)
         if missing or unknown:
             raise ConfigError(f"architecture document: missing keys {missing}, "
                               f"unknown keys {unknown}")

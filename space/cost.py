@@ -79,6 +79,9 @@ def cost_profile(backbone: str, input_size: int, num_classes: int) -> CostProfil
     """Trace the standard network once on the meta device; keep the sizes cost depends on."""
     with torch.device("meta"):
         model = get_backbone(backbone).build(None, num_classes=num_classes)
+    # Eval mode: the trace is a question of shapes; a training-mode batch norm would reject the
+    # batch of one at a 1×1 map with a ValueError before the real size problem shows.
+    model.eval()
     pixels: list[int] = []
     fixed_macs = 0
 
@@ -95,7 +98,7 @@ def cost_profile(backbone: str, input_size: int, num_classes: int) -> CostProfil
             module.register_forward_hook(record)
     try:
         model(torch.empty(1, 3, input_size, input_size, device="meta"))
-    except RuntimeError as error:
+    except (RuntimeError, ValueError) as error:
         raise ConfigError(f"input size {input_size} is too small for {backbone} "
                           f"({error.args[0].splitlines()[0]}); use a larger --input-size") from None
     layers = searchable_layers(backbone)

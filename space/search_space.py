@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -90,7 +91,7 @@ class SearchSpace:
 
     def check_budget(self, budget: float) -> None:
         """Reject a MACs budget that is not a positive number or that no architecture meets."""
-        if isinstance(budget, bool) or not isinstance(budget, (int, float)) \
+        if isinstance(budget, bool) or not isinstance(budget, numbers.Real) \
                 or not math.isfinite(budget) or budget <= 0:
             raise ConfigError(f"budget must be a positive number of MACs, got {budget!r}")
         if budget < self.min_macs:

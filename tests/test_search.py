@@ -6,6 +6,7 @@ Small settings keep it fast: ResNet-20 on the bundled digits at their native 8×
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import optuna
@@ -42,7 +43,7 @@ def searched(request, tmp_path_factory, local_ray) -> tuple[SearchOutcome, Searc
         storage = f"sqlite:///{artifacts / 'study.db'}"
     else:
         storage = request.getfixturevalue("postgres_url")
-    settings = tiny_settings(storage, f"search-{request.param}-{artifacts.name}", artifacts)
+    settings = tiny_settings(storage, f"search-{request.param}-{uuid.uuid4().hex[:8]}", artifacts)
     return run_search(settings), settings
 
 

@@ -93,4 +93,5 @@ def build_model(name: str, parts: Sequence[int] | None = None,
                 num_classes: int | None = None) -> nn.Module:
     """Build a family with one part per searchable layer (``None``: the standard network)."""
     backbone = get_backbone(name)
-    return backbone.build(parts, num_classes=num_classes or backbone.num_classes)
+    return backbone.build(parts, num_classes=backbone.num_classes if num_classes is None
+                          else num_classes)

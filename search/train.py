@@ -1,0 +1,430 @@
+"""Train one architecture on one data set: the single trial that a search runs many times.
+
+SGD with Nesterov momentum and weight decay, the learning rate scaled linearly with
+``batch_size / 128`` and annealed by a cosine over every step of every epoch; cross-entropy.
+Each epoch ends with the validation accuracy, a checkpoint (written atomically, before the caller
+hears of the epoch) and ``on_epoch``; the test split is scored once, at the end, and never used
+for any choice. On CUDA the trainer uses mixed precision (bf16, else fp16 with a gradient
+scaler) and channels-last tensors; on CPU it is plain float32.
+
+Runs are deterministic on CPU for a given seed and thread count, and a run resumed from its
+checkpoint ends exactly where the uninterrupted run would: the checkpoint holds the model,
+optimizer, step, epoch and every random state that training draws from. It holds only tensors
+and primitive containers, so it loads with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from hetconv.errors import ConfigError
+from search.augment import crop_padding, normalize, random_crop_flip
+from search.data import DataSplits
+from space.architecture import Architecture
+
+CHECKPOINT_FILE = "checkpoint.pt"
+_FORMAT = "hetnas/checkpoint"
+_FORMAT_VERSION = 1
+_RESIDENT_BYTES = 2 << 30  # data sets up to this size live on the GPU for the whole run
+_RESULT_FIELDS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "seed", "nesterov",
+                  "label_smoothing", "warmup_epochs")  # what a resumed run must share
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train one trial. ``lr`` is the rate at batch 128; it scales with ``batch_size``.
+
+    ``device``: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, …
+    ``warmup_epochs``: linear warm-up before the cosine (0 = none), for large batches.
+    """
+
+    epochs: int
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    seed: int = 0
+    device: str = "auto"
+    nesterov: bool = True
+    label_smoothing: float = 0.0
+    warmup_epochs: float = 0.0
+    eval_batch_size: int = 1024
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+        checks = (("lr", self.lr > 0, "> 0"), ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
+                  ("weight_decay", self.weight_decay >= 0, ">= 0"),
+                  ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
+                  ("warmup_epochs", 0 <= self.warmup_epochs <= self.epochs, "in [0, epochs]"))
+        for name, ok, rule in checks:
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or not ok:
+                raise ConfigError(f"{name} must be {rule}, got {value!r}")
+        if self.nesterov and self.momentum == 0:
+            raise ConfigError("nesterov needs momentum > 0; set nesterov=False or a momentum")
+
+    @property
+    def peak_lr(self) -> float:
+        """The learning rate after linear scaling with the batch size."""
+        return self.lr * self.batch_size / 128
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    """One finished epoch: mean training loss, validation accuracy, wall time of the epoch."""
+
+    epoch: int
+    train_loss: float
+    val_accuracy: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """A finished trial. ``seconds`` sums the epochs across resumes, plus the final test."""
+
+    val_accuracy: float
+    test_accuracy: float
+    epochs_trained: int
+    seconds: float
+    history: tuple[EpochResult, ...] = ()
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` is CUDA when available, else CPU; an unusable device is a ConfigError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available; use auto or cpu")
+    return device
+
+
+def learning_rate(config: TrainConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:
+    """Learning rate of optimizer step ``step`` (0-based): optional warm-up, then cosine to 0."""
+    warmup = round(config.warmup_epochs * steps_per_epoch)
+    if step < warmup:
+        return config.peak_lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total_steps - warmup)
+    return 0.5 * config.peak_lr * (1.0 + math.cos(math.pi * progress))
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, data: DataSplits,
+             device: torch.device | str | None = None, batch_size: int = 1024) -> float:
+    """Top-1 accuracy of ``model`` (put in eval mode) on ``images``, normalised like ``data``.
+
+    ``device`` is where the model lives (default: where its parameters are); batches go there.
+    """
+    if device is None:
+        device = next(model.parameters()).device
+    device = resolve_device(device) if isinstance(device, str) else device
+    amp = _amp_dtype(device)
+    model.eval()
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    for start in range(0, len(labels), batch_size):
+        x = images[start:start + batch_size].to(device, non_blocking=True)
+        x = _prepare(x, data, channels_last=device.type == "cuda")
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            logits = model(x)
+        correct += (logits.argmax(1) == labels[start:start + batch_size].to(device)).sum()
+    return correct.item() / max(1, len(labels))
+
+
+def train(arch: Architecture, data: DataSplits, config: TrainConfig,
+          checkpoint_dir: Path | None = None, resume_from: Path | None = None,
+          on_epoch: Callable[[EpochResult], None] | None = None) -> TrainResult:
+    """Train ``arch`` on ``data`` for ``config.epochs`` epochs and score it on the test split.
+
+    With ``checkpoint_dir``, ``checkpoint_dir/CHECKPOINT_FILE`` is replaced after every epoch,
+    before ``on_epoch`` is called. ``resume_from`` (that file, or its folder) continues after the
+    saved epoch; it must come from the same architecture, data set and training settings. An
+    exception raised by ``on_epoch`` stops training and propagates (the checkpoint is written).
+    The caller's random state and thread count are left as they were.
+    """
+    if (arch.input_size, arch.num_classes) != (data.input_size, data.num_classes):
+        raise ConfigError(f"architecture expects {arch.input_size}px inputs and "
+                          f"{arch.num_classes} classes but dataset {data.name!r} has "
+                          f"{data.input_size}px and {data.num_classes}; build the architecture "
+                          f"with the data set's input size and class count")
+    if len(data.train_y) < 2 or len(data.val_y) < 1 or len(data.test_y) < 1:
+        raise ConfigError(f"dataset {data.name!r} has splits of sizes {data.sizes}; training "
+                          f"needs at least 2 training images and 1 each for val and test")
+    device = resolve_device(config.device)
+    saved = _read_checkpoint(_checkpoint_path(resume_from)) if resume_from is not None else None
+    if saved is not None:
+        _check_resumable(saved, arch, data, config, _checkpoint_path(resume_from))
+    with _isolated_rng(device), _cudnn_benchmark(device):
+        return _Run(arch, data, config, device).fit(saved, checkpoint_dir, on_epoch)
+
+
+def load_weights(checkpoint_file: Path, arch: Architecture) -> nn.Module:
+    """``arch`` built with the trained weights of a checkpoint, on the CPU, in eval mode.
+
+    ``checkpoint_file`` may also be the folder that holds :data:`CHECKPOINT_FILE`.
+    """
+    path = _checkpoint_path(checkpoint_file)
+    saved = _read_checkpoint(path)
+    _check_architecture(saved, arch, path)
+    with torch.random.fork_rng(devices=[]):
+        model = arch.build()
+    try:
+        model.load_state_dict(saved["model"])
+    except (RuntimeError, KeyError, TypeError) as error:
+        raise ConfigError(f"checkpoint {path} does not fit architecture {arch.backbone} "
+                          f"({str(error).splitlines()[0]}); pass the architecture it was "
+                          f"trained with") from None
+    return model.eval()
+
+
+# -- the training run ---------------------------------------------------------------------
+
+
+class _Run:
+    """Model, optimizer and random state of one run, and how to save and restore them."""
+
+    def __init__(self, arch: Architecture, data: DataSplits, config: TrainConfig,
+                 device: torch.device) -> None:
+        self.arch, self.data, self.config, self.device = arch, data, config, device
+        self.amp = _amp_dtype(device)
+        self.channels_last = device.type == "cuda"
+        torch.manual_seed(config.seed)  # model init and dropout; _isolated_rng restores after
+        self.model = arch.build().to(device)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config.peak_lr,
+                                         momentum=config.momentum, nesterov=config.nesterov,
+                                         weight_decay=config.weight_decay)
+        self.scaler = (torch.amp.GradScaler(device.type) if self.amp == torch.float16 else None)
+        self.generator = torch.Generator().manual_seed(
+            int(np.random.SeedSequence([config.seed, 1]).generate_state(1)[0]))
+        self.padding = crop_padding(data.input_size)
+        n = len(data.train_y)
+        self.batch_size = min(config.batch_size, n)
+        self.steps_per_epoch = n // self.batch_size  # the last partial batch is dropped
+        self.total_steps = self.steps_per_epoch * config.epochs
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        self.epoch, self.step, self.seconds = 0, 0, 0.0
+        self.history: list[EpochResult] = []
+        resident = device.type != "cuda" or _nbytes(data) <= _RESIDENT_BYTES
+        self.store = device if resident else torch.device("cpu")
+        self.train_x, self.train_y = (t.to(self.store) for t in (data.train_x, data.train_y))
+
+    def fit(self, saved: Mapping[str, Any] | None, checkpoint_dir: Path | None,
+            on_epoch: Callable[[EpochResult], None] | None) -> TrainResult:
+        if saved is not None:
+            self.restore(saved)
+        for epoch in range(self.epoch + 1, self.config.epochs + 1):
+            started = time.perf_counter()
+            loss = self.train_epoch()
+            val = self.evaluate(self.data.val_x, self.data.val_y)
+            result = EpochResult(epoch, loss, val, time.perf_counter() - started)
+            self.epoch = epoch
+            self.seconds += result.seconds
+            self.history.append(result)
+            if checkpoint_dir is not None:
+                _write_atomic(self.state(), Path(checkpoint_dir) / CHECKPOINT_FILE)
+            if on_epoch is not None:
+                on_epoch(result)
+        started = time.perf_counter()
+        test = self.evaluate(self.data.test_x, self.data.test_y)
+        val = (self.history[-1].val_accuracy if self.history
+               else self.evaluate(self.data.val_x, self.data.val_y))
+        seconds = self.seconds + time.perf_counter() - started
+        return TrainResult(val, test, self.epoch, seconds, tuple(self.history))
+
+    def train_epoch(self) -> float:
+        """One pass over a fresh permutation of the training split; the mean batch loss."""
+        self.model.train()
+        order = torch.randperm(len(self.train_y), generator=self.generator).to(self.store)
+        loss_sum = torch.zeros((), dtype=torch.float32, device=self.device)
+        for i in range(self.steps_per_epoch):
+            index = order[i * self.batch_size:(i + 1) * self.batch_size]
+            x = self.train_x[index].to(self.device, non_blocking=True)
+            y = self.train_y[index].to(self.device, non_blocking=True)
+            x = random_crop_flip(x, self.generator, self.padding, self.data.hflip)
+            x = _prepare(x, self.data, self.channels_last)
+            lr = learning_rate(self.config, self.step, self.total_steps, self.steps_per_epoch)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+                loss = self.criterion(self.model(x), y)
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                loss.backward()
+                self.optimizer.step()
+            loss_sum += loss.detach().float()
+            self.step += 1
+        return loss_sum.item() / self.steps_per_epoch
+
+    def evaluate(self, images: torch.Tensor, labels: torch.Tensor) -> float:
+        return evaluate(self.model, images, labels, self.data, self.device,
+                        self.config.eval_batch_size)
+
+    def state(self) -> dict[str, Any]:
+        """Everything needed to continue, as tensors and primitive containers only."""
+        rng = {"data": self.generator.get_state(), "torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "format": _FORMAT, "version": _FORMAT_VERSION,
+            "architecture": self.arch.to_json(), "dataset": self.data.name,
+            "splits": _fingerprint(self.data),
+            "config": dataclasses.asdict(self.config),
+            "epoch": self.epoch, "step": self.step, "seconds": self.seconds,
+            "history": [dataclasses.asdict(r) for r in self.history],
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+            "rng": rng,
+        }
+
+    def restore(self, saved: Mapping[str, Any]) -> None:
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        if self.scaler is not None and saved["scaler"]:
+            self.scaler.load_state_dict(saved["scaler"])
+        self.epoch, self.step, self.seconds = saved["epoch"], saved["step"], saved["seconds"]
+        self.history = [EpochResult(**r) for r in saved["history"]]
+        self.generator.set_state(saved["rng"]["data"])
+        torch.set_rng_state(saved["rng"]["torch"])
+        if self.device.type == "cuda" and "cuda" in saved["rng"]:
+            torch.cuda.set_rng_state(saved["rng"]["cuda"], self.device)
+
+
+def _prepare(x: torch.Tensor, data: DataSplits, channels_last: bool) -> torch.Tensor:
+    """Normalise a batch already on its device; channels-last on CUDA, where it is faster."""
+    x = normalize(x, data.mean, data.std)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def _amp_dtype(device: torch.device) -> torch.dtype | None:
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _fingerprint(data: DataSplits) -> str:
+    """Split sizes and a hash of the labels in order: tells a different seed or split apart."""
+    digest = hashlib.sha1(usedforsecurity=False)
+    for labels in (data.train_y, data.val_y, data.test_y):
+        digest.update(labels.cpu().numpy().tobytes())
+    return f"{data.sizes}:{digest.hexdigest()[:16]}"
+
+
+def _nbytes(data: DataSplits) -> int:
+    return data.train_x.numel() * data.train_x.element_size()
+
+
+@contextmanager
+def _isolated_rng(device: torch.device) -> Iterator[None]:
+    """Seed freely inside; give the caller back its own CPU (and CUDA) random state."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        yield
+
+
+@contextmanager
+def _cudnn_benchmark(device: torch.device) -> Iterator[None]:
+    """Let cuDNN pick the fastest kernels for the fixed batch shapes; restore the flag after."""
+    previous = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = previous or device.type == "cuda"
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = previous
+
+
+# -- checkpoint files -----------------------------------------------------------------------
+
+
+def _checkpoint_path(path: Path | str) -> Path:
+    path = Path(path)
+    return path / CHECKPOINT_FILE if path.is_dir() else path
+
+
+def _write_atomic(state: Mapping[str, Any], target: Path) -> None:
+    """Write to a temporary file beside ``target``, then rename: readers never see half a file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            torch.save(state, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp_name, target)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"checkpoint {path} does not exist; pass a {CHECKPOINT_FILE} written "
+                          f"by a training run (or the folder holding it)")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated, foreign or unsafe: the file's fault either way
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ConfigError(f"cannot read checkpoint {path} ({reason}); pass a {CHECKPOINT_FILE} "
+                          f"written by a training run") from None
+    if not isinstance(saved, dict) or saved.get("format") != _FORMAT:
+        raise ConfigError(f"{path} is not a HetNAS checkpoint; pass a {CHECKPOINT_FILE} written "
+                          f"by a training run")
+    if saved.get("version") != _FORMAT_VERSION:
+        raise ConfigError(f"checkpoint {path} has format version {saved.get('version')!r}; this "
+                          f"HetNAS reads version {_FORMAT_VERSION}")
+    return saved
+
+
+def _check_architecture(saved: Mapping[str, Any], arch: Architecture, path: Path) -> None:
+    stored = Architecture.from_json(saved["architecture"])
+    if stored != arch:
+        raise ConfigError(f"checkpoint {path} was trained for {stored.backbone} with parts "
+                          f"{list(stored.parts)} at {stored.input_size}px, {stored.num_classes} "
+                          f"classes, not {arch.backbone} with parts {list(arch.parts)} at "
+                          f"{arch.input_size}px, {arch.num_classes} classes; pass the "
+                          f"architecture it was trained with")
+
+
+def _check_resumable(saved: Mapping[str, Any], arch: Architecture, data: DataSplits,
+                     config: TrainConfig, path: Path) -> None:
+    _check_architecture(saved, arch, path)
+    if saved["dataset"] != data.name:
+        raise ConfigError(f"checkpoint {path} was trained on {saved['dataset']!r}, not "
+                          f"{data.name!r}; resume with the same data set")
+    if saved["splits"] != _fingerprint(data):
+        raise ConfigError(f"checkpoint {path} was trained on other {data.name} splits (sizes or "
+                          f"order differ); resume with the same data seed and val_fraction")
+    ours = dataclasses.asdict(config)
+    changed = [f"{k}: {saved['config'].get(k)!r} -> {ours[k]!r}" for k in _RESULT_FIELDS
+               if saved["config"].get(k) != ours[k]]
+    if changed:
+        raise ConfigError(f"checkpoint {path} was written with other training settings "
+                          f"({', '.join(changed)}); resume with the settings it was written with")

@@ -1,0 +1,85 @@
+"""Bad input to the command lines: one clear line on stderr, exit status 2, nothing written."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+
+from space import SearchSpace
+
+MIN_MACS = SearchSpace("vgg16").min_macs
+
+
+def _run(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RAY_AIR_NEW_OUTPUT": "0"}
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def _assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.mark.parametrize(("args", "fragments"), [
+    (["--budget", "1e3"], ["below the cheapest vgg16", str(MIN_MACS)]),
+    (["--budget", "abc"], ["not a number of MACs"]),
+    (["--budget", "-5"], ["positive"]),
+    (["--budget", "0"], ["positive"]),
+    (["--budget", "nan"], ["positive"]),
+    (["--budget", "3e8", "--backbone", "vgg19"], ["unknown backbone 'vgg19'", "vgg16"]),
+    (["--budget", "3e8", "--dataset", "mnist"], ["mnist", "digits"]),
+    (["--budget", "3e8", "--dataset", "cifar10", "--data-dir", "/nonexistent/cifar"],
+     ["/nonexistent/cifar"]),
+    (["--budget", "3e8", "--sampler", "grid"], ["--sampler"]),
+    (["--budget", "3e8", "--trials", "0"], ["--trials"]),
+    (["--budget", "3e8", "--ray-address", "127.0.0.1:1"], ["127.0.0.1:1", "ray start"]),
+])
+def test_search_run_rejects_bad_options_before_writing(tmp_path: Path, args: list[str],
+                                                       fragments: list[str]) -> None:
+    result = _run("search.run", *args, "--storage", f"sqlite:///{tmp_path / 'x.db'}",
+                  cwd=tmp_path)
+    _assert_one_line_error(result, *fragments)
+    assert list(tmp_path.iterdir()) == []  # no database, no artifacts
+
+
+@pytest.mark.parametrize(("storage", "fragment"), [
+    ("postgresql://postgres@127.0.0.1:1/test", "cannot open storage"),
+    ("nosuchdb://somewhere/x", "unknown database scheme"),
+    ("not a url", "not a SQLAlchemy URL"),
+])
+def test_search_run_rejects_unusable_storage(tmp_path: Path, storage: str,
+                                             fragment: str) -> None:
+    result = _run("search.run", "--budget", "3e8", "--storage", storage, cwd=tmp_path)
+    _assert_one_line_error(result, fragment)
+
+
+def test_resume_of_a_missing_study_writes_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "x.db"
+    storage = f"sqlite:///{db}"
+    optuna.create_study(storage=storage, study_name="other")
+    result = _run("search.run", "--budget", "3e8", "--storage", storage, "--resume",
+                  "--study", "missing", cwd=tmp_path)
+    _assert_one_line_error(result, "no study named 'missing'")
+    assert optuna.get_all_study_names(storage) == ["other"]
+
+
+def test_export_errors(tmp_path: Path) -> None:
+    missing = _run("search.export", "--storage", f"sqlite:///{tmp_path / 'none.db'}",
+                   "--study", "s", "--out", "best.json", cwd=tmp_path)
+    _assert_one_line_error(missing, "no such database file")
+    storage = f"sqlite:///{tmp_path / 'x.db'}"
+    optuna.create_study(storage=storage, study_name="empty")
+    for study, fragment in (("nope", "no study named 'nope'"), ("empty", "no trial")):
+        result = _run("search.export", "--storage", storage, "--study", study, "--out",
+                      "best.json", cwd=tmp_path)
+        _assert_one_line_error(result, fragment)
+    assert not (tmp_path / "best.json").exists()

@@ -1,0 +1,87 @@
+"""Resume after the driver is killed: a real `python -m search.run` process, really SIGKILLed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from search import records
+from space import Architecture
+
+BUDGET = Architecture.uniform("resnet20", 2, 8).macs
+
+
+def _command(storage: str, artifacts: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "search.run", "--budget", str(BUDGET), "--backbone",
+            "resnet20", "--input-size", "8", "--trials", "7", "--epochs", "3",
+            "--max-concurrent", "1", "--storage", storage, "--study", "killed",
+            "--artifacts-dir", str(artifacts), "--seed", "1", *extra]
+
+
+def _wait_for_mid_training(storage: str, deadline: float) -> None:
+    """Until one trial has finished and another has a checkpoint of a finished epoch."""
+    while time.monotonic() < deadline:
+        try:
+            trials = optuna.load_study(study_name="killed", storage=storage).get_trials()
+        except KeyError:
+            trials = []
+        done = [t for t in trials if t.state == TrialState.COMPLETE]
+        mid = [t for t in trials if t.state == TrialState.RUNNING
+               and t.user_attrs.get(records.EPOCHS_TRAINED, 0) >= 1]
+        if done and mid:
+            return
+        time.sleep(0.2)
+    raise AssertionError("the search never reached the middle of a trial")
+
+
+def test_resume_after_the_driver_is_killed(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    env = {**os.environ, "RAY_AIR_NEW_OUTPUT": "0"}
+    driver = subprocess.Popen(_command(storage, tmp_path), cwd=tmp_path, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        _wait_for_mid_training(storage, time.monotonic() + 240)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
+        driver.wait()
+
+    study = optuna.load_study(study_name="killed", storage=storage)
+    before = {t.number: t for t in study.get_trials()}
+    finished_before = {n: t for n, t in before.items() if t.state == TrialState.COMPLETE}
+    interrupted = [t for t in before.values() if t.state == TrialState.RUNNING]
+    assert finished_before and len(interrupted) == 1
+
+    resumed = subprocess.run(_command(storage, tmp_path, "--resume"), cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"trials [{interrupted[0].number}] were left running" in resumed.stdout
+
+    after = {t.number: t for t in
+             optuna.load_study(study_name="killed", storage=storage).get_trials()}
+    assert not [t for t in after.values() if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    # Finished trials are kept untouched and the count goes on after them.
+    for number, trial in finished_before.items():
+        assert after[number].state == TrialState.COMPLETE
+        assert after[number].values == trial.values
+    assert max(after) > max(before)
+    # The interrupted trial failed and its architecture trained again, from its checkpoint.
+    assert after[interrupted[0].number].state == TrialState.FAIL
+    retried = [t for t in after.values() if t.number > max(before)
+               and t.params == interrupted[0].params]
+    assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE
+    assert retried[0].user_attrs[records.RESUME_FROM] == \
+        interrupted[0].user_attrs[records.CHECKPOINT]
+    # Nothing finished ran again, and the study reached its trial count.
+    trained = [r for r in records.read_records(optuna.load_study(study_name="killed",
+                                                                  storage=storage))
+               if r.status == records.COMPLETE]
+    assert len(trained) == 7
+    assert len({r.parts for r in trained}) == len(trained)
