@@ -108,12 +108,15 @@ class BudgetedProposer:
             return [accuracy]
         return [accuracy, float(arch.macs)]
 
-    def report_epoch(self, proposal: Proposal, epoch: int, accuracy: float) -> None:
-        """Record a validation accuracy as the trial's learning curve."""
+    def report_epoch(self, proposal: Proposal, epoch: int, accuracy: float,
+                     node: str | None = None) -> None:
+        """Record a validation accuracy as the trial's learning curve, and where it trained."""
         if self.objective == "accuracy":
             proposal.trial.report(accuracy, epoch)
         proposal.trial.set_user_attr(records.VAL_ACCURACY, accuracy)
         proposal.trial.set_user_attr(records.EPOCHS_TRAINED, epoch)
+        if node is not None:
+            proposal.trial.set_user_attr(records.NODE, node)
 
     def set_checkpoint(self, proposal: Proposal, path: str) -> None:
         proposal.trial.set_user_attr(records.CHECKPOINT, path)

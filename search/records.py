@@ -39,6 +39,7 @@ BASELINE_PART = "baseline_part"  # set on the uniform-P networks of the paper
 CHECKPOINT = "checkpoint"
 RESUME_FROM = "resume_from"  # a re-proposed trial continues this checkpoint
 ARCHITECTURE = "architecture"  # Architecture.to_json()
+NODE = "node"  # id of the Ray node that trained the trial (last attempt)
 
 # Status values.
 COMPLETE = "complete"

@@ -20,6 +20,7 @@ VAL_ACCURACY = "val_accuracy"
 TEST_ACCURACY = "test_accuracy"
 TRAIN_SECONDS = "train_seconds"
 DONE = "done_training"
+NODE_ID = "node_id"
 
 FinishedHook = Callable[[TrialRecord], None]
 
@@ -54,7 +55,8 @@ class BudgetedOptunaSearcher(Searcher):
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         proposal = self._live.get(trial_id)
         if proposal is not None and VAL_ACCURACY in result:
-            self.proposer.report_epoch(proposal, int(result[EPOCH]), float(result[VAL_ACCURACY]))
+            self.proposer.report_epoch(proposal, int(result[EPOCH]), float(result[VAL_ACCURACY]),
+                                       result.get(NODE_ID))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:

@@ -12,11 +12,19 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import ray
 import torch
 from ray import tune
 
 from search.data import DataSplits, load_dataset
-from search.searcher import DONE, EPOCH, TEST_ACCURACY, TRAIN_SECONDS, VAL_ACCURACY
+from search.searcher import (
+    DONE,
+    EPOCH,
+    NODE_ID,
+    TEST_ACCURACY,
+    TRAIN_SECONDS,
+    VAL_ACCURACY,
+)
 from search.train import CHECKPOINT_FILE, EpochResult, TrainConfig, train
 from space import Architecture
 
@@ -52,13 +60,15 @@ def train_trial(config: dict[str, Any]) -> None:
     train_config = TrainConfig(epochs=epochs, batch_size=int(config["batch_size"]),
                                seed=training_seed(int(config["seed"]), arch))
 
+    node = ray.get_runtime_context().get_node_id()
+
     def report(result: EpochResult) -> None:
         if result.epoch < epochs:  # the last epoch is reported with the test accuracy below
             tune.report({EPOCH: result.epoch, VAL_ACCURACY: result.val_accuracy,
-                         "train_loss": result.train_loss})
+                         "train_loss": result.train_loss, NODE_ID: node})
 
     outcome = train(arch, data, train_config, checkpoint_dir=Path(config["checkpoint_dir"]),
                     resume_from=_resume_file(config), on_epoch=report)
     tune.report({EPOCH: outcome.epochs_trained, VAL_ACCURACY: outcome.val_accuracy,
                  TEST_ACCURACY: outcome.test_accuracy, TRAIN_SECONDS: outcome.seconds,
-                 DONE: True})
+                 NODE_ID: node, DONE: True})
