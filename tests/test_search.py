@@ -146,3 +146,19 @@ def test_asha_stopped_trials_never_count_as_best(local_ray, tmp_path) -> None:
     assert ranked and all(r.epochs_trained == settings.epochs for r in ranked)
     assert study.best_trial.number == ranked[0].number or \
         study.best_trial.value == ranked[0].accuracy
+
+
+def test_pareto_objective_with_nsga2(local_ray, tmp_path) -> None:
+    settings = tiny_settings(f"sqlite:///{tmp_path / 'pareto.db'}", "pareto", tmp_path,
+                             objective="pareto", sampler="nsga2", epochs=1, trials=6)
+    outcome = run_search(settings)
+    study = _study(outcome)
+    assert study.metric_names == [records.ACCURACY_METRIC, records.MACS_METRIC]
+    complete = {r.number: r for r in outcome.records if r.status == records.COMPLETE}
+    assert len(complete) == settings.trials
+    for trial in study.get_trials(states=(TrialState.COMPLETE,)):
+        if trial.number in complete:
+            assert trial.values == [complete[trial.number].accuracy,
+                                    complete[trial.number].paper_macs]
+    front = study.best_trials  # Optuna's own front honours the budget constraint
+    assert front and all(t.number in complete for t in front)
