@@ -118,6 +118,11 @@ class BudgetedProposer:
         if node is not None:
             proposal.trial.set_user_attr(records.NODE, node)
 
+    def note_continued(self, proposal: Proposal, epochs_restored: int) -> None:
+        """Record that an attempt of this trial continued from a checkpoint (worker died)."""
+        earlier = proposal.trial.user_attrs.get(records.CONTINUED_AFTER, [])
+        proposal.trial.set_user_attr(records.CONTINUED_AFTER, [*earlier, epochs_restored])
+
     def set_checkpoint(self, proposal: Proposal, path: str) -> None:
         proposal.trial.set_user_attr(records.CHECKPOINT, path)
 

@@ -40,6 +40,7 @@ CHECKPOINT = "checkpoint"
 RESUME_FROM = "resume_from"  # a re-proposed trial continues this checkpoint
 ARCHITECTURE = "architecture"  # Architecture.to_json()
 NODE = "node"  # id of the Ray node that trained the trial (last attempt)
+CONTINUED_AFTER = "continued_after_epochs"  # epochs restored from checkpoints on each restart
 
 # Status values.
 COMPLETE = "complete"

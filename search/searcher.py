@@ -54,9 +54,15 @@ class BudgetedOptunaSearcher(Searcher):
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         proposal = self._live.get(trial_id)
-        if proposal is not None and VAL_ACCURACY in result:
-            self.proposer.report_epoch(proposal, int(result[EPOCH]), float(result[VAL_ACCURACY]),
-                                       result.get(NODE_ID))
+        if proposal is None or VAL_ACCURACY not in result:
+            return
+        epoch = int(result[EPOCH])
+        # Ray counts reports from 1 again in a restarted attempt; a later epoch means the
+        # attempt continued from a checkpoint instead of starting over.
+        if result.get("iterations_since_restore") == 1 and epoch > 1:
+            self.proposer.note_continued(proposal, epoch - 1)
+        self.proposer.report_epoch(proposal, epoch, float(result[VAL_ACCURACY]),
+                                   result.get(NODE_ID))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
