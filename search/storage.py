@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import optuna
 import sqlalchemy
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from hetconv.errors import ConfigError
+from search.reconnecting_storage import ReconnectingRDBStorage
 
 DEFAULT_STORAGE = "sqlite:///hetnas.db"
 
@@ -33,7 +33,7 @@ def _engine_kwargs(url: str) -> dict:
     return {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
 
 
-def open_storage(url: str, must_exist: bool = False) -> optuna.storages.RDBStorage:
+def open_storage(url: str, must_exist: bool = False) -> ReconnectingRDBStorage:
     """Connect (creating Optuna's tables when needed) or raise :class:`ConfigError`.
 
     Readers pass ``must_exist`` so that a mistyped SQLite path is an error, not a new empty file.
@@ -48,7 +48,7 @@ def open_storage(url: str, must_exist: bool = False) -> optuna.storages.RDBStora
         raise ConfigError(f"storage {url}: no such database file; check the path (the "
                           f"search writes {DEFAULT_STORAGE} in the folder it ran in)")
     try:
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+        storage = ReconnectingRDBStorage(url, engine_kwargs=_engine_kwargs(url))
     except NoSuchModuleError:
         raise ConfigError(f"storage {_display(url)}: unknown database scheme; use sqlite:/// "
                           f"or postgresql:// (with psycopg installed)") from None

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import optuna
 import psutil
+import pytest
+import sqlalchemy
 from optuna.trial import TrialState
 
 from search import records
@@ -69,3 +71,65 @@ def test_killed_worker_resumes_from_its_last_epoch(tmp_path: Path) -> None:
     (continued,) = trial.user_attrs[records.CONTINUED_AFTER]
     assert killed_at <= continued < EPOCHS
     assert stdout.count("trial    0") == 1  # reported once
+
+
+def _search_command(storage: str, study: str, artifacts: Path, trials: int,
+                    epochs: int) -> list[str]:
+    budget = SearchSpace("resnet20", 8).max_macs
+    return [sys.executable, "-m", "search.run", "--budget", str(budget), "--backbone",
+            "resnet20", "--input-size", "8", "--trials", str(trials), "--epochs", str(epochs),
+            "--sampler", "random", "--storage", storage, "--study", study,
+            "--artifacts-dir", str(artifacts), "--max-concurrent", "1"]
+
+
+def _trained(storage: str, study: str) -> list[records.TrialRecord]:
+    loaded = optuna.load_study(study_name=study, storage=storage)
+    return [r for r in records.read_records(loaded) if r.status == records.COMPLETE]
+
+
+def test_search_survives_its_database_connections_being_terminated(
+        postgres_url: str, study_name: str, tmp_path: Path) -> None:
+    tag = f"hetnas-{study_name}"  # lets the test terminate this search's sessions only
+    storage = f"{postgres_url}?application_name={tag}"
+    driver = subprocess.Popen(_search_command(storage, study_name, tmp_path, 8, 2),
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, env={**os.environ, "RAY_AIR_NEW_OUTPUT": "0"})
+    admin = sqlalchemy.create_engine(postgres_url)
+    terminated = 0
+    try:
+        deadline = time.monotonic() + 240
+        while driver.poll() is None and time.monotonic() < deadline:
+            time.sleep(1.0)
+            with admin.connect() as connection:
+                terminated += len(connection.execute(sqlalchemy.text(
+                    "select pg_terminate_backend(pid) from pg_stat_activity "
+                    "where application_name = :tag"), {"tag": tag}).all())
+        stdout, _ = driver.communicate(timeout=240)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        admin.dispose()
+    assert terminated > 0, "no connection of the search was ever terminated"
+    assert driver.returncode == 0, stdout[-3000:]
+    assert len(_trained(postgres_url, study_name)) == 8
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_concurrent_searches_share_one_database(backend: str, request: pytest.FixtureRequest,
+                                                tmp_path: Path) -> None:
+    storage = (f"sqlite:///{tmp_path / 'shared.db'}" if backend == "sqlite"
+               else request.getfixturevalue("postgres_url"))
+    studies = [f"{request.getfixturevalue('study_name')}-{i}" for i in range(2)]
+    # At the standard network's budget all 7 uniform baselines fit: 7 trials each.
+    drivers = [subprocess.Popen(_search_command(storage, study, tmp_path / study, 7, 1),
+                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, env={**os.environ, "RAY_AIR_NEW_OUTPUT": "0"})
+               for study in studies]
+    outputs = [driver.communicate(timeout=400)[0] for driver in drivers]
+    for driver, output in zip(drivers, outputs, strict=True):
+        assert driver.returncode == 0, output[-3000:]
+        assert "database is locked" not in output
+    for study in studies:
+        trained = _trained(storage, study)
+        assert len(trained) == 7
+        assert {r.checkpoint.split("/checkpoints/")[1].split("/")[0] for r in trained} == {study}
