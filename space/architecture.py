@@ -102,6 +102,10 @@ class Architecture:
         parts = data["parts"]
         if not isinstance(parts, Sequence) or isinstance(parts, str):
             raise ConfigError("architecture document: 'parts' must be a list of integers")
+        for key in ("input_size", "num_classes"):  # explicit in a file: no backbone default
+            if type(data[key]) is not int:
+                raise ConfigError(f"architecture document: {key!r} must be an integer, "
+                                  f"got {data[key]!r}")
         return cls(data["backbone"], tuple(parts), data["input_size"], data["num_classes"])
 
     @classmethod

@@ -10,6 +10,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from search import records
 from space import SearchSpace
 
 MIN_MACS = SearchSpace("vgg16").min_macs
@@ -83,3 +84,21 @@ def test_export_errors(tmp_path: Path) -> None:
                       "best.json", cwd=tmp_path)
         _assert_one_line_error(result, fragment)
     assert not (tmp_path / "best.json").exists()
+
+
+@pytest.mark.parametrize(("options", "fragment"), [
+    (["--budget", "2e8"], "has budget 300000000.0 MACs, not 2e+08"),
+    (["--budget", "3e8", "--backbone", "resnet56"], "backbone 'vgg16', not 'resnet56'"),
+])
+def test_resume_with_other_settings_than_stored(tmp_path: Path, options: list[str],
+                                                fragment: str) -> None:
+    storage = f"sqlite:///{tmp_path / 'x.db'}"
+    study = optuna.create_study(storage=storage, study_name="stored")
+    for key, value in ((records.STUDY_BACKBONE, "vgg16"), (records.STUDY_DATASET, "digits"),
+                       (records.STUDY_OBJECTIVE, "accuracy"), (records.STUDY_BUDGET, 3e8),
+                       (records.STUDY_INPUT_SIZE, 32)):
+        study.set_user_attr(key, value)
+    result = _run("search.run", *options, "--storage", storage, "--resume", "--study",
+                  "stored", cwd=tmp_path)
+    _assert_one_line_error(result, fragment)
+    assert len(optuna.load_study(study_name="stored", storage=storage).trials) == 0

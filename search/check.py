@@ -1,0 +1,30 @@
+"""``python -m search.check best.json [--weights best.pt]``: check an exported architecture."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from search.arch_files import describe, load_trained, read_architecture
+from search.cli import OneLineParser, run_cli
+
+PROG = "python -m search.check"
+
+
+def main() -> int:
+    parser = OneLineParser(prog=PROG, description="Validate an architecture JSON (and its "
+                           "weights) and print what it costs.")
+    parser.add_argument("architecture", type=Path, help="architecture JSON (search.export)")
+    parser.add_argument("--weights", type=Path, default=None,
+                        help="state dict to check against the architecture")
+    args = parser.parse_args()
+    arch = read_architecture(args.architecture)
+    if args.weights is not None:
+        load_trained(arch, args.weights)
+    print(describe(arch))
+    if args.weights is not None:
+        print(f"weights      {args.weights} match")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main, PROG)

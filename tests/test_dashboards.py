@@ -1,0 +1,300 @@
+"""The dashboards on real studies (SQLite and PostgreSQL): figures, report, live server, errors.
+
+The study is the known one of ``test_dashboards_support`` (written through Optuna's API with
+the record keys); one test also draws a study made by a tiny real search.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from test_dashboards_support import (
+    BASELINE_LABELS,
+    BEST_SO_FAR,
+    BUDGET,
+    FRONT,
+    GROUP_COUNTS,
+    STATUS_COUNTS,
+    free_port,
+    parts_of,
+    write_study,
+)
+
+from dashboards import (
+    all_figures,
+    load_table,
+    make_server,
+    progress,
+    render_report,
+    top_architectures,
+    write_report,
+)
+from dashboards.figures import FIGURE_IDS
+from search import records
+
+EVIL = "<script>alert(1)</script>"
+
+
+def _traces(figure: dict) -> dict[str, dict]:
+    """A figure's traces by name, without the count suffix: ``complete (5)`` -> ``complete``."""
+    return {re.sub(r" \(\d+\)$", "", t.get("name", "")): t for t in figure["data"]}
+
+
+def _decode(array: object) -> list:
+    """A plotly JSON array, plain or as ``{"dtype", "bdata"}`` (plotly's typed-array encoding)."""
+    if isinstance(array, dict):
+        values = np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"])
+        shape = [int(n) for n in str(array.get("shape", len(values))).split(",")]
+        return values.reshape(shape).tolist()
+    return list(array)
+
+
+def _check_figures(figures: dict[str, dict]) -> None:
+    """The known study's content, read back from the figures' JSON as a browser gets it."""
+    assert list(figures) == list(FIGURE_IDS)
+    traces = _traces(figures["pareto"])
+    names = [t["name"] for t in figures["pareto"]["data"]]
+    assert names == [f"complete ({GROUP_COUNTS['searched']})",
+                     f"early-stopped ({GROUP_COUNTS['early_stopped']})",
+                     f"uniform baseline ({GROUP_COUNTS['baselines']})",
+                     f"Pareto front ({len(FRONT)})",
+                     f"rejected: over budget ({GROUP_COUNTS['rejected']})"]
+    assert traces["uniform baseline"]["text"] == BASELINE_LABELS
+    front = traces["Pareto front"]
+    assert [int(row[0]) for row in _decode(front["customdata"])] == FRONT
+    assert front["line"]["shape"] == "hv"
+    assert _decode(front["x"]) == [30e6, 40e6, 50e6, 80e6]
+    rejected = traces["rejected: over budget"]
+    assert sorted(_decode(rejected["x"])) == [120e6, 150e6]
+    assert rejected["yaxis"] == "y2"  # the rug strip under the scatter, not an accuracy
+    budget_lines = [s for s in figures["pareto"]["layout"]["shapes"] if s["x0"] == BUDGET]
+    assert budget_lines and all(s["x1"] == BUDGET for s in budget_lines)
+    heat = figures["parts"]["data"][0]
+    assert heat["type"] == "heatmap"
+    assert [label.split(" ")[0] for label in heat["y"]] == [f"#{n}" for n in FRONT]
+    assert _decode(heat["text"]) == [[str(p) for p in parts_of(n)] for n in FRONT]
+    best = [t for t in figures["progress"]["data"] if t.get("name") == "best so far"]
+    assert _decode(best[0]["x"]) == list(BEST_SO_FAR)
+    assert _decode(best[0]["y"]) == list(BEST_SO_FAR.values())
+    assert len(_decode(best[1]["y"])) == len(BEST_SO_FAR)  # against wall time
+
+
+def _embedded_figures(page: str) -> dict[str, dict]:
+    blocks = re.findall(r'<script type="application/json" class="figure-data" '
+                        r'data-target="([a-z]+)">(.*?)</script>', page, re.S)
+    return {key: json.loads(text) for key, text in blocks}
+
+
+def test_figures_show_groups_front_baselines_and_progress(storage_url: str,
+                                                          study_name: str) -> None:
+    write_study(storage_url, study_name)
+    table = load_table(storage_url, study_name)
+    assert table.counts == STATUS_COUNTS
+    _check_figures({key: json.loads(fig.to_json()) for key, fig in all_figures(table).items()})
+    run = progress(table)
+    assert np.all(np.diff(run.times.astype("int64")) >= 0)
+    assert run.best_by_time[-1] == pytest.approx(0.91)
+
+
+def test_report_is_one_offline_file_with_figures_and_table(storage_url: str, study_name: str,
+                                                           tmp_path: Path) -> None:
+    write_study(storage_url, study_name, objective="pareto")
+    out = tmp_path / "report.html"
+    table = write_report(storage_url, study_name, out)
+    page = out.read_text(encoding="utf-8")
+    _check_figures(_embedded_figures(page))
+    # Self-contained: plotly.js inlined, nothing to fetch, and a policy that forbids fetching.
+    assert "<script src" not in page and "<link" not in page
+    assert "Plotly.newPlot" in page and "default-src 'none'" in page
+    # The table: best first, searched then baselines, with the front marked.
+    rows = top_architectures(table)
+    assert [r.number for r in rows] == [5, 12, 3, 4, 13, 0, 1, 2]
+    assert [r.kind for r in rows[-3:]] == ["uniform P2", "uniform P4", "uniform P8"]
+    assert {r.number for r in rows if r.on_front} == set(FRONT)
+    cells = re.findall(r"<tr><td>(\d+)</td><td>(\d+)</td><td class=kind>([^<]*)</td>", page)
+    assert [(int(rank), int(n), kind) for rank, n, kind in cells] == \
+        [(r.rank, r.number, r.kind) for r in rows]
+    assert "8 complete, 2 rejected, 1 early-stopped, 1 failed, 1 running, 1 queued" in page
+
+
+def test_stored_text_is_escaped_in_the_report(tmp_path: Path, study_name: str) -> None:
+    storage = f"sqlite:///{tmp_path / 'evil.db'}"
+    name = f"{study_name}{EVIL}"
+    write_study(storage, name, attrs={records.STUDY_BACKBONE: EVIL,
+                                      records.STUDY_DATASET: '"><img src=x onerror=alert(2)>'})
+    page = render_report(load_table(storage, name))
+    assert EVIL not in page and "<img src=x" not in page
+    assert html.escape(EVIL) in page  # shown as text: title, heading, facts
+    for figure in _embedded_figures(page).values():  # figures carry no stored text at all
+        assert "alert" not in json.dumps(figure)
+
+
+def test_report_of_a_study_made_by_a_real_search(tiny_search: tuple[str, str],
+                                                 tmp_path: Path) -> None:
+    storage, name = tiny_search
+    table = write_report(storage, name, tmp_path / "report.html")
+    ranked = records.ranked(table.records)
+    figures = _embedded_figures((tmp_path / "report.html").read_text(encoding="utf-8"))
+    traces = _traces(figures["pareto"])
+    complete = [r for r in table.records if r.status == records.COMPLETE]
+    shown = len(_decode(traces["complete"]["x"])) + len(_decode(traces["uniform baseline"]["x"]))
+    assert shown == len(complete) == 4
+    assert traces["uniform baseline"]["text"] == [f"P{r.baseline_part}" for r in table.records
+                                                  if r.baseline_part]
+    assert ranked[0].number in [int(row[0]) for row in _decode(traces["Pareto front"]
+                                                               ["customdata"])]
+    assert table.metric_names == ["accuracy"]
+
+
+@pytest.fixture(scope="module")
+def tiny_search(tmp_path_factory: pytest.TempPathFactory, local_ray) -> tuple[str, str]:
+    """A real search: resnet20 on 8×8 digits, 4 trials of 1 epoch (about half a minute)."""
+    from search.runner import run_search
+    from search.settings import SearchSettings
+    from space import Architecture
+
+    folder = tmp_path_factory.mktemp("search")
+    storage = f"sqlite:///{folder / 'search.db'}"
+    settings = SearchSettings(budget=Architecture.uniform("resnet20", 2, 8).macs,
+                              backbone="resnet20", input_size=8, trials=4, epochs=1,
+                              sampler="random", storage=storage, study="tiny",
+                              artifacts_dir=str(folder / "artifacts"), max_concurrent=2)
+    with open(folder / "search.log", "w") as quiet:
+        run_search(settings, out=quiet)
+    return storage, "tiny"
+
+
+# ---------------------------------------------------------------- the live server
+
+
+@pytest.fixture
+def live(storage_url: str, study_name: str) -> Iterator[tuple[str, optuna.Study]]:
+    """The live server on a free loopback port, in a thread, serving the known study."""
+    study = write_study(storage_url, study_name)
+    server = make_server(storage_url, study_name, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.url, study
+    server.shutdown()
+    server.server_close()
+
+
+def _get(url: str, host: str | None = None) -> tuple[int, bytes, dict]:
+    request = urllib.request.Request(url, headers={"Host": host} if host else {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, answer.read(), dict(answer.headers)
+    except urllib.error.HTTPError as error:
+        return error.code, error.read(), dict(error.headers)
+
+
+def test_live_server_lists_studies_and_serves_figures_that_follow_new_trials(live) -> None:
+    url, study = live
+    status, body, headers = _get(url)
+    assert status == 200 and "Content-Security-Policy" in headers
+    assert b'src="/static/plotly.min.js"' in body and b"https://" not in body
+    status, body, _ = _get(url + "static/plotly.min.js")
+    assert status == 200 and len(body) > 1_000_000 and b"plotly.js" in body[:200]
+    listing = json.loads(_get(url + "api/studies")[1])
+    assert listing["default"] == study.study_name
+    assert study.study_name in [s["name"] for s in listing["studies"]]
+    first = json.loads(_get(url + "api/study?name=" + urllib.request.quote(study.study_name))[1])
+    assert first["trials"] == sum(STATUS_COUNTS.values())
+    _check_figures(first["figures"])
+    # A trial finishes: the version changes and the figures include it.
+    trial = optuna.create_trial(value=0.95, user_attrs={
+        records.STATUS: records.COMPLETE, records.PARTS: [1] * 6, records.PAPER_MACS: 99_000_000,
+        records.VAL_ACCURACY: 0.95, records.PARAMS: 1}, constraints={records.BUDGET_CONSTRAINT: -1})
+    study.add_trial(trial)
+    time.sleep(1.1)  # answers are reused for a second
+    second = json.loads(_get(url + "api/study")[1])
+    assert second["version"] != first["version"]
+    assert _traces(second["figures"]["pareto"])["Pareto front"]["name"] == "Pareto front (5)"
+    assert second["top"][0]["number"] == 14
+
+
+def test_live_server_refuses_unknown_studies_and_foreign_hosts(live) -> None:
+    url, _ = live
+    status, body, _ = _get(url + "api/study?name=nope")
+    assert status == 404 and "no study named 'nope'" in json.loads(body)["error"]
+    assert _get(url + "api/studies", host="attacker.example:80")[0] == 403
+    assert _get(url + "nothing-here")[0] == 404
+
+
+# ---------------------------------------------------------------- command lines and errors
+
+
+def _cli(module: str, *args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_report_command_writes_the_file(tmp_path: Path, study_name: str) -> None:
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    write_study(storage, study_name)
+    result = _cli("dashboards.report", "--storage", storage, "--study", study_name,
+                  "--out", "r.html", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"study {study_name}: 14 trials -> r.html"
+    assert (tmp_path / "r.html").stat().st_size > 1_000_000
+
+
+@pytest.fixture(scope="module")
+def broken_storages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    folder = tmp_path_factory.mktemp("broken")
+    (folder / "notes.txt").write_text("not a database\n" * 100)
+    empty = f"sqlite:///{folder / 'empty.db'}"
+    optuna.create_study(storage=empty, study_name="empty")
+    write_study(empty, "full")
+    return {"text": f"sqlite:///{folder / 'notes.txt'}", "missing": f"sqlite:///{folder / 'x.db'}",
+            "studies": empty}
+
+
+CASES = {
+    "empty study": ("studies", ["--study", "empty"], "study 'empty' has no trials yet"),
+    "unknown study": ("studies", ["--study", "nope"], "no study named 'nope'"),
+    "text file": ("text", [], "file is not a database"),
+    "missing file": ("missing", [], "no such database file"),
+}
+
+
+@pytest.mark.parametrize("module", ["dashboards.report", "dashboards.serve", "dashboards.browse"])
+def test_commands_reject_bad_input_in_one_line(module: str, broken_storages: dict[str, str],
+                                               tmp_path: Path) -> None:
+    """Each case gives exit status 2 and one line naming the problem; nothing is written."""
+    port = [] if module == "dashboards.report" else ["--port", str(free_port())]
+    runs = {case: subprocess.Popen(
+        [sys.executable, "-m", module, "--storage", broken_storages[storage], *args, *port],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for case, (storage, args, _) in CASES.items()}
+    for case, process in runs.items():
+        out, err = process.communicate(timeout=120)
+        lines = err.strip().splitlines()
+        assert process.returncode == 2, (case, err[-2000:])
+        assert len(lines) == 1 and CASES[case][2] in lines[0], (case, err)
+        assert lines[0].startswith(f"python -m {module}: error: ")
+    assert list(tmp_path.iterdir()) == []
+    assert not Path(broken_storages["missing"].removeprefix("sqlite:///")).exists()
+
+
+def test_dashboards_never_import_training_code() -> None:
+    code = ("import sys, dashboards, dashboards.report, dashboards.serve, dashboards.browse; "
+            "print(sorted(m for m in ('torch', 'ray') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -1,0 +1,85 @@
+"""The report and the live page in headless Chromium: the plots must really render.
+
+Each page is loaded twice: once to dump the DOM after scripts ran (plotly draws ``svg.main-svg``
+elements; a study name that is markup must not have run), once for a screenshot that must
+show the figures' colours, not a blank or text-only page. Without chromium these skip, except
+under CI (``CI=true``), where they fail.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from test_dashboards_support import FRONT, chromium_path, write_study
+
+from dashboards import make_server, write_report
+from dashboards.figures import COLORS
+
+# A study name that marks the page if any part of it ever runs as markup.
+PAYLOAD = ("<script>document.documentElement.dataset.pwned='script'</script>"
+           "<img src=x onerror=\"document.documentElement.dataset.pwned='img'\">")
+FIGURES = 3
+
+
+def _chromium(path: str, url: str, profile: Path, *mode: str) -> str:
+    command = [path, "--headless", "--no-sandbox", "--disable-gpu",
+               "--disable-background-networking", "--disable-component-update",
+               "--disable-sync", "--no-first-run", "--hide-scrollbars",
+               f"--user-data-dir={profile}", "--virtual-time-budget=10000", *mode, url]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def _check_renders(url: str, tmp_path: Path) -> str:
+    """Load ``url``, check the plots rendered and nothing injected ran; returns the DOM."""
+    chromium = chromium_path()
+    dom = _chromium(chromium, url, tmp_path / "profile", "--dump-dom")
+    assert len(re.findall(r'<svg[^>]*class="main-svg"', dom)) >= 2 * FIGURES, dom[-3000:]
+    assert "pwned" not in re.search(r"<html[^>]*>", dom).group(0)
+    assert len(re.findall(r'class="point"', dom)) >= len(FRONT)  # markers were drawn
+    shot = tmp_path / "page.png"
+    _chromium(chromium, url, tmp_path / "profile", f"--screenshot={shot}",
+              "--window-size=1280,2000")
+    image = Image.open(shot).convert("RGB")
+    colours = image.getcolors(maxcolors=1 << 20)
+    assert colours is not None and len(colours) > 200, "blank or nearly uniform screenshot"
+    present = {tuple(int(COLORS[k][i:i + 2], 16) for i in (1, 3, 5)) for k in ("front",
+                                                                          "baseline")}
+    seen = {rgb for _, rgb in colours}
+    assert present <= seen, "the front and the baselines are not on the screenshot"
+    return dom
+
+
+def test_report_renders_in_chromium(tmp_path: Path, study_name: str) -> None:
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    write_study(storage, study_name + PAYLOAD)
+    report = tmp_path / "report.html"
+    write_report(storage, None, report)
+    dom = _check_renders(report.as_uri(), tmp_path)
+    assert "P8" in dom and "Top architectures" in dom
+
+
+@pytest.fixture
+def live_url(tmp_path: Path, study_name: str) -> Iterator[str]:
+    """The live server in a thread on a free loopback port (both storages are covered by
+    test_dashboards; the browser only sees HTTP)."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    write_study(storage, study_name + PAYLOAD)
+    server = make_server(storage, None, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.url
+    server.shutdown()
+    server.server_close()
+
+
+def test_live_page_renders_in_chromium(live_url: str, tmp_path: Path) -> None:
+    dom = _check_renders(live_url, tmp_path)
+    assert re.search(r'<body[^>]*data-version="14/', dom), "the page never drew the study"
+    assert "uniform P8" in dom  # the top-architectures table was filled in
