@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,8 @@ from search.study import (
     trained_count,
 )
 from search.trainable import train_trial
+
+_WORKER_WAIT_S = 60
 
 
 class SearchFailed(RuntimeError):
@@ -64,6 +67,15 @@ def _check_ray_address(address: str) -> None:
                           f"); start one with `ray start --head` or omit --ray-address") from None
 
 
+def _auth_refused(error: BaseException | None) -> bool:
+    """Whether Ray refused the connection for want of its authentication token."""
+    while error is not None:
+        if "InvalidAuthToken" in str(error) or "Authentication" in type(error).__name__:
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
 def connect_ray(address: str | None) -> None:
     """Join the cluster at ``address``, or start a local Ray when none is given."""
     if ray.is_initialized():
@@ -75,20 +87,43 @@ def connect_ray(address: str | None) -> None:
         try:
             ray.init(address=address, **quiet)
         except (ConnectionError, RuntimeError) as error:
+            if _auth_refused(error):
+                raise ConfigError(f"--ray-address {address}: the cluster requires Ray's token "
+                                  f"authentication; set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN "
+                                  f"to its token (see docs/CLUSTER.md)") from None
             raise ConfigError(f"--ray-address {address}: {error}") from None
     else:
         ray.init(include_dashboard=False, **quiet)
 
 
-def _max_concurrent(settings: SearchSettings) -> int:
-    """``--max-concurrent``, or as many trials as the cluster's resources hold at once."""
-    if settings.max_concurrent:
-        return settings.max_concurrent
+def _trial_slots(settings: SearchSettings) -> int:
+    """How many trials the cluster's resources hold at once right now."""
     resources = ray.cluster_resources()
-    slots = resources.get("CPU", 1) // settings.cpus_per_trial
+    slots = resources.get("CPU", 0) // settings.cpus_per_trial
     if settings.gpus_per_trial:
         slots = min(slots, resources.get("GPU", 0) // settings.gpus_per_trial)
-    return max(1, int(slots))
+    return int(slots)
+
+
+def _max_concurrent(settings: SearchSettings, console: SearchConsole) -> int:
+    """``--max-concurrent``, or as many trials as the cluster holds once workers have joined.
+
+    A cluster whose workers are still starting has no room for a trial yet; waiting for one
+    (a minute at most) beats settling on one trial at a time, or waiting forever for a GPU.
+    """
+    if settings.max_concurrent:
+        return settings.max_concurrent
+    deadline = time.monotonic() + _WORKER_WAIT_S
+    if _trial_slots(settings) < 1:
+        console.print("waiting for Ray workers with room for a trial ...")
+    while _trial_slots(settings) < 1:
+        if time.monotonic() > deadline:
+            raise ConfigError(
+                f"the Ray cluster has no worker with {settings.cpus_per_trial:g} CPU / "
+                f"{settings.gpus_per_trial:g} GPU free for a trial; start one with "
+                f"`ray start --address=...` or lower --cpus-per-trial/--gpus-per-trial")
+        time.sleep(1.0)
+    return _trial_slots(settings)
 
 
 def _scheduler(settings: SearchSettings) -> TrialScheduler:
@@ -189,7 +224,7 @@ def _fit(settings: SearchSettings, study: optuna.Study, proposer: BudgetedPropos
         tune.with_resources(trainable, resources),
         tune_config=tune.TuneConfig(metric=VAL_ACCURACY, mode="max", search_alg=searcher,
                                     scheduler=_scheduler(settings), num_samples=remaining,
-                                    max_concurrent_trials=_max_concurrent(settings),
+                                    max_concurrent_trials=_max_concurrent(settings, console),
                                     reuse_actors=True),
         run_config=tune.RunConfig(name=study.study_name, storage_path=str(artifacts / "ray"),
                                   failure_config=tune.FailureConfig(settings.max_failures),
