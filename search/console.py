@@ -73,6 +73,8 @@ class SearchConsole:
         self.print()
         self.print("trials: " + ", ".join(f"{counts[s]} {s}" for s in sorted(counts)))
         self.print(f"storage: {storage}   study: {study}")
-        self.print("browse:  optuna-dashboard " + shlex.quote(storage))
+        self.print(f"browse:  python -m dashboards.browse --storage {shlex.quote(storage)}")
+        self.print(f"report:  python -m dashboards.report --storage {shlex.quote(storage)} "
+                   f"--study {shlex.quote(study)} --out report.html")
         self.print(f"export:  python -m search.export --storage {shlex.quote(storage)} "
                    f"--study {shlex.quote(study)} --out best.json --weights best.pt")

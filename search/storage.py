@@ -33,6 +33,15 @@ def _engine_kwargs(url: str) -> dict:
     return {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
 
 
+def _has_optuna_tables(url: str) -> bool:
+    """Look before Optuna's constructor creates its tables, so readers never write."""
+    engine = sqlalchemy.create_engine(url, **_engine_kwargs(url))
+    try:
+        return sqlalchemy.inspect(engine).has_table("studies")
+    finally:
+        engine.dispose()
+
+
 def open_storage(url: str, must_exist: bool = False) -> ReconnectingRDBStorage:
     """Connect (creating Optuna's tables when needed) or raise :class:`ConfigError`.
 
@@ -48,6 +57,9 @@ def open_storage(url: str, must_exist: bool = False) -> ReconnectingRDBStorage:
         raise ConfigError(f"storage {url}: no such database file; check the path (the "
                           f"search writes {DEFAULT_STORAGE} in the folder it ran in)")
     try:
+        if must_exist and not _has_optuna_tables(url):
+            raise ConfigError(f"storage {_display(url)} holds no Optuna study; point --storage "
+                              f"at the search's database")
         storage = ReconnectingRDBStorage(url, engine_kwargs=_engine_kwargs(url))
     except NoSuchModuleError:
         raise ConfigError(f"storage {_display(url)}: unknown database scheme; use sqlite:/// "

@@ -10,10 +10,10 @@ import base64
 import html
 import json
 import re
+import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -29,7 +29,6 @@ from test_dashboards_support import (
     FRONT,
     GROUP_COUNTS,
     STATUS_COUNTS,
-    free_port,
     parts_of,
     write_study,
 )
@@ -152,7 +151,7 @@ def test_report_of_a_study_made_by_a_real_search(tiny_search: tuple[str, str],
     traces = _traces(figures["pareto"])
     complete = [r for r in table.records if r.status == records.COMPLETE]
     shown = len(_decode(traces["complete"]["x"])) + len(_decode(traces["uniform baseline"]["x"]))
-    assert shown == len(complete) == 4
+    assert shown == len(complete) >= 4  # at least the 4 trials asked for: more baselines fit
     assert traces["uniform baseline"]["text"] == [f"P{r.baseline_part}" for r in table.records
                                                   if r.baseline_part]
     assert ranked[0].number in [int(row[0]) for row in _decode(traces["Pareto front"]
@@ -220,7 +219,6 @@ def test_live_server_lists_studies_and_serves_figures_that_follow_new_trials(liv
         records.STATUS: records.COMPLETE, records.PARTS: [1] * 6, records.PAPER_MACS: 99_000_000,
         records.VAL_ACCURACY: 0.95, records.PARAMS: 1}, constraints={records.BUDGET_CONSTRAINT: -1})
     study.add_trial(trial)
-    time.sleep(1.1)  # answers are reused for a second
     second = json.loads(_get(url + "api/study")[1])
     assert second["version"] != first["version"]
     assert _traces(second["figures"]["pareto"])["Pareto front"]["name"] == "Pareto front (5)"
@@ -275,18 +273,24 @@ CASES = {
 @pytest.mark.parametrize("module", ["dashboards.report", "dashboards.serve", "dashboards.browse"])
 def test_commands_reject_bad_input_in_one_line(module: str, broken_storages: dict[str, str],
                                                tmp_path: Path) -> None:
-    """Each case gives exit status 2 and one line naming the problem; nothing is written."""
-    port = [] if module == "dashboards.report" else ["--port", str(free_port())]
-    runs = {case: subprocess.Popen(
-        [sys.executable, "-m", module, "--storage", broken_storages[storage], *args, *port],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for case, (storage, args, _) in CASES.items()}
-    for case, process in runs.items():
-        out, err = process.communicate(timeout=120)
-        lines = err.strip().splitlines()
-        assert process.returncode == 2, (case, err[-2000:])
-        assert len(lines) == 1 and CASES[case][2] in lines[0], (case, err)
-        assert lines[0].startswith(f"python -m {module}: error: ")
+    """Each case gives exit status 2 and one line naming the problem; nothing is written.
+
+    The servers get a port that is already taken: they must find the bad input before binding.
+    """
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = [] if module == "dashboards.report" else ["--port", str(busy.getsockname()[1])]
+        runs = {case: subprocess.Popen(
+            [sys.executable, "-m", module, "--storage", broken_storages[storage], *args, *port],
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for case, (storage, args, _) in CASES.items()}
+        for case, process in runs.items():
+            _, err = process.communicate(timeout=120)
+            lines = err.strip().splitlines()
+            assert process.returncode == 2, (case, err[-2000:])
+            assert len(lines) == 1 and CASES[case][2] in lines[0], (case, err)
+            assert lines[0].startswith(f"python -m {module}: error: ")
     assert list(tmp_path.iterdir()) == []
     assert not Path(broken_storages["missing"].removeprefix("sqlite:///")).exists()
 

@@ -63,7 +63,7 @@ def test_optuna_dashboard_shows_the_study_with_our_figures(storage_url: str, stu
     assert attach.returncode == 0, attach.stderr
     assert f"figures added to {study_name} (14 trials)" in attach.stdout
     url = request.getfixturevalue("dashboard")
-    studies = _get_json(url + "/api/studies")["studies"]
+    studies = _get_json(url + "/api/studies")["study_summaries"]
     ours = [s for s in studies if s["study_name"] == study_name]
     assert len(ours) == 1
     detail = _get_json(f"{url}/api/studies/{ours[0]['study_id']}")

@@ -1,0 +1,135 @@
+"""What the figures show, computed on a :class:`StudyTable` with vectorised numpy.
+
+Kept apart from plotting so tests (and other tools) can check the numbers without a figure.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from dashboards.data import StudyTable
+from search import records
+
+
+@dataclass(frozen=True)
+class ScatterGroups:
+    """Trial indices of each group the accuracy-MACs scatter tells apart."""
+
+    searched: np.ndarray  # complete (trained to the end, within budget), not a baseline
+    baselines: np.ndarray  # uniform-P networks of the paper that have an accuracy
+    early_stopped: np.ndarray  # stopped by the scheduler; partial accuracy
+    rejected: np.ndarray  # over budget, never trained: no accuracy, only MACs
+
+
+def scatter_groups(table: StudyTable) -> ScatterGroups:
+    """Split the finished trials; running, queued and failed trials are left out."""
+    has_accuracy = ~np.isnan(table.accuracy) & ~np.isnan(table.paper_macs)
+    is_baseline = table.baseline_part > 0
+    complete = table.mask(records.COMPLETE) & has_accuracy
+    early = table.mask(records.EARLY_STOPPED) & has_accuracy
+    return ScatterGroups(
+        searched=np.flatnonzero(complete & ~is_baseline),
+        baselines=np.flatnonzero((complete | early) & is_baseline),
+        early_stopped=np.flatnonzero(early & ~is_baseline),
+        rejected=np.flatnonzero(table.mask(records.REJECTED) & ~np.isnan(table.paper_macs)))
+
+
+def pareto_front(table: StudyTable) -> np.ndarray:
+    """Indices of the complete trials no other complete trial beats on accuracy and MACs.
+
+    Higher accuracy and fewer paper MACs are better; a trial must be strictly more accurate
+    than every cheaper (or equally cheap) one. Sorted by MACs, cheapest first; among identical
+    points the lowest trial number stands for them.
+    """
+    candidates = np.flatnonzero(table.mask(records.COMPLETE) & ~np.isnan(table.accuracy)
+                                & ~np.isnan(table.paper_macs))
+    if not candidates.size:
+        return candidates
+    accuracy, macs = table.accuracy[candidates], table.paper_macs[candidates]
+    order = np.lexsort((table.number[candidates], -accuracy, macs))
+    sorted_accuracy = accuracy[order]
+    best_before = np.concatenate(([-np.inf], np.maximum.accumulate(sorted_accuracy)[:-1]))
+    return candidates[order][sorted_accuracy > best_before]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Best complete accuracy so far, against trial number and against completion time."""
+
+    numbers: np.ndarray  # trial numbers of the complete trials, ascending
+    accuracy: np.ndarray  # each of those trials' own accuracy
+    best_by_number: np.ndarray
+    times: np.ndarray  # completion times of the complete trials, ascending (datetime64)
+    best_by_time: np.ndarray
+
+
+def progress(table: StudyTable) -> Progress:
+    """Running maxima of the complete trials' accuracy, in number order and in time order."""
+    complete = table.mask(records.COMPLETE) & ~np.isnan(table.accuracy)
+    by_number = np.flatnonzero(complete)
+    by_number = by_number[np.argsort(table.number[by_number], kind="stable")]
+    timed = np.flatnonzero(complete & ~np.isnat(table.completed_at))
+    timed = timed[np.argsort(table.completed_at[timed], kind="stable")]
+    return Progress(
+        numbers=table.number[by_number], accuracy=table.accuracy[by_number],
+        best_by_number=_running_max(table.accuracy[by_number]),
+        times=table.completed_at[timed],
+        best_by_time=_running_max(table.accuracy[timed]))
+
+
+def _running_max(values: np.ndarray) -> np.ndarray:
+    return np.maximum.accumulate(values) if values.size else values
+
+
+def parts_matrix(table: StudyTable, rows: np.ndarray) -> np.ndarray:
+    """The part vectors of trials ``rows`` as a 2-D array (layers across); short rows padded 0."""
+    vectors = [table.records[i].parts for i in rows]
+    width = max((len(v) for v in vectors), default=0)
+    matrix = np.zeros((len(vectors), width), dtype=np.int64)
+    for row, vector in enumerate(vectors):
+        matrix[row, :len(vector)] = vector
+    return matrix
+
+
+@dataclass(frozen=True)
+class TopRow:
+    """One line of the top-architectures table."""
+
+    rank: int  # 1 = best complete accuracy in the study
+    number: int
+    kind: str  # "searched" or "uniform P4"
+    accuracy: float
+    test_accuracy: float | None
+    paper_macs: float
+    budget_share: float | None  # paper MACs / budget
+    params: float | None
+    parts: tuple[int, ...]
+    on_front: bool
+
+    @property
+    def parts_summary(self) -> str:
+        """``P2×4 P4×6``: how many layers got each part."""
+        counts = Counter(self.parts)
+        return " ".join(f"P{part}×{counts[part]}" for part in sorted(counts))
+
+
+def top_architectures(table: StudyTable, limit: int = 10) -> list[TopRow]:
+    """The ``limit`` best searched architectures, then every uniform baseline, as in the
+    search's own summary (complete, within-budget trials only)."""
+    ranked = records.ranked(table.records)
+    front = {int(table.number[i]) for i in pareto_front(table)}
+    rank = {r.number: k for k, r in enumerate(ranked, start=1)}
+    searched = [r for r in ranked if not r.baseline_part][:limit]
+    baselines = sorted((r for r in ranked if r.baseline_part), key=lambda r: r.baseline_part)
+    budget = table.budget
+    return [TopRow(rank=rank[r.number], number=r.number,
+                   kind=f"uniform P{r.baseline_part}" if r.baseline_part else "searched",
+                   accuracy=r.accuracy, test_accuracy=r.test_accuracy,
+                   paper_macs=float(r.paper_macs or 0),
+                   budget_share=(r.paper_macs or 0) / budget if budget else None,
+                   params=None if r.params is None else float(r.params), parts=r.parts,
+                   on_front=r.number in front)
+            for r in searched + baselines]

@@ -1,0 +1,170 @@
+"""Load a study from a storage URL into columns, with one trial query, for figures and tables.
+
+Everything a trial means is read through :mod:`search.records` (statuses, user-attribute keys),
+so the dashboards never spell a key the search writes. Nothing here writes to the storage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import gc
+import warnings
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import optuna
+
+from hetconv.errors import ConfigError
+from search import records
+from search.records import TrialRecord
+from search.storage import open_storage
+
+# Statuses in the order the dashboards list them.
+STATUSES = (records.COMPLETE, records.REJECTED, records.EARLY_STOPPED, records.FAILED,
+            records.RUNNING, records.QUEUED)
+
+
+@dataclass(frozen=True)
+class StudyListing:
+    """One study of a storage, as the live page lists it (no trial is read for it)."""
+
+    name: str
+    backbone: str | None
+    dataset: str | None
+    budget: float | None
+
+
+@dataclass(frozen=True)
+class StudyTable:
+    """Every trial of one study as parallel columns (index ``i`` is one trial).
+
+    ``accuracy`` is the last validation accuracy (NaN when never trained), ``paper_macs`` and
+    ``params`` are NaN when unknown, ``baseline_part`` is 0 for searched trials and
+    ``completed_at`` is NaT while a trial is unfinished.
+    """
+
+    name: str
+    attrs: dict[str, Any]
+    metric_names: list[str] | None
+    records: tuple[TrialRecord, ...]
+    number: np.ndarray
+    status: np.ndarray
+    accuracy: np.ndarray
+    paper_macs: np.ndarray
+    params: np.ndarray
+    baseline_part: np.ndarray
+    completed_at: np.ndarray
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def budget(self) -> float | None:
+        """The MACs budget of the search (paper MACs), when the study records one."""
+        value = self.attrs.get(records.STUDY_BUDGET)
+        return None if value is None else float(value)
+
+    def mask(self, status: str) -> np.ndarray:
+        """Which trials have ``status``."""
+        return self.status == status
+
+    @property
+    def version(self) -> str:
+        """Changes whenever a trial is added or finishes: lets the live page skip redraws."""
+        finished = self.completed_at[~np.isnat(self.completed_at)]
+        latest = str(finished.max()) if finished.size else "-"
+        return f"{len(self)}/{sum(self.counts.get(s, 0) for s in STATUSES[:4])}/{latest}"
+
+
+def _column(values: list, dtype: type) -> np.ndarray:
+    """``values`` with None as NaN (floats) or 0 (ints)."""
+    fill = np.nan if dtype is float else 0
+    return np.array([fill if v is None else v for v in values], dtype=dtype)
+
+
+def table_from_study(study: optuna.Study) -> StudyTable:
+    """Read the study's trials once (no deep copy) and turn them into columns."""
+    with _collector_paused():
+        trials = study.get_trials(deepcopy=False)
+        recs = tuple(records.to_record(t) for t in trials)
+    completed = [t.datetime_complete for t in trials]
+    with warnings.catch_warnings():  # metric_names is marked experimental; reading is safe
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        metric_names = study.metric_names
+    return StudyTable(
+        name=study.study_name, attrs=dict(study.user_attrs), metric_names=metric_names,
+        records=recs,
+        number=np.array([r.number for r in recs], dtype=np.int64),
+        status=np.array([r.status for r in recs], dtype=np.str_),
+        accuracy=_column([r.accuracy for r in recs], float),
+        paper_macs=_column([r.paper_macs for r in recs], float),
+        params=_column([r.params for r in recs], float),
+        baseline_part=_column([r.baseline_part for r in recs], int).astype(np.int64),
+        completed_at=np.array([np.datetime64("NaT") if c is None else _utc_naive(c)
+                               for c in completed], dtype="datetime64[ms]"),
+        counts=dict(Counter(r.status for r in recs)))
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while reading many trials.
+
+    Building thousands of ORM rows and frozen trials (none of them garbage) sets off repeated
+    full collections that scan them all: about half the read time of a 10,000-trial study.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _utc_naive(moment: datetime.datetime) -> np.datetime64:
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+    return np.datetime64(moment, "ms")
+
+
+def list_studies(storage: optuna.storages.BaseStorage) -> list[StudyListing]:
+    """The studies of a storage, newest first, read without touching their trials."""
+    studies = sorted(storage.get_all_studies(), key=lambda s: s._study_id, reverse=True)
+    return [StudyListing(name=s.study_name, backbone=s.user_attrs.get(records.STUDY_BACKBONE),
+                         dataset=s.user_attrs.get(records.STUDY_DATASET),
+                         budget=s.user_attrs.get(records.STUDY_BUDGET)) for s in studies]
+
+
+def open_study(storage: optuna.storages.BaseStorage, name: str | None) -> optuna.Study:
+    """The study called ``name`` (the newest one when ``None``), or a :class:`ConfigError`."""
+    listings = list_studies(storage)
+    if not listings:
+        raise ConfigError("the storage holds no study; run a search first "
+                          "(python -m search.run --budget 3e8)")
+    names = [s.name for s in listings]
+    if name is None:
+        name = names[0]
+    elif name not in names:
+        shown = ", ".join(repr(n) for n in names[:5]) + (" …" if len(names) > 5 else "")
+        raise ConfigError(f"no study named {name!r} in this storage; it holds {shown}")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def load_table(storage_url: str, study_name: str | None = None) -> StudyTable:
+    """Open the storage (it must exist), then read one study; empty studies are an error."""
+    storage = open_storage(storage_url, must_exist=True)
+    table = table_from_study(open_study(storage, study_name))
+    check_not_empty(table)
+    return table
+
+
+def check_not_empty(table: StudyTable) -> None:
+    """A study without a single trial has nothing to draw: say so instead of blank plots."""
+    if not len(table):
+        raise ConfigError(f"study {table.name!r} has no trials yet; wait for the search to "
+                          f"propose some, or pick another study with --study")

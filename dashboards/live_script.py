@@ -1,0 +1,152 @@
+"""The live page's script, kept as a string so it ships inside the package with no data files.
+
+It polls ``/api/study`` and redraws with ``Plotly.react`` only when the study's version changed.
+Stored text (study names, facts, table cells) goes into the page with ``textContent`` only.
+When a study is drawn it sets ``data-version`` on ``<body>``, which tests wait for.
+"""
+
+LIVE_JS = r"""
+"use strict";
+(function () {
+  var poll = Number(document.currentScript.dataset.poll || 3) * 1000;
+  var select = document.getElementById("studies");
+  var status = document.getElementById("status");
+  var current = new URLSearchParams(window.location.search).get("study");
+  var drawn = null;
+  var config = {responsive: true, displaylogo: false};
+
+  function element(tag, text, className) {
+    var node = document.createElement(tag);
+    if (text !== undefined && text !== null) node.textContent = text;
+    if (className) node.className = className;
+    return node;
+  }
+
+  function percent(value, digits) {
+    return value === null ? "\u2013" : (100 * value).toFixed(digits) + "%";
+  }
+
+  function si(value) {  // as dashboards.figures.si: 1.5e8 -> 150M
+    if (value === null) return "\u2013";
+    var scales = [[1e9, "G"], [1e6, "M"], [1e3, "k"], [1, ""]];
+    for (var i = 0; i < scales.length; i++) {
+      if (Math.abs(value) >= scales[i][0] || i === scales.length - 1) {
+        return Number((value / scales[i][0]).toPrecision(4)).toString() + scales[i][1];
+      }
+    }
+  }
+
+  function listStudies() {
+    return fetch("/api/studies", {cache: "no-store"}).then(function (answer) {
+      return answer.json();
+    }).then(function (data) {
+      if (current === null) current = data["default"];
+      var names = data.studies.map(function (s) { return s.name; });
+      var same = select.options.length === names.length && names.every(function (n, i) {
+        return select.options[i].value === n;
+      });
+      if (!same) {
+        select.replaceChildren();
+        data.studies.forEach(function (s) {
+          var label = s.name + (s.backbone ? " \u2014 " + s.backbone : "")
+            + (s.dataset ? " on " + s.dataset : "");
+          var option = element("option", label);
+          option.value = s.name;
+          select.appendChild(option);
+        });
+      }
+      select.value = current;
+    });
+  }
+
+  function drawFacts(facts) {
+    var box = document.getElementById("facts");
+    box.replaceChildren();
+    facts.forEach(function (pair) {
+      var span = element("span");
+      span.appendChild(element("b", pair[0]));
+      span.appendChild(document.createTextNode(" " + pair[1]));
+      box.appendChild(span);
+    });
+  }
+
+  function drawTable(rows) {
+    var box = document.getElementById("top");
+    box.replaceChildren();
+    if (!rows.length) {
+      box.appendChild(element("p", "No trial has finished all its epochs within the budget yet."));
+      return;
+    }
+    var table = element("table");
+    var head = element("tr");
+    ["rank", "trial", "kind", "accuracy", "test", "paper MACs", "of budget", "params", "front",
+     "parts"].forEach(function (title) {
+      head.appendChild(element("th", title, title === "parts" ? "parts" : ""));
+    });
+    table.appendChild(head);
+    rows.forEach(function (row) {
+      var line = element("tr");
+      [row.rank, row.number].forEach(function (v) { line.appendChild(element("td", v)); });
+      line.appendChild(element("td", row.kind, "kind"));
+      line.appendChild(element("td", percent(row.accuracy, 2)));
+      line.appendChild(element("td", percent(row.test_accuracy, 2)));
+      line.appendChild(element("td", si(row.paper_macs)));
+      line.appendChild(element("td", percent(row.budget_share, 1)));
+      line.appendChild(element("td", si(row.params)));
+      line.appendChild(element("td", row.on_front ? "\u2713" : ""));
+      var parts = element("td", row.parts_summary, "parts");
+      parts.appendChild(element("br"));
+      parts.appendChild(element("code", row.parts.join(" ")));
+      line.appendChild(parts);
+      table.appendChild(line);
+    });
+    box.appendChild(table);
+  }
+
+  function refresh() {
+    var name = current;
+    return fetch("/api/study?name=" + encodeURIComponent(name), {cache: "no-store"})
+      .then(function (answer) {
+        return answer.json().then(function (body) { return {ok: answer.ok, body: body}; });
+      }).then(function (answer) {
+        if (name !== current) return;
+        if (!answer.ok) {
+          status.textContent = answer.body.error;
+          return;
+        }
+        var data = answer.body;
+        if (data.version !== drawn) {
+          document.getElementById("title").textContent = "HetNAS study \u201c" + data.name
+            + "\u201d";
+          drawFacts(data.facts);
+          Object.keys(data.figures).forEach(function (key) {
+            var figure = data.figures[key];
+            Plotly.react(key, figure.data, figure.layout, config);
+          });
+          drawTable(data.top);
+          drawn = data.version;
+          document.body.dataset.version = drawn;
+        }
+        status.textContent = data.trials + " trials \u00b7 checked "
+          + new Date().toLocaleTimeString();
+      }).catch(function (error) {
+        status.textContent = "cannot reach the server (" + error + "); retrying";
+      });
+  }
+
+  function tick() {
+    refresh().then(function () { setTimeout(tick, poll); });
+  }
+
+  select.addEventListener("change", function () {
+    current = select.value;
+    drawn = null;
+    window.history.replaceState(null, "", "?study=" + encodeURIComponent(current));
+    refresh();
+  });
+  listStudies().then(tick, function (error) {
+    status.textContent = "cannot reach the server (" + error + ")";
+  });
+  setInterval(function () { listStudies().catch(function () {}); }, 10 * poll);
+})();
+"""

@@ -1,0 +1,144 @@
+"""The self-contained HTML report: figures, a summary and the top architectures in one file.
+
+The file opens offline: plotly.js is inlined and a Content-Security-Policy forbids every fetch.
+Every piece of stored text (study name, study attributes) is HTML-escaped, the figures' JSON is
+embedded as inert data with ``<``, ``>`` and ``&`` escaped, and the policy lets only the page's
+own two scripts run (by hash), so a study named ``<script>…</script>`` stays text.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import hashlib
+import html
+from pathlib import Path
+
+import plotly.io
+from plotly.offline import get_plotlyjs
+
+from dashboards.analysis import TopRow, top_architectures
+from dashboards.data import STATUSES, StudyTable, load_table
+from dashboards.figures import all_figures, si
+from hetconv.errors import ConfigError
+from search import records
+
+# Draws every figure from its JSON block; the same code runs in the report and the live page.
+_BOOT = """
+document.querySelectorAll("script.figure-data").forEach(function (block) {
+  var spec = JSON.parse(block.textContent);
+  Plotly.newPlot(block.dataset.target, spec.data, spec.layout,
+                 {responsive: true, displaylogo: false});
+});
+"""
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1200px; color: #222; }
+h1 { font-size: 1.4em; word-break: break-all; } h2 { font-size: 1.15em; margin-top: 1.6em; }
+.facts span { display: inline-block; margin-right: 1.4em; }
+table { border-collapse: collapse; font-size: 0.9em; }
+th, td { padding: 0.25em 0.7em; border-bottom: 1px solid #ddd; text-align: right; }
+td.parts, th.parts, td.kind { text-align: left; }
+td.parts code { font-size: 0.85em; color: #555; }
+.figure { min-height: 260px; }
+"""
+
+
+def safe_json(text: str) -> str:
+    """JSON that cannot close the ``<script>`` element it is embedded in."""
+    return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+
+
+def _csp_hash(script: str) -> str:
+    digest = hashlib.sha256(script.encode("utf-8")).digest()
+    return "'sha256-" + base64.b64encode(digest).decode("ascii") + "'"
+
+
+def _number(value: float | None, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def facts(table: StudyTable) -> list[tuple[str, str]]:
+    """The study's settings and trial counts, as (label, value) text pairs (not escaped)."""
+    attrs = table.attrs
+    budget = table.budget
+    pairs = [("backbone", attrs.get(records.STUDY_BACKBONE)),
+             ("data set", attrs.get(records.STUDY_DATASET)),
+             ("input size", attrs.get(records.STUDY_INPUT_SIZE)),
+             ("budget", None if budget is None else f"{si(budget)} paper MACs"),
+             ("objective", attrs.get(records.STUDY_OBJECTIVE)),
+             ("epochs", attrs.get(records.STUDY_EPOCHS)),
+             ("metrics", ", ".join(table.metric_names) if table.metric_names else None)]
+    counts = ", ".join(f"{table.counts[s]} {s.replace('_', '-')}" for s in STATUSES
+                       if table.counts.get(s))
+    pairs.append(("trials", f"{len(table)} ({counts})" if counts else "0"))
+    return [(label, str(value)) for label, value in pairs if value is not None]
+
+
+def top_table_html(rows: list[TopRow]) -> str:
+    """The top architectures as an HTML table (all cells are numbers or escaped text)."""
+    if not rows:
+        return "<p>No trial has finished all its epochs within the budget yet.</p>"
+    head = ("<tr><th>rank</th><th>trial</th><th class=kind>kind</th><th>accuracy</th>"
+            "<th>test</th><th>paper MACs</th><th>of budget</th><th>params</th>"
+            "<th>front</th><th class=parts>parts</th></tr>")
+    body = []
+    for row in rows:
+        vector = " ".join(str(p) for p in row.parts)
+        body.append(
+            f"<tr><td>{row.rank}</td><td>{row.number}</td>"
+            f"<td class=kind>{html.escape(row.kind)}</td><td>{row.accuracy:.2%}</td>"
+            f"<td>{_number(row.test_accuracy, '.2%')}</td><td>{si(row.paper_macs)}</td>"
+            f"<td>{_number(row.budget_share, '.1%')}</td>"
+            f"<td>{'–' if row.params is None else si(row.params)}</td>"
+            f"<td>{'✓' if row.on_front else ''}</td>"
+            f"<td class=parts>{html.escape(row.parts_summary)}<br>"
+            f"<code>{html.escape(vector)}</code></td></tr>")
+    return f"<table>{head}{''.join(body)}</table>"
+
+
+def render_report(table: StudyTable, top: int = 10) -> str:
+    """The whole report page for ``table`` as one HTML string."""
+    plotlyjs = get_plotlyjs()
+    figures = all_figures(table)
+    blocks = "\n".join(
+        f'<div class="figure" id="{key}"></div>\n<script type="application/json" '
+        f'class="figure-data" data-target="{key}">{safe_json(plotly.io.to_json(fig))}</script>'
+        for key, fig in figures.items())
+    facts_html = "".join(f"<span><b>{html.escape(label)}</b> {html.escape(value)}</span>"
+                         for label, value in facts(table))
+    policy = (f"default-src 'none'; script-src {_csp_hash(plotlyjs)} {_csp_hash(_BOOT)}; "
+              "style-src 'unsafe-inline'; img-src data:; font-src data:")
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    name = html.escape(table.name)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{policy}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>HetNAS study {name}</title>
+<style>{STYLE}</style>
+<script>{plotlyjs}</script>
+</head><body>
+<h1>HetNAS study <q>{name}</q></h1>
+<p class="facts">{facts_html}</p>
+<p>Accuracy is the last validation accuracy. Over-budget proposals were never trained: they
+appear as red ticks in the strip under the scatter, at their paper MACs. Early-stopped trials
+did not train all their epochs and never count as best. Report written {stamp}.</p>
+{blocks}
+<h2>Top architectures</h2>
+{top_table_html(top_architectures(table, top))}
+<script>{_BOOT}</script>
+</body></html>
+"""
+
+
+def write_report(storage_url: str, study_name: str | None, out: Path, top: int = 10) -> StudyTable:
+    """Read the study and write its report to ``out``; returns what was read."""
+    if not out.parent.is_dir() or out.is_dir():
+        raise ConfigError(f"--out {out}: not a file in an existing folder")
+    table = load_table(storage_url, study_name)
+    try:
+        out.write_text(render_report(table, top), encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"--out {out}: cannot write it ({error.strerror or error})") from None
+    return table
