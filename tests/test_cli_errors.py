@@ -41,6 +41,7 @@ def _assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str)
     (["--budget", "3e8", "--dataset", "cifar10", "--data-dir", "/nonexistent/cifar"],
      ["/nonexistent/cifar"]),
     (["--budget", "3e8", "--sampler", "grid"], ["--sampler"]),
+    (["--budget", "3e8", "--scheduler", "hyperband"], ["--scheduler"]),
     (["--budget", "3e8", "--trials", "0"], ["--trials"]),
     (["--budget", "3e8", "--ray-address", "127.0.0.1:1"], ["127.0.0.1:1", "ray start"]),
 ])
@@ -50,6 +51,17 @@ def test_search_run_rejects_bad_options_before_writing(tmp_path: Path, args: lis
                   cwd=tmp_path)
     _assert_one_line_error(result, *fragments)
     assert list(tmp_path.iterdir()) == []  # no database, no artifacts
+
+
+def test_search_run_rejects_a_data_directory_of_the_wrong_format(tmp_path: Path) -> None:
+    batches = tmp_path / "data" / "cifar-10-batches-py"
+    batches.mkdir(parents=True)
+    for name in (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"):
+        (batches / name).write_text("these are not CIFAR batches\n")
+    result = _run("search.run", "--budget", "3e8", "--dataset", "cifar10", "--data-dir", "data",
+                  "--storage", f"sqlite:///{tmp_path / 'x.db'}", cwd=tmp_path)
+    _assert_one_line_error(result, "data_batch_1")
+    assert not (tmp_path / "x.db").exists()
 
 
 @pytest.mark.parametrize(("storage", "fragment"), [
