@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import sqlalchemy
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
 
 from hetconv.errors import ConfigError
 from search.reconnecting_storage import ReconnectingRDBStorage
 
 DEFAULT_STORAGE = "sqlite:///hetnas.db"
+
+_CREATE_ATTEMPTS = 3
 
 # Seconds SQLite waits on a lock held by another writer before giving up.
 _SQLITE_BUSY_TIMEOUT = 60
@@ -42,6 +45,21 @@ def _has_optuna_tables(url: str) -> bool:
         engine.dispose()
 
 
+def _create(url: str) -> ReconnectingRDBStorage:
+    """Construct the storage; when another process is creating Optuna's tables in a new
+    database at the same moment, the loser sees "already exists" (or a duplicate schema
+    version row) and simply tries again: by then the tables are there."""
+    for attempt in range(_CREATE_ATTEMPTS):
+        try:
+            return ReconnectingRDBStorage(url, engine_kwargs=_engine_kwargs(url))
+        except SQLAlchemyError as error:
+            lost_race = isinstance(error, IntegrityError) or "already exists" in str(error)
+            if not lost_race or attempt == _CREATE_ATTEMPTS - 1:
+                raise
+            time.sleep(0.5)
+    raise AssertionError("unreachable")
+
+
 def open_storage(url: str, must_exist: bool = False) -> ReconnectingRDBStorage:
     """Connect (creating Optuna's tables when needed) or raise :class:`ConfigError`.
 
@@ -60,7 +78,7 @@ def open_storage(url: str, must_exist: bool = False) -> ReconnectingRDBStorage:
         if must_exist and not _has_optuna_tables(url):
             raise ConfigError(f"storage {_display(url)} holds no Optuna study; point --storage "
                               f"at the search's database")
-        storage = ReconnectingRDBStorage(url, engine_kwargs=_engine_kwargs(url))
+        storage = _create(url)
     except NoSuchModuleError:
         raise ConfigError(f"storage {_display(url)}: unknown database scheme; use sqlite:/// "
                           f"or postgresql:// (with psycopg installed)") from None

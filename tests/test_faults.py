@@ -133,3 +133,13 @@ def test_concurrent_searches_share_one_database(backend: str, request: pytest.Fi
         trained = _trained(storage, study)
         assert len(trained) == 7
         assert {r.checkpoint.split("/checkpoints/")[1].split("/")[0] for r in trained} == {study}
+
+
+def test_processes_creating_one_new_database_at_once_all_succeed(tmp_path: Path) -> None:
+    """Two searches started together on a new file race to create Optuna's tables."""
+    code = (f"from search.storage import open_storage; "
+            f"open_storage('sqlite:///{tmp_path / 'new.db'}')")
+    racers = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+              for _ in range(6)]
+    errors = [racer.communicate(timeout=120)[1] for racer in racers]
+    assert [racer.returncode for racer in racers] == [0] * 6, errors
