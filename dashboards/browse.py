@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import contextlib
 
+from dashboards.options import add_listen_options, add_storage_option, check_port
 from dashboards.optuna_figures import attach_figures
 from hetconv.errors import ConfigError
 from search.cli import OneLineParser, run_cli
-from search.storage import DEFAULT_STORAGE
 
 PROG = "python -m dashboards.browse"
 
@@ -19,17 +19,14 @@ PROG = "python -m dashboards.browse"
 def main() -> int:
     parser = OneLineParser(prog=PROG, description="Add the accuracy-MACs, parts and progress "
                            "figures to the studies, then open optuna-dashboard on the storage.")
-    parser.add_argument("--storage", default=DEFAULT_STORAGE, help="SQLAlchemy URL of the studies "
-                        f"(default {DEFAULT_STORAGE})")
+    add_storage_option(parser)
     parser.add_argument("--study", default=None,
                         help="add the figures to this study only (default: every study)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    add_listen_options(parser, 8080, free_port=False)
     parser.add_argument("--attach-only", action="store_true",
                         help="add the figures and exit, for a dashboard that is already running")
     args = parser.parse_args()
-    if not 0 < args.port <= 65535:
-        parser.error(f"--port {args.port} is not a port number (1-65535)")
+    check_port(parser, args.port, free_port=False)
     tables = attach_figures(args.storage, args.study)
     print("figures added to " + ", ".join(f"{t.name} ({len(t)} trials)" for t in tables),
           flush=True)
