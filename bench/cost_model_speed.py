@@ -15,29 +15,15 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
-from collections.abc import Callable
-from typing import TypeVar
 
 import numpy as np
 import torch
+from timing import median_seconds
 
 from hetconv.errors import ConfigError
 from space import Architecture, SearchSpace
-
-T = TypeVar("T")
-
-
-def timed(fn: Callable[[], T], repeats: int) -> tuple[float, T]:
-    """Median seconds of ``repeats`` calls of ``fn`` and the last call's result."""
-    times, result = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
 
 
 def _rate(seconds: float, count: int) -> str:
@@ -81,9 +67,9 @@ def main(argv: list[str] | None = None) -> None:
           f"layers; MACs range {space.min_macs:.4g} .. {space.max_macs:.4g}")
 
     count = args.count
-    gen_s, parts = timed(lambda: space.random_parts(np.random.default_rng(args.seed), count),
-                         args.repeats)
-    fit_s, fits = timed(lambda: space.fits(parts, args.budget), args.repeats)
+    gen_s, parts = median_seconds(
+        lambda: space.random_parts(np.random.default_rng(args.seed), count), args.repeats)
+    fit_s, fits = median_seconds(lambda: space.fits(parts, args.budget), args.repeats)
     total = gen_s + fit_s
     print(f"\nvectorised, {count:,} architectures ({int(fits.sum()):,} fit, "
           f"{fits.mean():.1%}):")
@@ -96,10 +82,10 @@ def main(argv: list[str] | None = None) -> None:
 
     rows = [tuple(int(p) for p in row) for row in parts[:args.per_arch]]
     n = len(rows)
-    build_s, archs = timed(lambda: [Architecture(args.backbone, row) for row in rows],
+    build_s, archs = median_seconds(lambda: [Architecture(args.backbone, row) for row in rows],
                            args.repeats)
-    macs_s, macs = timed(lambda: [a.macs for a in archs], args.repeats)
-    whole_s, _ = timed(lambda: [Architecture(args.backbone, row).macs for row in rows],
+    macs_s, macs = median_seconds(lambda: [a.macs for a in archs], args.repeats)
+    whole_s, _ = median_seconds(lambda: [Architecture(args.backbone, row).macs for row in rows],
                        args.repeats)
     print(f"\nper architecture, {n:,} of the same part vectors:")
     print(f"  Architecture(...)      : {_rate(build_s, n)}")

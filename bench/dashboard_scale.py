@@ -17,11 +17,9 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import statistics
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +27,7 @@ import numpy as np
 import optuna
 from optuna.distributions import IntDistribution
 from optuna.trial import FrozenTrial, TrialState
+from timing import median_seconds
 
 from dashboards.data import load_table
 from dashboards.figures import all_figures
@@ -129,28 +128,19 @@ def fill_study(storage: str, count: int) -> tuple[str, float | None]:
     return name, time.perf_counter() - start
 
 
-def _median_seconds(step: Callable[[], object], repeat: int) -> tuple[float, object]:
-    times, result = [], None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        result = step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
-
-
 def time_report(storage: str, name: str, out: Path, repeat: int) -> dict[str, float]:
     """Median seconds of each step of building the report, and of the live page's answers."""
-    load_s, table = _median_seconds(lambda: load_table(storage, name), repeat)
-    figures_s, _ = _median_seconds(lambda: all_figures(table), repeat)
-    render_s, page = _median_seconds(lambda: render_report(table), repeat)
+    load_s, table = median_seconds(lambda: load_table(storage, name), repeat)
+    figures_s, _ = median_seconds(lambda: all_figures(table), repeat)
+    render_s, page = median_seconds(lambda: render_report(table), repeat)
 
     def whole() -> None:
         out.write_text(render_report(load_table(storage, name)), encoding="utf-8")
 
-    total_s, _ = _median_seconds(whole, repeat)
+    total_s, _ = median_seconds(whole, repeat)
     live = LiveStudies(open_storage(storage, must_exist=True))
-    first_s, payload = _median_seconds(lambda: live.study_json(name), 1)
-    poll_s, _ = _median_seconds(lambda: live.study_json(name), repeat)
+    first_s, payload = median_seconds(lambda: live.study_json(name), 1)
+    poll_s, _ = median_seconds(lambda: live.study_json(name), repeat)
     study = optuna.load_study(study_name=name, storage=storage)
     finished = [t for t in study.get_trials(deepcopy=False)
                 if t.user_attrs.get(records.STATUS) == records.COMPLETE][0]
@@ -161,8 +151,8 @@ def time_report(storage: str, name: str, out: Path, repeat: int) -> dict[str, fl
             constraints={records.BUDGET_CONSTRAINT: -1.0}))
         return live.study_json(name)
 
-    redraw_s, _ = _median_seconds(one_more, repeat)
-    attach_s, _ = _median_seconds(lambda: attach_figures(storage, name), 1)
+    redraw_s, _ = median_seconds(one_more, repeat)
+    attach_s, _ = median_seconds(lambda: attach_figures(storage, name), 1)
     return {"read trials": load_s, "figures": figures_s, "figures + HTML": render_s,
             "report end to end": total_s, "live: first answer": first_s,
             "live: poll, no news": poll_s, "live: poll + redraw": redraw_s,
