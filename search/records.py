@@ -7,9 +7,10 @@ cannot drift apart. It needs Optuna and nothing else of the project (no Ray, no 
 Every Optuna trial of a HetNAS study is one of:
 
 * ``complete``: trained for all its epochs; Optuna state COMPLETE, feasible constraint.
-* ``rejected``: over the MACs budget, never trained. Optuna state COMPLETE with accuracy 0 and a
-  positive ``macs_over_budget`` constraint, so the sampler learns where the boundary is while
-  Optuna's own ``best_trial`` and Pareto front (which honour constraints) leave it out.
+* ``rejected``: over the MACs budget or the latency budget, never trained. Optuna state COMPLETE
+  with accuracy 0 and a positive ``macs_over_budget`` or ``latency_over_budget_ms`` constraint, so
+  the sampler learns where the boundary is while Optuna's own ``best_trial`` and Pareto front
+  (which honour constraints) leave it out.
 * ``early_stopped``: stopped by the scheduler (ASHA) before its last epoch; Optuna state PRUNED,
   so it never counts as a full result.
 * ``failed``: the trial errored, or the driver died while it ran; Optuna state FAIL.
@@ -35,6 +36,8 @@ WALL_SECONDS = "wall_seconds"
 VAL_ACCURACY = "val_accuracy"  # last validation accuracy, also of early-stopped trials
 TEST_ACCURACY = "test_accuracy"
 BUDGET_CONSTRAINT = "macs_over_budget"  # also the Optuna constraint's name; <= 0 is feasible
+LATENCY = "latency_ms"  # latency predicted from the study's latency table (milliseconds)
+LATENCY_CONSTRAINT = "latency_over_budget_ms"  # Optuna constraint name too; <= 0 is feasible
 BASELINE_PART = "baseline_part"  # set on the uniform-P networks of the paper
 CHECKPOINT = "checkpoint"
 RESUME_FROM = "resume_from"  # a re-proposed trial continues this checkpoint
@@ -53,7 +56,9 @@ QUEUED = "queued"  # enqueued (a baseline or a retried trial), not started yet
 # Study user attributes.
 STUDY_BACKBONE = "backbone"
 STUDY_DATASET = "dataset"
-STUDY_BUDGET = "budget_macs"
+STUDY_BUDGET = "budget_macs"  # None when the search has only a latency budget
+STUDY_LATENCY_BUDGET = "latency_budget_ms"  # None when the search has no latency budget
+STUDY_LATENCY_SPEC = "latency_spec"  # what the latencies were measured on (LatencySpec.to_json)
 STUDY_INPUT_SIZE = "input_size"
 STUDY_NUM_CLASSES = "num_classes"
 STUDY_OBJECTIVE = "objective"
@@ -62,6 +67,7 @@ STUDY_VERSIONS = "versions"
 
 ACCURACY_METRIC = "accuracy"
 MACS_METRIC = "MACs"
+LATENCY_METRIC = "latency_ms"
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,7 @@ class TrialRecord:
     paper_macs: int | None
     executed_macs: int | None
     params: int | None
+    latency_ms: float | None  # predicted; None when the study has no latency table
     epochs_trained: int
     wall_seconds: float | None
     baseline_part: int | None
@@ -106,7 +113,8 @@ def from_attrs(number: int, status: str, attrs: dict) -> TrialRecord:
         number=number, status=status, parts=tuple(attrs.get(PARTS, ())),
         accuracy=attrs.get(VAL_ACCURACY), test_accuracy=attrs.get(TEST_ACCURACY),
         paper_macs=attrs.get(PAPER_MACS), executed_macs=attrs.get(EXECUTED_MACS),
-        params=attrs.get(PARAMS), epochs_trained=attrs.get(EPOCHS_TRAINED, 0),
+        params=attrs.get(PARAMS), latency_ms=attrs.get(LATENCY),
+        epochs_trained=attrs.get(EPOCHS_TRAINED, 0),
         wall_seconds=attrs.get(WALL_SECONDS), baseline_part=attrs.get(BASELINE_PART),
         checkpoint=attrs.get(CHECKPOINT), architecture=attrs.get(ARCHITECTURE))
 
