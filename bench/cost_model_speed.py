@@ -20,9 +20,9 @@ import time
 
 import numpy as np
 import torch
-from timing import median_seconds
 
 from hetconv.errors import ConfigError
+from hetconv.timing import median_seconds
 from space import Architecture, SearchSpace
 
 

@@ -27,13 +27,13 @@ import numpy as np
 import optuna
 from optuna.distributions import IntDistribution
 from optuna.trial import FrozenTrial, TrialState
-from timing import median_seconds
 
 from dashboards.data import load_table
 from dashboards.figures import all_figures
 from dashboards.optuna_figures import attach_figures
 from dashboards.page import render_report
 from dashboards.server import LiveStudies
+from hetconv.timing import median_seconds
 from search import records
 from search.proposer import param_name
 from search.storage import open_storage

@@ -1,0 +1,234 @@
+"""The deploy form: a trained network turned into its fastest inference form on one device.
+
+Each step keeps the network's function (up to float rounding):
+
+1. every batch norm is folded into the convolution in front of it, so it costs nothing;
+2. every HetConv layer runs in the fastest of its equivalent forms, timed on the layer's own
+   input on this device. A part-P layer is also a part-Q layer for every Q dividing P (its K×K
+   pattern is a subset of Q's, the extra weights are zero), and part 1 is one dense convolution,
+   so grouped K×K + 1×1 at P, at each smaller Q, and dense are all candidates;
+3. 4-D activations go channels-last, and by default TorchInductor compiles the graph with
+   freezing: weights become constants and are prepacked, and the channel reorders, the add of
+   the two branches, the bias and the ReLU fuse into the convolutions' neighbours.
+
+The result is compared with the original network on the example input before it is returned.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Callable
+
+import torch
+from torch import fx, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from hetconv.fold import fold_batchnorm
+from hetconv.layer import HetConv2d, MaskedHetConv2d
+from hetconv.timing import median_seconds
+
+DENSE = "dense"
+TIMING_ROUNDS = 3
+CALLS_PER_SAMPLE = 3
+RTOL = 1e-3
+ATOL_SCALE = 1e-4  # absolute tolerance, relative to the largest output magnitude
+
+
+def grouped_form_name(part: int) -> str:
+    return f"grouped-P{part}"
+
+
+class _LayerTracer(fx.Tracer):
+    """Keeps HetConv layers whole in the graph, so they can be folded and swapped as units."""
+
+    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
+        return (isinstance(module, (HetConv2d, MaskedHetConv2d))
+                or super().is_leaf_module(module, qualified_name))
+
+
+def _set_module(root: nn.Module, target: str, module: nn.Module) -> None:
+    parent, _, name = target.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, name, module)
+
+
+def trace(model: nn.Module) -> fx.GraphModule:
+    """The model as a graph with each HetConv layer one node, masked references made fast."""
+    graph = fx.GraphModule(model, _LayerTracer().trace(model))
+    for name, module in list(graph.named_modules()):
+        if isinstance(module, MaskedHetConv2d):
+            _set_module(graph, name, HetConv2d.from_masked(module))
+    return graph
+
+
+def fold_batchnorms(graph: fx.GraphModule) -> int:
+    """Fold each eval-mode batch norm into the convolution that alone feeds it; returns how many."""
+    modules = dict(graph.named_modules())
+    folded = 0
+    for node in list(graph.graph.nodes):
+        if node.op != "call_module" or not isinstance(modules[node.target], nn.BatchNorm2d):
+            continue
+        source = node.args[0]
+        if not (isinstance(source, fx.Node) and source.op == "call_module"
+                and len(source.users) == 1):
+            continue
+        conv, bn = modules[source.target], modules[node.target]
+        if isinstance(conv, HetConv2d):
+            fused = fold_batchnorm(conv, bn)
+        elif type(conv) is nn.Conv2d:
+            fused = fuse_conv_bn_eval(conv, bn)
+        else:
+            continue
+        _set_module(graph, source.target, fused)
+        node.replace_all_uses_with(source)
+        graph.graph.erase_node(node)
+        folded += 1
+    graph.graph.lint()
+    graph.delete_all_unused_submodules()
+    graph.recompile()
+    return folded
+
+
+def equivalent_forms(layer: HetConv2d) -> dict[str, nn.Module]:
+    """Every form computing ``layer``'s function: grouped at each part dividing its own, dense."""
+    forms: dict[str, nn.Module] = {}
+    dense = layer.dense_weight().detach()
+    for part in range(layer.part, 1, -1):
+        if layer.part % part:
+            continue
+        form = HetConv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
+                         layer.stride, layer.padding, part, bias=layer.bias is not None)
+        form = form.to(device=dense.device, dtype=dense.dtype)
+        form.load_dense_weight(dense)
+        if layer.bias is not None:
+            with torch.no_grad():
+                form.bias.copy_(layer.bias)
+        forms[grouped_form_name(part)] = form.eval()
+    forms[DENSE] = layer.to_dense().eval()
+    return forms
+
+
+def memory_format_for(x: torch.Tensor) -> torch.memory_format:
+    """Channels-last for images: the fast layout of oneDNN and cuDNN convolutions."""
+    return torch.channels_last if x.dim() == 4 else torch.contiguous_format
+
+
+def fastest_form(layer: HetConv2d, x: torch.Tensor) -> tuple[str, nn.Module, dict[str, float]]:
+    """The quickest of :func:`equivalent_forms` on input ``x``, and every form's seconds.
+
+    Forms take turns within each round so that machine noise hits them alike; the median over
+    rounds decides.
+    """
+    forms = equivalent_forms(layer)
+    if len(forms) == 1:
+        (name, form), = forms.items()
+        return name, form, {}
+    fmt = memory_format_for(x)
+    x = x.contiguous(memory_format=fmt)
+    samples: dict[str, list[float]] = {name: [] for name in forms}
+    with torch.no_grad():
+        for form in forms.values():
+            form.to(memory_format=fmt)
+            form(x)  # first call: oneDNN / cuDNN pick and cache their kernels
+        for _ in range(TIMING_ROUNDS):
+            for name, form in forms.items():
+                seconds, _ = median_seconds(lambda f=form: f(x), CALLS_PER_SAMPLE,
+                                            device=x.device)
+                samples[name].append(seconds)
+    seconds = {name: sorted(s)[len(s) // 2] for name, s in samples.items()}
+    best = min(seconds, key=seconds.__getitem__)
+    return best, forms[best], seconds
+
+
+def _layer_inputs(graph: fx.GraphModule, example_input: torch.Tensor) -> dict[str, torch.Tensor]:
+    """What each HetConv layer receives when the graph runs on the example input."""
+    inputs: dict[str, torch.Tensor] = {}
+    hooks = []
+    for name, module in graph.named_modules():
+        if isinstance(module, HetConv2d):
+            def keep(_module, args, name=name):
+                inputs[name] = args[0].detach()
+            hooks.append(module.register_forward_pre_hook(keep))
+    try:
+        with torch.no_grad():
+            graph(example_input)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return inputs
+
+
+class DeployedModel(nn.Module):
+    """An inference-only network: no autograd, weights frozen at deploy time.
+
+    ``forms`` names the form each HetConv layer runs in (``grouped-P4``, ``dense``, ...);
+    ``compiled`` says whether TorchInductor runs it.
+    """
+
+    def __init__(self, module: fx.GraphModule, forms: dict[str, str],
+                 memory_format: torch.memory_format, compiled: bool,
+                 runner: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.module = module
+        self.forms = forms
+        self.memory_format = memory_format
+        self.compiled = compiled
+        self.__dict__["_runner"] = runner  # not a submodule: it wraps self.module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self._runner(x.contiguous(memory_format=self.memory_format))
+
+
+def _compiled(module: fx.GraphModule) -> Callable[[torch.Tensor], torch.Tensor]:
+    return torch.compile(module, options={"freezing": True})
+
+
+def check_equal(deployed: nn.Module, model: nn.Module, example_input: torch.Tensor) -> None:
+    """Raise unless ``deployed`` gives ``model``'s outputs on the example (float tolerance)."""
+    with torch.no_grad():
+        expected = model(example_input)
+        actual = deployed(example_input)
+    atol = ATOL_SCALE * max(1.0, float(expected.abs().max()))
+    if not torch.allclose(actual, expected, rtol=RTOL, atol=atol):
+        worst = float((actual - expected).abs().max())
+        raise RuntimeError(f"the deploy form differs from the model by up to {worst:.3g} on the "
+                           f"example input (tolerance {atol:.3g}); please report this")
+
+
+def deploy(model: nn.Module, example_input: torch.Tensor, compile: bool = True) -> DeployedModel:
+    """Return ``model``'s fastest inference form on ``example_input``'s device.
+
+    ``example_input`` is one batch of the shape and device the form will serve: layer forms are
+    chosen by timing on it and the result is checked against ``model`` on it. ``model`` is not
+    changed. ``compile=False`` skips TorchInductor (no C++ compiler, or start-up time matters).
+    """
+    original = model
+    model = copy.deepcopy(model).eval()
+    graph = trace(model)
+    fold_batchnorms(graph)
+    fmt = memory_format_for(example_input)
+    example_input = example_input.contiguous(memory_format=fmt)
+    graph.to(memory_format=fmt)
+    forms = {}
+    for name, x in _layer_inputs(graph, example_input).items():
+        form_name, form, _ = fastest_form(graph.get_submodule(name), x)
+        _set_module(graph, name, form)
+        forms[name] = form_name
+    graph.recompile()
+    deployed = DeployedModel(graph, forms, fmt, compiled=False, runner=graph)
+    if compile:
+        deployed = DeployedModel(graph, forms, fmt, compiled=True, runner=_compiled(graph))
+        try:
+            deployed(example_input)
+        except Exception as error:  # inductor needs a C++ compiler (CPU) or Triton (CUDA)
+            warnings.warn(f"TorchInductor could not compile the deploy form ({error}); it runs "
+                          f"eagerly", stacklevel=2)
+            deployed = DeployedModel(graph, forms, fmt, compiled=False, runner=graph)
+    was_training = original.training
+    original.eval()
+    try:
+        check_equal(deployed, original, example_input)
+    finally:
+        original.train(was_training)
+    return deployed
