@@ -180,8 +180,20 @@ class DeployedModel(nn.Module):
             return self._runner(x.contiguous(memory_format=self.memory_format))
 
 
-def _compiled(module: fx.GraphModule) -> Callable[[torch.Tensor], torch.Tensor]:
-    return torch.compile(module, options={"freezing": True})
+def _compiled(module: fx.GraphModule,
+              example_input: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """TorchInductor with freezing, compiled now on the example input.
+
+    Freezing must be on while Dynamo traces (it decides there whether weights are constants),
+    which ``torch.compile(options=...)`` does not reach; hence the config patch around the
+    first call, which compiles. Other input shapes compile later without freezing.
+    """
+    import torch._inductor.config as inductor_config
+
+    compiled = torch.compile(module)
+    with inductor_config.patch(freezing=True), torch.no_grad():
+        compiled(example_input)
+    return compiled
 
 
 def check_equal(deployed: nn.Module, model: nn.Module, example_input: torch.Tensor) -> None:
@@ -218,13 +230,12 @@ def deploy(model: nn.Module, example_input: torch.Tensor, compile: bool = True) 
     graph.recompile()
     deployed = DeployedModel(graph, forms, fmt, compiled=False, runner=graph)
     if compile:
-        deployed = DeployedModel(graph, forms, fmt, compiled=True, runner=_compiled(graph))
         try:
-            deployed(example_input)
+            deployed = DeployedModel(graph, forms, fmt, compiled=True,
+                                     runner=_compiled(graph, example_input))
         except Exception as error:  # inductor needs a C++ compiler (CPU) or Triton (CUDA)
             warnings.warn(f"TorchInductor could not compile the deploy form ({error}); it runs "
                           f"eagerly", stacklevel=2)
-            deployed = DeployedModel(graph, forms, fmt, compiled=False, runner=graph)
     was_training = original.training
     original.eval()
     try:
