@@ -15,7 +15,13 @@ from dashboards.analysis import (
     top_architectures,
 )
 from dashboards.data import StudyListing, StudyTable, list_studies, load_table, table_from_study
-from dashboards.figures import all_figures, pareto_figure, parts_heatmap, progress_figure
+from dashboards.figures import (
+    all_figures,
+    latency_figure,
+    pareto_figure,
+    parts_heatmap,
+    progress_figure,
+)
 from dashboards.optuna_figures import attach_figures, attach_to_study
 from dashboards.page import render_report, write_report
 from dashboards.server import DashboardServer, make_server, study_json
@@ -30,6 +36,7 @@ __all__ = [
     "all_figures",
     "attach_figures",
     "attach_to_study",
+    "latency_figure",
     "list_studies",
     "load_table",
     "make_server",

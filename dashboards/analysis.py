@@ -7,26 +7,39 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
 from dashboards.data import StudyTable
 from search import records
 
+# The cost columns of a StudyTable a scatter and its front can be drawn against.
+Cost = Literal["paper_macs", "latency_ms"]
+
+
+def cost_column(table: StudyTable, cost: Cost) -> np.ndarray:
+    """The column named ``cost``; any other name is a programming error, not a user's."""
+    if cost not in ("paper_macs", "latency_ms"):
+        raise ValueError(f"unknown cost column {cost!r}")
+    return getattr(table, cost)
+
 
 @dataclass(frozen=True)
 class ScatterGroups:
-    """Trial indices of each group the accuracy-MACs scatter tells apart."""
+    """Trial indices of each group an accuracy-cost scatter tells apart."""
 
     searched: np.ndarray  # complete (trained to the end, within budget), not a baseline
     baselines: np.ndarray  # uniform-P networks of the paper that have an accuracy
     early_stopped: np.ndarray  # stopped by the scheduler; partial accuracy
-    rejected: np.ndarray  # over budget, never trained: no accuracy, only MACs
+    rejected: np.ndarray  # over budget, never trained: no accuracy, only a cost
 
 
-def scatter_groups(table: StudyTable) -> ScatterGroups:
-    """Split the finished trials; running, queued and failed trials are left out."""
-    has_accuracy = ~np.isnan(table.accuracy) & ~np.isnan(table.paper_macs)
+def scatter_groups(table: StudyTable, cost: Cost = "paper_macs") -> ScatterGroups:
+    """Split the finished trials that have a ``cost``; running, queued and failed trials are
+    left out."""
+    has_cost = ~np.isnan(cost_column(table, cost))
+    has_accuracy = ~np.isnan(table.accuracy) & has_cost
     is_baseline = table.baseline_part > 0
     complete = table.mask(records.COMPLETE) & has_accuracy
     early = table.mask(records.EARLY_STOPPED) & has_accuracy
@@ -34,22 +47,24 @@ def scatter_groups(table: StudyTable) -> ScatterGroups:
         searched=np.flatnonzero(complete & ~is_baseline),
         baselines=np.flatnonzero((complete | early) & is_baseline),
         early_stopped=np.flatnonzero(early & ~is_baseline),
-        rejected=np.flatnonzero(table.mask(records.REJECTED) & ~np.isnan(table.paper_macs)))
+        rejected=np.flatnonzero(table.mask(records.REJECTED) & has_cost))
 
 
-def pareto_front(table: StudyTable) -> np.ndarray:
-    """Indices of the complete trials no other complete trial beats on accuracy and MACs.
+def pareto_front(table: StudyTable, cost: Cost = "paper_macs") -> np.ndarray:
+    """Indices of the complete trials no other complete trial beats on accuracy and ``cost``
+    (paper MACs, or predicted latency).
 
-    Higher accuracy and fewer paper MACs are better; a trial must be strictly more accurate
-    than every cheaper (or equally cheap) one. Sorted by MACs, cheapest first; among identical
+    Higher accuracy and a lower cost are better; a trial must be strictly more accurate than
+    every cheaper (or equally cheap) one. Sorted by cost, cheapest first; among identical
     points the lowest trial number stands for them.
     """
+    costs = cost_column(table, cost)
     candidates = np.flatnonzero(table.mask(records.COMPLETE) & ~np.isnan(table.accuracy)
-                                & ~np.isnan(table.paper_macs))
+                                & ~np.isnan(costs))
     if not candidates.size:
         return candidates
-    accuracy, macs = table.accuracy[candidates], table.paper_macs[candidates]
-    order = np.lexsort((table.number[candidates], -accuracy, macs))
+    accuracy = table.accuracy[candidates]
+    order = np.lexsort((table.number[candidates], -accuracy, costs[candidates]))
     sorted_accuracy = accuracy[order]
     best_before = np.concatenate(([-np.inf], np.maximum.accumulate(sorted_accuracy)[:-1]))
     return candidates[order][sorted_accuracy > best_before]
@@ -106,6 +121,7 @@ class TopRow:
     paper_macs: float
     budget_share: float | None  # paper MACs / budget
     params: float | None
+    latency_ms: float | None  # predicted; None when the study has no latency table
     parts: tuple[int, ...]
     on_front: bool
 
@@ -130,6 +146,7 @@ def top_architectures(table: StudyTable, limit: int = 10) -> list[TopRow]:
                    accuracy=r.accuracy, test_accuracy=r.test_accuracy,
                    paper_macs=float(r.paper_macs or 0),
                    budget_share=(r.paper_macs or 0) / budget if budget else None,
-                   params=None if r.params is None else float(r.params), parts=r.parts,
-                   on_front=r.number in front)
+                   params=None if r.params is None else float(r.params),
+                   latency_ms=None if r.latency_ms is None else float(r.latency_ms),
+                   parts=r.parts, on_front=r.number in front)
             for r in searched + baselines]

@@ -17,8 +17,9 @@ PROG = "python -m dashboards.browse"
 
 
 def main() -> int:
-    parser = OneLineParser(prog=PROG, description="Add the accuracy-MACs, parts and progress "
-                           "figures to the studies, then open optuna-dashboard on the storage.")
+    parser = OneLineParser(prog=PROG, description="Add the accuracy-MACs (and accuracy-"
+                           "latency), parts and progress figures to the studies, then open "
+                           "optuna-dashboard on the storage.")
     add_storage_option(parser)
     parser.add_argument("--study", default=None,
                         help="add the figures to this study only (default: every study)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import gc
+import json
 import warnings
 from collections import Counter
 from collections.abc import Iterator
@@ -42,9 +43,10 @@ class StudyListing:
 class StudyTable:
     """Every trial of one study as parallel columns (index ``i`` is one trial).
 
-    ``accuracy`` is the last validation accuracy (NaN when never trained), ``paper_macs`` and
-    ``params`` are NaN when unknown, ``baseline_part`` is 0 for searched trials and
-    ``completed_at`` is NaT while a trial is unfinished.
+    ``accuracy`` is the last validation accuracy (NaN when never trained), ``paper_macs``,
+    ``params`` and ``latency_ms`` (predicted; only studies with a latency table have it) are
+    NaN when unknown, ``baseline_part`` is 0 for searched trials and ``completed_at`` is NaT
+    while a trial is unfinished.
     """
 
     name: str
@@ -56,6 +58,7 @@ class StudyTable:
     accuracy: np.ndarray
     paper_macs: np.ndarray
     params: np.ndarray
+    latency_ms: np.ndarray
     baseline_part: np.ndarray
     completed_at: np.ndarray
     counts: dict[str, int] = field(default_factory=dict)
@@ -65,9 +68,34 @@ class StudyTable:
 
     @property
     def budget(self) -> float | None:
-        """The MACs budget of the search (paper MACs), when the study records one."""
-        value = self.attrs.get(records.STUDY_BUDGET)
-        return None if value is None else float(value)
+        """The MACs budget of the search (paper MACs); None when the search had none (a
+        latency budget only) or the study does not record it."""
+        return _positive(self.attrs.get(records.STUDY_BUDGET))
+
+    @property
+    def latency_budget(self) -> float | None:
+        """The latency budget of the search in milliseconds, when it had one."""
+        return _positive(self.attrs.get(records.STUDY_LATENCY_BUDGET))
+
+    @property
+    def has_latency(self) -> bool:
+        """Whether any trial has a predicted latency: only then do the pages show that axis."""
+        return bool(np.any(~np.isnan(self.latency_ms)))
+
+    @property
+    def latency_spec(self) -> dict[str, Any]:
+        """What the latencies were measured on (device, batch, ...); empty when unknown.
+
+        Stored as a mapping, or as its JSON text; anything else reads as unknown rather than
+        failing the page.
+        """
+        spec = self.attrs.get(records.STUDY_LATENCY_SPEC)
+        if isinstance(spec, str):
+            try:
+                spec = json.loads(spec)
+            except ValueError:
+                return {}
+        return dict(spec) if isinstance(spec, dict) else {}
 
     def mask(self, status: str) -> np.ndarray:
         """Which trials have ``status``."""
@@ -79,6 +107,15 @@ class StudyTable:
         finished = self.completed_at[~np.isnat(self.completed_at)]
         latest = str(finished.max()) if finished.size else "-"
         return f"{len(self)}/{sum(self.counts.get(s, 0) for s in STATUSES[:4])}/{latest}"
+
+
+def _positive(value: object) -> float | None:
+    """A budget as a float; None when absent, not a number, or not positive (no budget)."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) and number > 0 else None
 
 
 def _column(values: list, dtype: type) -> np.ndarray:
@@ -104,6 +141,7 @@ def table_from_study(study: optuna.Study) -> StudyTable:
         accuracy=_column([r.accuracy for r in recs], float),
         paper_macs=_column([r.paper_macs for r in recs], float),
         params=_column([r.params for r in recs], float),
+        latency_ms=_column([r.latency_ms for r in recs], float),
         baseline_part=_column([r.baseline_part for r in recs], int).astype(np.int64),
         completed_at=np.array([np.datetime64("NaT") if c is None else _utc_naive(c)
                                for c in completed], dtype="datetime64[ms]"),

@@ -2,7 +2,9 @@
 
 It polls ``/api/study`` and redraws with ``Plotly.react`` only when the study's version changed.
 Stored text (study names, facts, table cells) goes into the page with ``textContent`` only.
-When a study is drawn it sets ``data-version`` on ``<body>``, which tests wait for.
+When a study is drawn it sets ``data-version`` on ``<body>``, which tests wait for. A figure
+element whose figure the study lacks (the latency scatter, without latencies) is emptied and
+hidden.
 """
 
 LIVE_JS = r"""
@@ -34,6 +36,12 @@ LIVE_JS = r"""
         return Number((value / scales[i][0]).toPrecision(4)).toString() + scales[i][1];
       }
     }
+  }
+
+  function ms(value) {  // as dashboards.figures.ms: 12.345 -> 12.3
+    if (value === null) return "\u2013";
+    var size = Math.abs(value);
+    return value.toFixed(size < 10 ? 2 : size < 100 ? 1 : 0);
   }
 
   function listStudies() {
@@ -70,7 +78,7 @@ LIVE_JS = r"""
     });
   }
 
-  function drawTable(rows) {
+  function drawTable(rows, latency) {
     var box = document.getElementById("top");
     box.replaceChildren();
     if (!rows.length) {
@@ -79,8 +87,9 @@ LIVE_JS = r"""
     }
     var table = element("table");
     var head = element("tr");
-    ["rank", "trial", "kind", "accuracy", "test", "paper MACs", "of budget", "params", "front",
-     "parts"].forEach(function (title) {
+    var titles = ["rank", "trial", "kind", "accuracy", "test", "paper MACs", "of budget",
+                  "params"].concat(latency ? ["latency (ms)"] : [], ["front", "parts"]);
+    titles.forEach(function (title) {
       head.appendChild(element("th", title, title === "parts" ? "parts" : ""));
     });
     table.appendChild(head);
@@ -93,6 +102,7 @@ LIVE_JS = r"""
       line.appendChild(element("td", si(row.paper_macs)));
       line.appendChild(element("td", percent(row.budget_share, 1)));
       line.appendChild(element("td", si(row.params)));
+      if (latency) line.appendChild(element("td", ms(row.latency_ms)));
       line.appendChild(element("td", row.on_front ? "\u2713" : ""));
       var parts = element("td", row.parts_summary, "parts");
       parts.appendChild(element("br"));
@@ -119,11 +129,17 @@ LIVE_JS = r"""
           document.getElementById("title").textContent = "HetNAS study \u201c" + data.name
             + "\u201d";
           drawFacts(data.facts);
-          Object.keys(data.figures).forEach(function (key) {
-            var figure = data.figures[key];
-            Plotly.react(key, figure.data, figure.layout, config);
+          document.querySelectorAll("div.figure").forEach(function (box) {
+            var figure = data.figures[box.id];
+            if (figure) {
+              box.hidden = false;
+              Plotly.react(box, figure.data, figure.layout, config);
+            } else if (!box.hidden) {
+              Plotly.purge(box);
+              box.hidden = true;
+            }
           });
-          drawTable(data.top);
+          drawTable(data.top, data.latency);
           drawn = data.version;
           document.body.dataset.version = drawn;
         }

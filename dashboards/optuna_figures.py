@@ -13,16 +13,26 @@ import warnings
 import optuna
 
 from dashboards.data import StudyTable, check_not_empty, list_studies, open_study, table_from_study
-from dashboards.figures import FIGURE_IDS, all_figures
+from dashboards.figures import FIGURE_IDS, all_figures, figure_ids
 from search import records
 from search.storage import open_storage
 
 GRAPH_PREFIX = "hetnas-"  # optuna-dashboard ids of the attached figures: hetnas-pareto, ...
 
 
-def graph_ids() -> list[str]:
-    """The ids under which the figures appear in optuna-dashboard."""
-    return [GRAPH_PREFIX + key for key in FIGURE_IDS]
+def graph_ids(table: StudyTable | None = None) -> list[str]:
+    """The ids under which the figures of ``table`` appear in optuna-dashboard (every id a
+    study may get when ``table`` is None; hetnas-latency only with predicted latencies)."""
+    keys = FIGURE_IDS if table is None else figure_ids(table)
+    return [GRAPH_PREFIX + key for key in keys]
+
+
+def _metric_names(table: StudyTable, objectives: int) -> list[str]:
+    """Names for a study's values when the search did not set them: accuracy, then MACs or,
+    for a Pareto search on latency, the latency."""
+    on_latency = table.attrs.get(records.STUDY_OBJECTIVE) == records.PARETO_LATENCY
+    second = records.LATENCY_METRIC if on_latency else records.MACS_METRIC
+    return [records.ACCURACY_METRIC, second][:objectives]
 
 
 def attach_to_study(study: optuna.Study) -> StudyTable:
@@ -35,8 +45,7 @@ def attach_to_study(study: optuna.Study) -> StudyTable:
     with warnings.catch_warnings():  # metric names are marked experimental in Optuna
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if study.metric_names is None:
-            names = [records.ACCURACY_METRIC, records.MACS_METRIC][:len(study.directions)]
-            study.set_metric_names(names)
+            study.set_metric_names(_metric_names(table, len(study.directions)))
     for key, figure in all_figures(table).items():
         save_plotly_graph_object(study, figure, graph_object_id=GRAPH_PREFIX + key)
     return table

@@ -19,7 +19,7 @@ from plotly.offline import get_plotlyjs
 
 from dashboards.analysis import TopRow, top_architectures
 from dashboards.data import STATUSES, StudyTable, load_table
-from dashboards.figures import all_figures, si
+from dashboards.figures import all_figures, ms, si
 from hetconv.errors import ConfigError
 from search import records
 
@@ -61,11 +61,14 @@ def _number(value: float | None, spec: str) -> str:
 def facts(table: StudyTable) -> list[tuple[str, str]]:
     """The study's settings and trial counts, as (label, value) text pairs (not escaped)."""
     attrs = table.attrs
-    budget = table.budget
+    budget, latency_budget = table.budget, table.latency_budget
+    spec = ", ".join(f"{key} {value}" for key, value in table.latency_spec.items())
     pairs = [("backbone", attrs.get(records.STUDY_BACKBONE)),
              ("data set", attrs.get(records.STUDY_DATASET)),
              ("input size", attrs.get(records.STUDY_INPUT_SIZE)),
              ("budget", None if budget is None else f"{si(budget)} paper MACs"),
+             ("latency budget", None if latency_budget is None else f"{ms(latency_budget)} ms"),
+             ("latency on", spec or None),
              ("objective", attrs.get(records.STUDY_OBJECTIVE)),
              ("epochs", attrs.get(records.STUDY_EPOCHS)),
              ("metrics", ", ".join(table.metric_names) if table.metric_names else None)]
@@ -75,22 +78,27 @@ def facts(table: StudyTable) -> list[tuple[str, str]]:
     return [(label, str(value)) for label, value in pairs if value is not None]
 
 
-def top_table_html(rows: list[TopRow]) -> str:
-    """The top architectures as an HTML table (all cells are numbers or escaped text)."""
+def top_table_html(rows: list[TopRow], latency: bool = False) -> str:
+    """The top architectures as an HTML table (all cells are numbers or escaped text); with
+    ``latency`` (the study has predicted latencies) a latency column after the params."""
     if not rows:
         return "<p>No trial has finished all its epochs within the budget yet.</p>"
     head = ("<tr><th>rank</th><th>trial</th><th class=kind>kind</th><th>accuracy</th>"
             "<th>test</th><th>paper MACs</th><th>of budget</th><th>params</th>"
-            "<th>front</th><th class=parts>parts</th></tr>")
+            + ("<th>latency (ms)</th>" if latency else "")
+            + "<th>front</th><th class=parts>parts</th></tr>")
     body = []
     for row in rows:
         vector = " ".join(str(p) for p in row.parts)
+        latency_cell = ""
+        if latency:
+            latency_cell = f"<td>{'–' if row.latency_ms is None else ms(row.latency_ms)}</td>"
         body.append(
             f"<tr><td>{row.rank}</td><td>{row.number}</td>"
             f"<td class=kind>{html.escape(row.kind)}</td><td>{row.accuracy:.2%}</td>"
             f"<td>{_number(row.test_accuracy, '.2%')}</td><td>{si(row.paper_macs)}</td>"
             f"<td>{_number(row.budget_share, '.1%')}</td>"
-            f"<td>{'–' if row.params is None else si(row.params)}</td>"
+            f"<td>{'–' if row.params is None else si(row.params)}</td>{latency_cell}"
             f"<td>{'✓' if row.on_front else ''}</td>"
             f"<td class=parts>{html.escape(row.parts_summary)}<br>"
             f"<code>{html.escape(vector)}</code></td></tr>")
@@ -110,6 +118,8 @@ def render_report(table: StudyTable, top: int = 10) -> str:
     policy = (f"default-src 'none'; script-src {_csp_hash(plotlyjs)} {_csp_hash(_BOOT)}; "
               "style-src 'unsafe-inline'; img-src data:; font-src data:")
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    latency_note = (" The second scatter shows the same trials against their predicted latency,"
+                    " with its own Pareto front." if table.has_latency else "")
     name = html.escape(table.name)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -123,10 +133,10 @@ def render_report(table: StudyTable, top: int = 10) -> str:
 <p class="facts">{facts_html}</p>
 <p>Accuracy is the last validation accuracy. Over-budget proposals were never trained: they
 appear as red ticks in the strip under the scatter, at their paper MACs. Early-stopped trials
-did not train all their epochs and never count as best. Report written {stamp}.</p>
+did not train all their epochs and never count as best.{latency_note} Report written {stamp}.</p>
 {blocks}
 <h2>Top architectures</h2>
-{top_table_html(top_architectures(table, top))}
+{top_table_html(top_architectures(table, top), table.has_latency)}
 <script>{_BOOT}</script>
 </body></html>
 """

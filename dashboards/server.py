@@ -23,7 +23,7 @@ from plotly.offline import get_plotlyjs
 
 from dashboards.analysis import top_architectures
 from dashboards.data import StudyTable, check_not_empty, list_studies, open_study, table_from_study
-from dashboards.figures import FIGURE_IDS, all_figures
+from dashboards.figures import FIGURE_IDS, LATENCY, all_figures
 from dashboards.live_script import LIVE_JS
 from dashboards.page import STYLE, facts
 from hetconv.errors import ConfigError
@@ -49,7 +49,8 @@ nav select {{ font-size: 1em; }} #status {{ color: #777; margin-left: 1em; }}</s
 <p>Accuracy is the last validation accuracy. Over-budget proposals were never trained: they
 appear as red ticks in the strip under the scatter, at their paper MACs. The page redraws
 as trials finish.</p>
-{"".join(f'<div class="figure" id="{key}"></div>' for key in FIGURE_IDS)}
+{"".join(f'<div class="figure" id="{key}"{" hidden" if key == LATENCY else ""}></div>'
+         for key in FIGURE_IDS)}
 <h2>Top architectures</h2>
 <div id="top"></div>
 <script src="/static/live.js" data-poll="{POLL_SECONDS}"></script>
@@ -58,10 +59,14 @@ as trials finish.</p>
 
 
 def study_json(table: StudyTable, top: int = 10) -> str:
-    """What the live page draws for one study, as JSON text: figures, facts, top table."""
+    """What the live page draws for one study, as JSON text: figures, facts, top table.
+
+    ``latency`` says whether the trials have predicted latencies: the page then shows the
+    latency scatter (only present in ``figures`` then) and a latency column in the table.
+    """
     meta = {
         "name": table.name, "version": table.version, "trials": len(table),
-        "facts": facts(table),
+        "facts": facts(table), "latency": table.has_latency,
         "top": [{**dataclasses.asdict(row), "parts_summary": row.parts_summary}
                 for row in top_architectures(table, top)],
     }

@@ -28,7 +28,12 @@ from test_dashboards_support import (
     BUDGET,
     FRONT,
     GROUP_COUNTS,
+    LATENCY_BUDGET,
+    LATENCY_FRONT,
+    LATENCY_MS,
+    LATENCY_STATUS_COUNTS,
     STATUS_COUNTS,
+    TRIALS,
     parts_of,
     write_study,
 )
@@ -39,6 +44,7 @@ from dashboards import (
     make_server,
     progress,
     render_report,
+    study_json,
     top_architectures,
     write_report,
 )
@@ -62,26 +68,41 @@ def _decode(array: object) -> list:
     return list(array)
 
 
-def _check_figures(figures: dict[str, dict]) -> None:
-    """The known study's content, read back from the figures' JSON as a browser gets it."""
-    assert list(figures) == list(FIGURE_IDS)
+def _check_figures(figures: dict[str, dict], latency: bool = False,
+                   macs_budget: bool = True) -> None:
+    """The known study's content, read back from the figures' JSON as a browser gets it.
+
+    ``latency``: the study of ``write_study(latency=True)``, which also gets the latency
+    scatter; ``macs_budget``: whether the study has a MACs budget to draw.
+    """
+    expected_ids = [key for key in FIGURE_IDS if latency or key != "latency"]
+    assert list(figures) == expected_ids
+    if latency:
+        _check_latency_figure(figures["latency"])
     traces = _traces(figures["pareto"])
     names = [t["name"] for t in figures["pareto"]["data"]]
+    rejected_macs = [75e6, 120e6, 150e6] if latency else [120e6, 150e6]
     assert names == [f"complete ({GROUP_COUNTS['searched']})",
                      f"early-stopped ({GROUP_COUNTS['early_stopped']})",
                      f"uniform baseline ({GROUP_COUNTS['baselines']})",
                      f"Pareto front ({len(FRONT)})",
-                     f"rejected: over budget ({GROUP_COUNTS['rejected']})"]
+                     f"rejected: over budget ({len(rejected_macs)})"]
     assert traces["uniform baseline"]["text"] == BASELINE_LABELS
     front = traces["Pareto front"]
     assert [int(row[0]) for row in _decode(front["customdata"])] == FRONT
     assert front["line"]["shape"] == "hv"
     assert _decode(front["x"]) == [30e6, 40e6, 50e6, 80e6]
+    assert "latency" not in front["hovertemplate"]  # the MACs scatter is as it always was
     rejected = traces["rejected: over budget"]
-    assert sorted(_decode(rejected["x"])) == [120e6, 150e6]
+    assert sorted(_decode(rejected["x"])) == rejected_macs
     assert rejected["yaxis"] == "y2"  # the rug strip under the scatter, not an accuracy
-    budget_lines = [s for s in figures["pareto"]["layout"]["shapes"] if s["x0"] == BUDGET]
-    assert budget_lines and all(s["x1"] == BUDGET for s in budget_lines)
+    assert figures["pareto"]["layout"]["xaxis2"]["title"]["text"] == "paper MACs per image"
+    shapes = figures["pareto"]["layout"].get("shapes", [])
+    if macs_budget:
+        budget_lines = [s for s in shapes if s["x0"] == BUDGET]
+        assert budget_lines and all(s["x1"] == BUDGET for s in budget_lines)
+    else:
+        assert shapes == [] and not figures["pareto"]["layout"].get("annotations")
     heat = figures["parts"]["data"][0]
     assert heat["type"] == "heatmap"
     assert [label.split(" ")[0] for label in heat["y"]] == [f"#{n}" for n in FRONT]
@@ -90,6 +111,51 @@ def _check_figures(figures: dict[str, dict]) -> None:
     assert _decode(best[0]["x"]) == list(BEST_SO_FAR)
     assert _decode(best[0]["y"]) == list(BEST_SO_FAR.values())
     assert len(_decode(best[1]["y"])) == len(BEST_SO_FAR)  # against wall time
+
+
+def _check_latency_figure(figure: dict, budget: float | None = LATENCY_BUDGET,
+                          axis: str = "predicted latency (ms) · cpu, batch 1") -> None:
+    """The latency scatter of ``write_study(latency=True)``: the same groups at their
+    latencies, the front on latency, the latency budget line, the spec in the axis title."""
+    traces = _traces(figure)
+    assert [t["name"] for t in figure["data"]] == [
+        f"complete ({GROUP_COUNTS['searched']})",
+        f"early-stopped ({GROUP_COUNTS['early_stopped']})",
+        f"uniform baseline ({GROUP_COUNTS['baselines']})", f"Pareto front ({len(LATENCY_FRONT)})",
+        "rejected: over budget (3)"]
+    for name, trace in traces.items():  # every point sits at its own trial's latency
+        numbers = [int(row[0]) for row in _decode(trace["customdata"])]
+        assert _decode(trace["x"]) == [LATENCY_MS[n] for n in numbers], name
+        assert [row[2] for row in _decode(trace["customdata"])] == \
+            [TRIALS[n][1] * 1e6 if n < len(TRIALS) else 75e6 for n in numbers], name
+        if name != "rejected: over budget":
+            assert _decode(trace["y"]) == [TRIALS[n][2] for n in numbers], name
+    assert sorted(int(r[0]) for r in _decode(traces["complete"]["customdata"])) == [3, 4, 5, 12,
+                                                                                   13]
+    assert [int(r[0]) for r in _decode(traces["early-stopped"]["customdata"])] == [8]
+    assert traces["uniform baseline"]["text"] == BASELINE_LABELS
+    front = traces["Pareto front"]
+    assert [int(row[0]) for row in _decode(front["customdata"])] == LATENCY_FRONT
+    assert _decode(front["x"]) == [3.0, 3.5, 4.0, 6.0] and front["line"]["shape"] == "hv"
+    assert "latency %{x" in front["hovertemplate"]
+    rejected = traces["rejected: over budget"]
+    assert sorted(_decode(rejected["x"])) == [12.0, 14.0, 16.0] and rejected["yaxis"] == "y2"
+    layout = figure["layout"]
+    assert layout["title"]["text"] == "Accuracy against predicted latency"
+    assert layout["xaxis2"]["title"]["text"] == axis
+    shapes = layout.get("shapes", [])
+    if budget is None:
+        assert shapes == [] and not layout.get("annotations")
+    else:
+        assert shapes and all(s["x0"] == s["x1"] == budget for s in shapes)
+        assert [a["text"] for a in layout["annotations"]] == [f"budget {budget:.1f} ms"]
+
+
+def _latency_cells(page: str) -> dict[int, str]:
+    """The top table's latency column by trial number (the cell after the params)."""
+    rows = re.findall(r"<tr><td>\d+</td><td>(\d+)</td>(?:<td[^>]*>[^<]*</td>){6}<td>([^<]*)</td>",
+                      page)
+    return {int(number): cell for number, cell in rows}
 
 
 def _embedded_figures(page: str) -> dict[str, dict]:
@@ -104,6 +170,7 @@ def test_figures_show_groups_front_baselines_and_progress(storage_url: str,
     table = load_table(storage_url, study_name)
     assert table.counts == STATUS_COUNTS
     _check_figures({key: json.loads(fig.to_json()) for key, fig in all_figures(table).items()})
+    assert "latency" not in json.loads(study_json(table))["figures"]
     run = progress(table)
     assert np.all(np.diff(run.times.astype("int64")) >= 0)
     assert run.best_by_time[-1] == pytest.approx(0.91)
@@ -128,18 +195,64 @@ def test_report_is_one_offline_file_with_figures_and_table(storage_url: str, stu
     assert [(int(rank), int(n), kind) for rank, n, kind in cells] == \
         [(r.rank, r.number, r.kind) for r in rows]
     assert "8 complete, 2 rejected, 1 early-stopped, 1 failed, 1 running, 1 queued" in page
+    # Without latencies: no latency column, fact or note.
+    assert "<th>params</th><th>front</th>" in page and "latency (ms)" not in page
+    assert "<b>latency" not in page and "predicted latency" not in page
+
+
+@pytest.mark.parametrize("macs_budget", [True, False])
+def test_latency_axis_is_drawn_when_trials_have_latencies(storage_url: str, study_name: str,
+                                                          macs_budget: bool) -> None:
+    """A study with a latency table: the latency scatter in the report and the live JSON, and
+    a latency column; with only a latency budget (no MACs budget) everything still renders."""
+    write_study(storage_url, study_name, "pareto-latency", latency=True, macs_budget=macs_budget)
+    table = load_table(storage_url, study_name)
+    assert table.counts == LATENCY_STATUS_COUNTS
+    page = render_report(table)
+    _check_figures(_embedded_figures(page), latency=True, macs_budget=macs_budget)
+    assert "<th>params</th><th>latency (ms)</th><th>front</th>" in page
+    rows = top_architectures(table)
+    assert [r.number for r in rows] == [5, 12, 3, 4, 13, 0, 1, 2]
+    assert [r.latency_ms for r in rows] == [LATENCY_MS[r.number] for r in rows]
+    assert _latency_cells(page) == {r.number: f"{LATENCY_MS[r.number]:.2f}" for r in rows}
+    assert "<span><b>latency budget</b> 10.0 ms</span>" in page
+    assert "<span><b>latency on</b> device cpu, batch 1, dtype float32" in page
+    assert ("<span><b>budget</b> 100M paper MACs</span>" in page) == macs_budget
+    if not macs_budget:
+        assert all(r.budget_share is None for r in rows)
+    live = json.loads(study_json(table))
+    assert live["latency"] is True
+    _check_figures(live["figures"], latency=True, macs_budget=macs_budget)
+    assert [row["latency_ms"] for row in live["top"]] == [LATENCY_MS[r.number] for r in rows]
+    assert ["latency budget", "10.0 ms"] in live["facts"]
+
+
+def test_latency_axis_without_budget_or_spec(tmp_path: Path, study_name: str) -> None:
+    """Latencies but no latency budget and no spec: the scatter, with no budget line and a
+    plain axis title."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    write_study(storage, study_name, latency=True, attrs={records.STUDY_LATENCY_BUDGET: None,
+                                                         records.STUDY_LATENCY_SPEC: None})
+    page = render_report(load_table(storage, study_name))
+    figures = _embedded_figures(page)
+    _check_latency_figure(figures["latency"], budget=None, axis="predicted latency (ms)")
+    assert "latency budget" not in page and "<b>latency on" not in page
 
 
 def test_stored_text_is_escaped_in_the_report(tmp_path: Path, study_name: str) -> None:
     storage = f"sqlite:///{tmp_path / 'evil.db'}"
     name = f"{study_name}{EVIL}"
-    write_study(storage, name, attrs={records.STUDY_BACKBONE: EVIL,
-                                      records.STUDY_DATASET: '"><img src=x onerror=alert(2)>'})
+    write_study(storage, name, latency=True, attrs={
+        records.STUDY_BACKBONE: EVIL, records.STUDY_DATASET: '"><img src=x onerror=alert(2)>',
+        records.STUDY_LATENCY_SPEC: {"device": EVIL, "batch": EVIL}})
     page = render_report(load_table(storage, name))
     assert EVIL not in page and "<img src=x" not in page
     assert html.escape(EVIL) in page  # shown as text: title, heading, facts
-    for figure in _embedded_figures(page).values():  # figures carry no stored text at all
+    figures = _embedded_figures(page)
+    assert "latency" in figures
+    for figure in figures.values():  # figures carry no stored text at all
         assert "alert" not in json.dumps(figure)
+    assert figures["latency"]["layout"]["xaxis2"]["title"]["text"] == "predicted latency (ms)"
 
 
 def test_report_of_a_study_made_by_a_real_search(tiny_search: tuple[str, str],
@@ -214,6 +327,7 @@ def test_live_server_lists_studies_and_serves_figures_that_follow_new_trials(liv
     first = json.loads(_get(url + "api/study?name=" + urllib.request.quote(study.study_name))[1])
     assert first["trials"] == sum(STATUS_COUNTS.values())
     _check_figures(first["figures"])
+    assert first["latency"] is False
     # A trial finishes: the version changes and the figures include it.
     trial = optuna.create_trial(value=0.95, user_attrs={
         records.STATUS: records.COMPLETE, records.PARTS: [1] * 6, records.PAPER_MACS: 99_000_000,

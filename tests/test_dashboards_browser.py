@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from test_dashboards_support import FRONT, chromium_path, write_study
+from test_dashboards_support import FRONT, LATENCY_MS, chromium_path, write_study
 
 from dashboards import make_server, write_report
 from dashboards.figures import COLORS
@@ -37,11 +37,11 @@ def _chromium(path: str, url: str, profile: Path, *mode: str) -> str:
     return result.stdout
 
 
-def _check_renders(url: str, tmp_path: Path) -> str:
+def _check_renders(url: str, tmp_path: Path, figures: int = FIGURES) -> str:
     """Load ``url``, check the plots rendered and nothing injected ran; returns the DOM."""
     chromium = chromium_path()
     dom = _chromium(chromium, url, tmp_path / "profile", "--dump-dom")
-    assert len(re.findall(r'<svg[^>]*class="main-svg"', dom)) >= 2 * FIGURES, dom[-3000:]
+    assert len(re.findall(r'<svg[^>]*class="main-svg"', dom)) >= 2 * figures, dom[-3000:]
     assert "pwned" not in re.search(r"<html[^>]*>", dom).group(0)
     assert len(re.findall(r'class="point"', dom)) >= len(FRONT)  # markers were drawn
     shot = tmp_path / "page.png"
@@ -66,12 +66,20 @@ def test_report_renders_in_chromium(tmp_path: Path, study_name: str) -> None:
     assert "P8" in dom and "Top architectures" in dom
 
 
+def _latency_box(dom: str) -> str:
+    """The opening tag of the live page's latency figure element."""
+    return re.search(r'<div[^>]*id="latency"[^>]*>', dom).group(0)
+
+
 @pytest.fixture
-def live_url(tmp_path: Path, study_name: str) -> Iterator[str]:
+def live_url(tmp_path: Path, study_name: str, request: pytest.FixtureRequest) -> Iterator[str]:
     """The live server in a thread on a free loopback port (both storages are covered by
-    test_dashboards; the browser only sees HTTP)."""
+    test_dashboards; the browser only sees HTTP). Indirect parameter: whether the study has
+    predicted latencies."""
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    write_study(storage, study_name + PAYLOAD)
+    latency = getattr(request, "param", False)
+    write_study(storage, study_name + PAYLOAD, "pareto-latency" if latency else "accuracy",
+                latency=latency)
     server = make_server(storage, None, "127.0.0.1", 0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield server.url
@@ -83,3 +91,25 @@ def test_live_page_renders_in_chromium(live_url: str, tmp_path: Path) -> None:
     dom = _check_renders(live_url, tmp_path)
     assert re.search(r'<body[^>]*data-version="14/', dom), "the page never drew the study"
     assert "uniform P8" in dom  # the top-architectures table was filled in
+    # No latencies: no latency column, and the latency figure's element stays hidden, empty.
+    assert "latency (ms)" not in dom
+    box = _latency_box(dom)
+    assert "hidden" in box and "js-plotly-plot" not in box
+
+
+@pytest.mark.parametrize("live_url", [True], indirect=True, ids=["latency"])
+def test_live_page_shows_the_latency_axis_and_column_in_chromium(live_url: str,
+                                                                 tmp_path: Path) -> None:
+    dom = _check_renders(live_url, tmp_path, figures=FIGURES + 1)
+    assert re.search(r'<body[^>]*data-version="15/', dom), "the page never drew the study"
+    box = _latency_box(dom)
+    assert "hidden" not in box and "js-plotly-plot" in box  # shown, and plotly drew into it
+    assert "Accuracy against predicted latency" in dom
+    assert "predicted latency (ms) · cpu, batch 1" in dom
+    header = re.search(r"<tr><th>rank</th>.*?</tr>", dom).group(0)
+    titles = re.findall(r"<th[^>]*>([^<]*)</th>", header)
+    assert titles[titles.index("params") + 1] == "latency (ms)"
+    # Trial 5 is the best (rank 1): its latency cell follows its params cell (800k).
+    row = re.search(r"<tr><td>1</td><td>5</td>.*?</tr>", dom).group(0)
+    cells = re.findall(r"<td[^>]*>([^<]*)", row)
+    assert cells[cells.index("800k") + 1] == f"{LATENCY_MS[5]:.2f}"

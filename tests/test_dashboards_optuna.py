@@ -16,10 +16,19 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import optuna
 import pytest
-from test_dashboards_support import FRONT, STATUS_COUNTS, free_port, write_study
+from test_dashboards_support import (
+    FRONT,
+    LATENCY_FRONT,
+    LATENCY_STATUS_COUNTS,
+    STATUS_COUNTS,
+    free_port,
+    write_study,
+)
 
-from dashboards.optuna_figures import graph_ids
+from dashboards import load_table
+from dashboards.optuna_figures import attach_to_study, graph_ids
 
 OPTUNA_DASHBOARD = Path(sys.executable).with_name("optuna-dashboard")
 
@@ -54,28 +63,65 @@ def _get_json(url: str) -> dict:
         return json.load(answer)
 
 
+@pytest.mark.parametrize("objective", ["pareto", "pareto-latency"])
 def test_optuna_dashboard_shows_the_study_with_our_figures(storage_url: str, study_name: str,
-                                                          tmp_path: Path, request) -> None:
-    write_study(storage_url, study_name, objective="pareto")
+                                                          tmp_path: Path, request,
+                                                          objective: str) -> None:
+    latency = objective == "pareto-latency"
+    write_study(storage_url, study_name, objective=objective, latency=latency)
+    trials = sum((LATENCY_STATUS_COUNTS if latency else STATUS_COUNTS).values())
     attach = subprocess.run([sys.executable, "-m", "dashboards.browse", "--storage", storage_url,
                              "--study", study_name, "--attach-only"], capture_output=True,
                             text=True, timeout=120, cwd=tmp_path)
     assert attach.returncode == 0, attach.stderr
-    assert f"figures added to {study_name} (14 trials)" in attach.stdout
+    assert f"figures added to {study_name} ({trials} trials)" in attach.stdout
     url = request.getfixturevalue("dashboard")
     studies = _get_json(url + "/api/studies")["study_summaries"]
     ours = [s for s in studies if s["study_name"] == study_name]
     assert len(ours) == 1
     detail = _get_json(f"{url}/api/studies/{ours[0]['study_id']}")
     assert detail["name"] == study_name
-    assert detail["objective_names"] == ["accuracy", "MACs"]
+    assert detail["objective_names"] == ["accuracy", "latency_ms" if latency else "MACs"]
     assert detail["directions"] == ["maximize", "minimize"]
-    assert len(detail["trials"]) == sum(STATUS_COUNTS.values())
-    # optuna-dashboard's own front honours the budget constraint, as ours does.
-    assert sorted(t["number"] for t in detail["best_trials"]) == sorted(FRONT)
+    assert len(detail["trials"]) == trials
+    # optuna-dashboard's own front honours the budget constraints, as ours does.
+    assert sorted(t["number"] for t in detail["best_trials"]) == \
+        sorted(LATENCY_FRONT if latency else FRONT)
     figures = {g["id"]: json.loads(g["graph_object"]) for g in detail["plotly_graph_objects"]}
-    assert sorted(figures) == sorted(graph_ids())
+    expected = ["hetnas-pareto", "hetnas-parts", "hetnas-progress"] + \
+        (["hetnas-latency"] if latency else [])
+    assert sorted(figures) == sorted(expected)
+    assert sorted(graph_ids(load_table(storage_url, study_name))) == sorted(expected)
     pareto = figures["hetnas-pareto"]
     names = [trace["name"] for trace in pareto["data"]]
     assert f"Pareto front ({len(FRONT)})" in names and "uniform baseline (3)" in names
     assert figures["hetnas-parts"]["data"][0]["type"] == "heatmap"
+    if latency:
+        names = [trace["name"] for trace in figures["hetnas-latency"]["data"]]
+        assert f"Pareto front ({len(LATENCY_FRONT)})" in names
+        assert "rejected: over budget (3)" in names
+        shapes = figures["hetnas-latency"]["layout"]["shapes"]
+        assert shapes and all(shape["x0"] == 10.0 for shape in shapes)
+
+
+@pytest.mark.parametrize("objective", ["pareto", "pareto-latency"])
+def test_attaching_names_the_objectives_a_study_lacks(tmp_path: Path, study_name: str,
+                                                     objective: str) -> None:
+    """A study whose values have no names gets accuracy and MACs, or accuracy and latency
+    for a Pareto search on latency."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    write_study(storage, study_name, objective, latency=True)
+    bare = optuna.create_study(storage=storage, study_name=study_name + "-bare",
+                               directions=["maximize", "minimize"])
+    source = optuna.load_study(study_name=study_name, storage=storage)
+    for key, value in source.user_attrs.items():
+        bare.set_user_attr(key, value)
+    for trial in source.get_trials():
+        if trial.state.is_finished():
+            bare.add_trial(trial)
+    assert bare.metric_names is None
+    table = attach_to_study(bare)
+    assert table.has_latency
+    second = "latency_ms" if objective == "pareto-latency" else "MACs"
+    reloaded = optuna.load_study(study_name=study_name + "-bare", storage=storage)
+    assert reloaded.metric_names == ["accuracy", second]

@@ -11,16 +11,29 @@ Trials (paper MACs in millions, validation accuracy), budget 100 M:
     9 failed     10 running 11 queued             12 searched   95 .91   13 searched 30 .60
 
 The Pareto front (max accuracy, min MACs) is 13, 2 (P8), 3, 5: P4 loses to 3, P2 and 12 to 5.
+
+With ``latency=True`` every trial but the queued one also has a predicted latency (ms), the
+study a latency budget of 10 ms and a latency spec, and a 15th trial is rejected for its latency
+alone (75 M MACs, within the MACs budget, 12 ms):
+
+    0 P2 9.0   1 P4 5.0   2 P8 6.5   3 4.0   4 3.5   5 7.0   6 14.0   7 16.0   8 5.5
+    9 5.2     10 4.5     12 6.0     13 3.0   14 12.0 (rejected)
+
+The front on latency is 13, 4, 3, 12: P4 loses to 3, P8 to 12, 5 ties 12 on accuracy but is
+slower, P2 is slower than 12 and less accurate.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import json
 import os
 import shutil
 import socket
 import warnings
 
+import numpy as np
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -46,42 +59,60 @@ TRIALS = [
     (records.RUNNING, 45, None, None), (records.QUEUED, None, None, None),
     (records.COMPLETE, 95, 0.91, None), (records.COMPLETE, 30, 0.60, None),
 ]
+# The latency study (``latency=True``): one more trial, rejected for its latency only.
+LATENCY_REJECTED = (records.REJECTED, 75, None, None)
+LATENCY_MS = {0: 9.0, 1: 5.0, 2: 6.5, 3: 4.0, 4: 3.5, 5: 7.0, 6: 14.0, 7: 16.0, 8: 5.5, 9: 5.2,
+              10: 4.5, 12: 6.0, 13: 3.0, 14: 12.0}
+LATENCY_BUDGET = 10.0
+LATENCY_SPEC = {"device": "cpu", "batch": 1, "dtype": "float32", "runtime": "compiled",
+                "torch": "2.13.0+cpu"}
+LATENCY_FRONT = [13, 4, 3, 12]  # by latency, fastest first
+LATENCY_STATUS_COUNTS = {**STATUS_COUNTS, records.REJECTED: 3}
+LATENCY_GROUP_COUNTS = {**GROUP_COUNTS, "rejected": 3}
 # Best complete accuracy after each complete trial, in number order.
 BEST_SO_FAR = {0: 0.90, 1: 0.90, 2: 0.90, 3: 0.90, 4: 0.90, 5: 0.91, 12: 0.91, 13: 0.91}
 
 
 def parts_of(number: int) -> list[int]:
     """A distinct, recognisable part vector per trial (baselines uniform)."""
-    status, _, _, baseline = TRIALS[number]
+    status, _, _, baseline = [*TRIALS, LATENCY_REJECTED][number]
     if baseline:
         return [baseline] * LAYERS
     return [2 ** ((number + layer) % 4) for layer in range(LAYERS)]
 
 
-def _trial(number: int, objective: str) -> optuna.trial.FrozenTrial:
-    status, macs_m, accuracy, baseline = TRIALS[number]
+def _trial(number: int, objective: str, latency: bool, macs_budget: bool
+           ) -> optuna.trial.FrozenTrial:
+    status, macs_m, accuracy, baseline = [*TRIALS, LATENCY_REJECTED][number]
     macs = int(macs_m * 1e6)
-    over = float(macs - BUDGET)
     attrs = {records.PARTS: parts_of(number), records.PAPER_MACS: macs,
              records.EXECUTED_MACS: int(macs * 1.1), records.PARAMS: macs // 100,
-             records.BUDGET_CONSTRAINT: over, records.STATUS: status}
+             records.STATUS: status}
+    constraints = {}
+    if macs_budget:
+        constraints[records.BUDGET_CONSTRAINT] = float(macs - BUDGET)
+    if latency:
+        attrs[records.LATENCY] = LATENCY_MS[number]
+        constraints[records.LATENCY_CONSTRAINT] = LATENCY_MS[number] - LATENCY_BUDGET
+    attrs.update(constraints)
     if baseline:
         attrs[records.BASELINE_PART] = baseline
+    cost = float(LATENCY_MS[number]) if objective == "pareto-latency" else float(macs)
     values = None
     state = {records.COMPLETE: TrialState.COMPLETE, records.REJECTED: TrialState.COMPLETE,
              records.EARLY_STOPPED: TrialState.PRUNED, records.FAILED: TrialState.FAIL,
              records.RUNNING: TrialState.RUNNING}[status]
     if status == records.REJECTED:
-        values = [0.0] if objective == "accuracy" else [0.0, float(macs)]
+        values = [0.0] if objective == "accuracy" else [0.0, cost]
         attrs[records.EPOCHS_TRAINED] = 0
     if accuracy is not None:
         attrs.update({records.VAL_ACCURACY: accuracy, records.EPOCHS_TRAINED: 2,
                       records.EPOCHS_PLANNED: 2})
     if status == records.COMPLETE:
         attrs[records.TEST_ACCURACY] = accuracy - 0.01
-        values = [accuracy] if objective == "accuracy" else [accuracy, float(macs)]
+        values = [accuracy] if objective == "accuracy" else [accuracy, cost]
     trial = optuna.create_trial(state=state, values=values, user_attrs=attrs,
-                                constraints={records.BUDGET_CONSTRAINT: over})
+                                constraints=constraints)
     trial.datetime_start = T0 + datetime.timedelta(minutes=number)
     trial.datetime_complete = None if status == records.RUNNING else \
         trial.datetime_start + datetime.timedelta(seconds=50)
@@ -89,23 +120,37 @@ def _trial(number: int, objective: str) -> optuna.trial.FrozenTrial:
 
 
 def write_study(storage: str, name: str, objective: str = "accuracy",
-                attrs: dict | None = None) -> optuna.Study:
-    """The study described above, as a search would write it (``attrs`` overrides settings)."""
+                attrs: dict | None = None, latency: bool = False,
+                macs_budget: bool = True) -> optuna.Study:
+    """The study described above, as a search would write it (``attrs`` overrides settings).
+
+    ``objective`` is ``accuracy``, ``pareto`` (accuracy and MACs) or ``pareto-latency``
+    (accuracy and latency, which needs ``latency``); ``latency`` adds the latencies, the
+    latency budget and spec, and the trial rejected for latency; without ``macs_budget`` the
+    study has no MACs budget (attribute None) and no trial a MACs constraint.
+    """
     directions = ["maximize"] if objective == "accuracy" else ["maximize", "minimize"]
+    second = records.LATENCY_METRIC if objective == "pareto-latency" else records.MACS_METRIC
     study = optuna.create_study(storage=storage, study_name=name, directions=directions)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names([records.ACCURACY_METRIC, records.MACS_METRIC][:len(directions)])
+        study.set_metric_names([records.ACCURACY_METRIC, second][:len(directions)])
     settings = {records.STUDY_BACKBONE: "resnet20", records.STUDY_DATASET: "digits",
-                records.STUDY_BUDGET: BUDGET, records.STUDY_INPUT_SIZE: 8,
-                records.STUDY_OBJECTIVE: objective, records.STUDY_EPOCHS: 2, **(attrs or {})}
+                records.STUDY_BUDGET: BUDGET if macs_budget else None,
+                records.STUDY_INPUT_SIZE: 8, records.STUDY_OBJECTIVE: objective,
+                records.STUDY_EPOCHS: 2}
+    if latency:
+        settings.update({records.STUDY_LATENCY_BUDGET: LATENCY_BUDGET,
+                         records.STUDY_LATENCY_SPEC: LATENCY_SPEC})
+    settings.update(attrs or {})
     for key, value in settings.items():
         study.set_user_attr(key, value)
-    for number, (status, *_rest) in enumerate(TRIALS):
+    rows = [*TRIALS, LATENCY_REJECTED] if latency else TRIALS
+    for number, (status, *_rest) in enumerate(rows):
         if status == records.QUEUED:
             study.enqueue_trial({}, user_attrs={records.PARTS: parts_of(number)})
         else:
-            study.add_trial(_trial(number, objective))
+            study.add_trial(_trial(number, objective, latency, macs_budget))
     return study
 
 
@@ -143,3 +188,49 @@ def test_the_written_study_reads_back_as_a_search_leaves_it(storage_url: str, st
         assert {t.number for t in study.best_trials} == set(FRONT)
     else:
         assert study.best_trial.number in (5, 12)
+
+
+@pytest.mark.parametrize("macs_budget", [True, False])
+def test_the_latency_study_reads_back_with_its_latencies_and_front(
+        storage_url: str, study_name: str, macs_budget: bool) -> None:
+    write_study(storage_url, study_name, "pareto-latency", latency=True, macs_budget=macs_budget)
+    table = load_table(storage_url, study_name)
+    assert table.counts == LATENCY_STATUS_COUNTS
+    assert table.metric_names == ["accuracy", "latency_ms"]
+    assert table.has_latency
+    assert table.budget == (BUDGET if macs_budget else None)
+    assert table.latency_budget == LATENCY_BUDGET
+    assert table.latency_spec == LATENCY_SPEC
+    known = ~np.isnan(table.latency_ms)
+    latencies = zip(table.number[known].tolist(), table.latency_ms[known].tolist(), strict=True)
+    assert dict(latencies) == LATENCY_MS
+    assert table.number[~known].tolist() == [11]  # the queued trial has none
+    assert [int(table.number[i]) for i in pareto_front(table, "latency_ms")] == LATENCY_FRONT
+    assert [int(table.number[i]) for i in pareto_front(table)] == FRONT  # MACs front unchanged
+    groups = scatter_groups(table, "latency_ms")
+    assert {k: getattr(groups, k).size for k in LATENCY_GROUP_COUNTS} == LATENCY_GROUP_COUNTS
+    assert sorted(table.number[groups.rejected].tolist()) == [6, 7, 14]
+    # Optuna's own front on accuracy and latency (honouring the constraints) agrees.
+    study = optuna.load_study(study_name=study_name, storage=storage_url)
+    assert {t.number for t in study.best_trials} == set(LATENCY_FRONT)
+
+
+def test_a_study_without_latency_has_no_latency_axis(tmp_path, study_name: str) -> None:
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    write_study(storage, study_name)
+    table = load_table(storage, study_name)
+    assert not table.has_latency and np.isnan(table.latency_ms).all()
+    assert table.latency_budget is None and table.latency_spec == {}
+    assert table.budget == BUDGET
+    # Budgets that are absent, null, junk or not positive read as "no budget"; a spec may be
+    # stored as JSON text; anything else reads as unknown.
+    for value in (None, 0, -5, "many", [1], float("nan")):
+        odd = dataclasses.replace(table, attrs={records.STUDY_BUDGET: value,
+                                                records.STUDY_LATENCY_BUDGET: value})
+        assert odd.budget is None and odd.latency_budget is None, value
+    assert dataclasses.replace(table, attrs={}).budget is None
+    spec = dataclasses.replace(table, attrs={records.STUDY_LATENCY_SPEC: json.dumps(LATENCY_SPEC)})
+    assert spec.latency_spec == LATENCY_SPEC
+    for junk in ("{not json", "[1, 2]", 7):
+        assert dataclasses.replace(
+            table, attrs={records.STUDY_LATENCY_SPEC: junk}).latency_spec == {}, junk
