@@ -1,8 +1,9 @@
-"""The search space and its cost model. Pure: no Ray, no Optuna."""
+"""The search space, its cost model and its latency model. Pure: no Ray, no Optuna, no SQL."""
 
 from space.architecture import SCHEMA, SCHEMA_VERSION, Architecture
 from space.cost import CostProfile, cost_profile
+from space.latency import LatencyModel, LatencySpec
 from space.search_space import SearchSpace
 
-__all__ = ["SCHEMA", "SCHEMA_VERSION", "Architecture", "CostProfile", "SearchSpace",
-           "cost_profile"]
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "Architecture", "CostProfile", "LatencyModel",
+           "LatencySpec", "SearchSpace", "cost_profile"]

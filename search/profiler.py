@@ -1,0 +1,281 @@
+"""Measure per-layer latency on this machine and turn the stored figures into a LatencyModel.
+
+What is timed is what a deployed network runs: each searchable layer, with its ReLU, built with
+random weights and put through :func:`hetconv.deploy.deploy` (fastest equivalent form,
+channels-last, TorchInductor when the spec's runtime is ``compiled``), on an input of the
+layer's real shape at the spec's batch. Only (shape, part) keys missing from the database are
+measured, so a second run, or a search on the same kind of machine, costs one query.
+
+A layer alone is not a layer in a network: the network pays its call overhead once and runs
+its stem, pools and classifier, and a layer timed alone over and over finds its weights in
+cache where a network whose weights outgrow the cache reads them from memory on every call. So
+a few whole uniform-P networks are measured too, and a remainder and a cost per megabyte of
+layer weights are fitted to them (:func:`space.latency.fit_network_terms`); the model's per-layer
+terms are the layer alone plus its weights' share.
+
+Each measurement compiles fresh graphs; dynamo's caches are reset between layer shapes, and a
+compiled runtime that produced no graph (dynamo's silent fall-back to eager) is an error, not a
+figure.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+import torch
+import torch._dynamo
+from torch import nn
+from torch._dynamo.utils import counters
+
+from hetconv.deploy import DeployedModel, deploy
+from hetconv.errors import ConfigError
+from hetconv.layer import HetConv2d
+from hetconv.models import build_model
+from hetconv.timing import median_seconds
+from search.latency_store import Calibration, LatencyStore, LayerShape, Measurement, NetworkKey
+from space.latency import LatencyModel, LatencySpec, fit_network_terms
+from space.search_space import SearchSpace
+
+TARGET_SECONDS = 0.3  # timed calls per figure: about this long in all ...
+ROUNDS = 5  # ... in this many rounds ...
+MIN_CALLS = 5  # ... of never fewer calls than this ...
+MAX_CALLS = 400  # ... nor more
+CALIBRATION_NETWORKS = 5  # uniform-P networks measured to calibrate the layer sum
+
+Report = Callable[[str], None]
+K = TypeVar("K")
+
+
+@functools.cache
+def _traced_shapes(backbone: str, input_size: int,
+                   num_classes: int) -> tuple[tuple[str, LayerShape], ...]:
+    with torch.device("meta"):
+        model = build_model(backbone, None, num_classes)
+    model.eval()
+    shapes: dict[str, LayerShape] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, HetConv2d):
+            def keep(m: HetConv2d, args: tuple, name: str = name) -> None:
+                height, width = args[0].shape[-2:]
+                shapes[name] = LayerShape(m.in_channels, m.out_channels, m.kernel_size,
+                                          m.stride, m.padding, int(height), int(width))
+            module.register_forward_pre_hook(keep)
+    model(torch.empty(1, 3, input_size, input_size, device="meta"))
+    return tuple(shapes.items())
+
+
+def layer_shapes(space: SearchSpace) -> tuple[LayerShape, ...]:
+    """Each searchable layer's shape as the network feeds it, in part-vector order.
+
+    Traced once on the meta device (no memory, no compute), so the input sizes, strides and
+    paddings are the ones the model really uses.
+    """
+    traced = dict(_traced_shapes(space.backbone, space.input_size, space.num_classes))
+    return tuple(traced[layer.name] for layer in space.layers)
+
+
+def _check_measurable(spec: LatencySpec) -> None:
+    """Figures are stored under ``spec``: refuse to measure them on another machine or torch."""
+    here = LatencySpec.current(spec.device_type, spec.batch, spec.runtime)
+    if (here.device, here.torch) != (spec.device, spec.torch):
+        raise ConfigError(f"cannot measure latency for '{spec.device}' with torch {spec.torch} "
+                          f"on this machine ('{here.device}', torch {here.torch}); run the "
+                          f"profiler where that spec was made")
+
+
+def deploy_for(model: nn.Module, example: torch.Tensor, spec: LatencySpec) -> DeployedModel:
+    """``deploy`` as the spec's runtime says, making sure a compiled runtime really compiled.
+
+    One process compiles many graphs, and dynamo falls back to eager without an error once a
+    cache limit is reached: callers reset dynamo between groups of graphs, and a deploy that
+    added no graph is refused here.
+    """
+    compile = spec.runtime == "compiled"
+    graphs = counters["stats"]["unique_graphs"]
+    deployed = deploy(model, example, compile=compile)
+    if compile and (not deployed.compiled or counters["stats"]["unique_graphs"] == graphs):
+        raise ConfigError("TorchInductor did not compile the deploy form on this machine (a C++ "
+                          "compiler is needed on CPU, Triton on CUDA); use --runtime eager")
+    return deployed
+
+
+def time_interleaved(calls: dict[K, Callable[[], object]],
+                     device: torch.device) -> dict[K, tuple[float, int]]:
+    """Milliseconds per call of each of ``calls``, and how many calls were timed.
+
+    Other work may share the machine, and with every core busy a multi-threaded call waits for
+    its threads to be scheduled and runs many times slower. So the calls take turns over
+    :data:`ROUNDS` rounds (a burst hits them alike), each round's figure is the median of many
+    calls, and the figure kept is the quickest round's: the machine as it runs when quiet.
+    """
+    per_round: dict[K, int] = {}
+    for key, call in calls.items():
+        estimate, _ = median_seconds(call, 3, warmup=3, device=device)
+        wanted = TARGET_SECONDS / ROUNDS / max(estimate, 1e-7)
+        per_round[key] = int(min(MAX_CALLS, max(MIN_CALLS, wanted)))
+    rounds: dict[K, list[float]] = {key: [] for key in calls}
+    for _ in range(ROUNDS):
+        for key, call in calls.items():
+            seconds, _ = median_seconds(call, per_round[key], warmup=1, device=device)
+            rounds[key].append(seconds)
+    return {key: (1e3 * min(rounds[key]), ROUNDS * per_round[key]) for key in calls}
+
+
+def _example(shape: tuple[int, ...], spec: LatencySpec) -> torch.Tensor:
+    x = torch.randn(shape, device=spec.torch_device, dtype=spec.torch_dtype)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def measure_shape(shape: LayerShape, parts: list[int],
+                  spec: LatencySpec) -> dict[int, tuple[float, int]]:
+    """Milliseconds (and timed calls) of one layer + ReLU in its deploy form, alone, at each
+    of ``parts``; the parts take turns so that noise hits them alike."""
+    x = _example((spec.batch, shape.in_channels, shape.input_height, shape.input_width), spec)
+    torch._dynamo.reset()  # once per shape: the previous shapes' graphs are done with
+    deployed = {}
+    for part in parts:
+        layer = HetConv2d(shape.in_channels, shape.out_channels, shape.kernel_size,
+                          shape.stride, shape.padding, part, bias=True)
+        module = nn.Sequential(layer, nn.ReLU()).to(spec.torch_device, spec.torch_dtype)
+        deployed[part] = deploy_for(module.eval(), x, spec)
+    return time_interleaved({part: (lambda d=d: d(x)) for part, d in deployed.items()},
+                            spec.torch_device)
+
+
+def measure_network(space: SearchSpace, parts: np.ndarray | tuple[int, ...],
+                    spec: LatencySpec) -> tuple[float, int]:
+    """Milliseconds (and timed calls) of the whole deployed network with ``parts``, timed as
+    the layers are."""
+    parts = space.check_parts(tuple(int(p) for p in parts))
+    model = build_model(space.backbone, parts, space.num_classes)
+    model = model.to(spec.torch_device, spec.torch_dtype).eval()
+    x = _example((spec.batch, 3, space.input_size, space.input_size), spec)
+    torch._dynamo.reset()
+    deployed = deploy_for(model, x, spec)
+    return time_interleaved({0: lambda: deployed(x)}, spec.torch_device)[0]
+
+
+def layer_weight_mb(shape: LayerShape, part: int, spec: LatencySpec) -> float:
+    """Megabytes of weights (bias included) the layer reads per call, at the spec's dtype."""
+    with torch.device("meta"):
+        layer = HetConv2d(shape.in_channels, shape.out_channels, shape.kernel_size,
+                          shape.stride, shape.padding, part, bias=True)
+    return sum(p.numel() for p in layer.parameters()) * spec.torch_dtype.itemsize / 1e6
+
+
+@dataclass
+class Profile:
+    """What :func:`profile` found: the model, the stored figures it came from, and which of
+    them this call measured."""
+
+    model: LatencyModel
+    shapes: tuple[LayerShape, ...]
+    layers: dict[tuple[LayerShape, int], Measurement]  # each layer alone
+    measured: set[tuple[LayerShape, int]]
+    calibration: Calibration
+    calibration_measured: bool
+
+
+def _command(space: SearchSpace, spec: LatencySpec, storage_url: str) -> str:
+    return (f"python -m search.profile --backbone {space.backbone} --input-size "
+            f"{space.input_size} --device {spec.device_type} --batch {spec.batch} --runtime "
+            f"{spec.runtime} --storage {storage_url}")
+
+
+def _table(space: SearchSpace, shapes: tuple[LayerShape, ...],
+           value: Callable[[LayerShape, int], float]) -> list[dict[int, float]]:
+    return [{part: value(shape, part) for part in layer.allowed_parts}
+            for shape, layer in zip(shapes, space.layers, strict=True)]
+
+
+def profile(store: LatencyStore, space: SearchSpace, spec: LatencySpec,
+            measure_missing: bool = True, force: bool = False,
+            report: Report = print) -> Profile:
+    """Read what the store holds for ``space`` on ``spec``, measure what it lacks (everything
+    with ``force``), store it, and return the model. Reports one line per measured layer shape
+    and one for the network calibration; nothing when all was stored."""
+    shapes = layer_shapes(space)
+    wanted = {(shape, part) for shape, layer in zip(shapes, space.layers, strict=True)
+              for part in layer.allowed_parts}
+    network = NetworkKey(space.backbone, space.input_size, space.num_classes)
+    stored = {} if force else store.layer_rows(spec, wanted)
+    calibration = None if force else store.calibration(spec, network)
+    missing = sorted(wanted - set(stored), key=lambda key: (shapes.index(key[0]), key[1]))
+    # The calibration is relative to the layer sum: it is measured again when a layer figure
+    # changed after it (here, or in a --force run for another backbone with a shared shape).
+    stale = calibration is not None and any(
+        row.measured_at > calibration.measured_at for row in stored.values())
+    if (missing or calibration is None) and not measure_missing:
+        raise ConfigError(f"no stored latency for {space.backbone} on {spec.describe()}; run "
+                          f"{_command(space, spec, store.url)} first")
+    calibrate = measure_missing and (bool(missing) or calibration is None or stale)
+    if calibrate:
+        _check_measurable(spec)
+    layers = dict(stored)
+    by_shape: dict[LayerShape, list[int]] = {}
+    for shape, part in missing:
+        by_shape.setdefault(shape, []).append(part)
+    for count, (shape, parts) in enumerate(by_shape.items(), 1):
+        figures = {(shape, part): figure
+                   for part, figure in measure_shape(shape, parts, spec).items()}
+        store.add_layers(spec, figures, replace=force)
+        layers.update(store.layer_rows(spec, figures))  # a concurrent profiler's may have won
+        numbers = ", ".join(f"P{part} {layers[shape, part].milliseconds:.3f}" for part in parts)
+        used_by = ",".join(str(i) for i, s in enumerate(shapes) if s == shape)
+        report(f"latency {count}/{len(by_shape)}: {space.backbone} layer {used_by} "
+               f"({shape.label()}): {numbers} ms")
+    alone = _table(space, shapes, lambda shape, part: layers[shape, part].milliseconds)
+    weights = _table(space, shapes, lambda shape, part: layer_weight_mb(shape, part, spec))
+    if calibrate:
+        remainder, per_mb, count = calibrate_network(space, spec, alone, weights, report)
+        store.add_calibration(spec, network, remainder, per_mb, count, replace=True)
+        calibration = store.calibration(spec, network)
+        report(f"latency: {space.backbone} whole network = layers alone + "
+               f"{calibration.remainder_ms:.3f} ms + {calibration.ms_per_weight_mb:.4f} ms per "
+               f"MB of layer weights")
+    in_network = [{part: ms + calibration.ms_per_weight_mb * weight[part]
+                   for part, ms in row.items()} for row, weight in zip(alone, weights,
+                                                                       strict=True)]
+    model = LatencyModel.from_rows(in_network, calibration.remainder_ms, spec, space.backbone)
+    return Profile(model, shapes, layers, set(missing), calibration, calibrate)
+
+
+def calibrate_network(space: SearchSpace, spec: LatencySpec, alone: list[dict[int, float]],
+                      weights: list[dict[int, float]],
+                      report: Report = print) -> tuple[float, float, int]:
+    """Measure a few uniform-P networks (from the cheapest to the standard one) and fit how
+    they differ from their layers' sum: ``(remainder_ms, ms_per_weight_mb, networks)``."""
+    choices = space.uniform_choices()
+    count = min(CALIBRATION_NETWORKS, len(choices))
+    picks = sorted({choices[round(i * (len(choices) - 1) / max(count - 1, 1))]
+                    for i in range(count)})
+    measured, layer_sum, weight_mb = [], [], []
+    for part in picks:
+        parts = space.uniform_parts(part)
+        measured.append(measure_network(space, parts, spec)[0])
+        layer_sum.append(sum(row[p] for row, p in zip(alone, parts, strict=True)))
+        weight_mb.append(sum(row[p] for row, p in zip(weights, parts, strict=True)))
+    remainder, per_mb = fit_network_terms(np.array(measured), np.array(layer_sum),
+                                          np.array(weight_mb))
+    if remainder < -0.5 * min(measured):
+        report(f"latency: warning: the layers alone add up to far more than the whole "
+               f"{space.backbone} ({min(layer_sum):.3f} vs {min(measured):.3f} ms): the machine "
+               f"was probably busy; measure again with --force when it is quiet")
+    return remainder, per_mb, len(picks)
+
+
+def latency_model(storage_url: str, space: SearchSpace, spec: LatencySpec,
+                  measure_missing: bool = True, report: Report = print,
+                  force: bool = False) -> LatencyModel:
+    """The latency model of ``space`` on ``spec``, from the database at ``storage_url``.
+
+    Figures missing from the database are measured on this machine first (one progress line
+    each) unless ``measure_missing`` is false, which makes them a :class:`ConfigError` naming
+    the profiling command. ``force`` re-measures everything.
+    """
+    with LatencyStore(storage_url) as store:
+        return profile(store, space, spec, measure_missing, force, report).model
