@@ -19,6 +19,7 @@ from typing import Any
 
 import optuna
 
+from search.budgets import Budgets
 from search.proposer import BudgetedProposer
 from search.runner import connect_ray, run_search
 from search.searcher import DONE, EPOCH, TEST_ACCURACY, TRAIN_SECONDS, VAL_ACCURACY
@@ -56,7 +57,7 @@ def time_optuna_side(storage: str, trials: int, epochs: int) -> float:
     settings = SearchSettings(budget=BUDGET, storage=storage, sampler="tpe",
                               study=f"optuna-only-{uuid.uuid4().hex[:8]}")
     study = create_study(open_storage(storage), settings.study, settings)
-    proposer = BudgetedProposer(study, settings.space, BUDGET)
+    proposer = BudgetedProposer(study, settings.space, Budgets(macs=BUDGET))
     start = time.perf_counter()
     for _ in range(trials):
         proposal = proposer.propose()

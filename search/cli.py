@@ -33,6 +33,18 @@ def macs_amount(text: str) -> float:
     return value
 
 
+def milliseconds(text: str) -> float:
+    """Parse a latency budget such as ``2.5`` (milliseconds) for argparse."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of milliseconds; write e.g. 2.5") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive, finite number of ms")
+    return value
+
+
 def run_cli(main: Callable[[], int | None], prog: str,
             failures: tuple[type[Exception], ...] = ()) -> NoReturn:
     """Run ``main``; a :class:`ConfigError` becomes one line on stderr and exit status 2.

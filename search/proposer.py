@@ -1,7 +1,7 @@
-"""Turn Optuna's proposals into architectures that fit the MACs budget.
+"""Turn Optuna's proposals into architectures that fit the budgets (MACs, latency or both).
 
 The proposer is the sampler side of the search and knows nothing of Ray. An architecture over
-budget is never handed out for training; its Optuna trial is completed at once as infeasible
+a budget is never handed out for training; its Optuna trial is completed at once as infeasible
 (``Trial.set_constraint``) so the sampler learns where the boundary lies, and it is counted.
 """
 
@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 
 from hetconv.errors import ConfigError
 from search import records
+from search.budgets import Budgets
 from space import Architecture, SearchSpace
 
 
@@ -45,19 +46,19 @@ class Proposal:
 
 
 class BudgetedProposer:
-    """Asks Optuna for part vectors, screens them against the budget, tells results back."""
+    """Asks Optuna for part vectors, screens them against the budgets, tells results back."""
 
-    def __init__(self, study: optuna.Study, space: SearchSpace, budget: float,
+    def __init__(self, study: optuna.Study, space: SearchSpace, budgets: Budgets,
                  objective: str = "accuracy", max_consecutive_rejections: int = 10_000) -> None:
         self.study = study
         self.space = space
-        self.budget = float(budget)
+        self.budgets = budgets
         self.objective = objective
         self.max_consecutive_rejections = max_consecutive_rejections
         self.rejected = 0
 
     def enqueue_baselines(self) -> list[int]:
-        """Queue every uniform-P network within budget (the paper's), each once per study."""
+        """Queue every uniform-P network within the budgets (the paper's), each once per study."""
         queued, seen = [], set()
         for part in self.space.uniform_choices():
             parts = self.space.uniform_parts(part)
@@ -66,7 +67,7 @@ class BudgetedProposer:
             seen.add(parts)
             arch = Architecture(self.space.backbone, parts, self.space.input_size,
                                 self.space.num_classes)
-            if arch.macs <= self.budget:
+            if self.budgets.screen(arch).fits:
                 self.study.enqueue_trial(parts_to_params(parts),
                                          user_attrs={records.BASELINE_PART: part},
                                          skip_if_exists=True)
@@ -84,16 +85,17 @@ class BudgetedProposer:
             trial = self.study.ask()
             arch = Architecture(self.space.backbone, self._suggest_parts(trial),
                                 self.space.input_size, self.space.num_classes)
-            over_budget = arch.macs - self.budget
-            trial.set_constraint(records.BUDGET_CONSTRAINT, over_budget)
-            for key, value in ((records.PARTS, list(arch.parts)),
-                               (records.PAPER_MACS, arch.macs),
-                               (records.EXECUTED_MACS, arch.executed_macs),
-                               (records.PARAMS, arch.params),
-                               (records.BUDGET_CONSTRAINT, over_budget),
-                               (records.ARCHITECTURE, arch.to_json())):
+            screening = self.budgets.screen(arch)
+            attrs = {records.PARTS: list(arch.parts), records.PAPER_MACS: arch.macs,
+                     records.EXECUTED_MACS: arch.executed_macs, records.PARAMS: arch.params,
+                     records.ARCHITECTURE: arch.to_json(), **screening.constraints}
+            if screening.latency_ms is not None:
+                attrs[records.LATENCY] = screening.latency_ms
+            for name, over_budget in screening.constraints.items():
+                trial.set_constraint(name, over_budget)
+            for key, value in attrs.items():
                 trial.set_user_attr(key, value)
-            if over_budget <= 0:
+            if screening.fits:
                 trial.set_user_attr(records.STATUS, records.RUNNING)
                 return Proposal(trial, arch)
             trial.set_user_attr(records.STATUS, records.REJECTED)
@@ -101,11 +103,13 @@ class BudgetedProposer:
             self.study.tell(trial, self._values(0.0, arch))
             self.rejected += 1
         raise ConfigError(f"the sampler proposed {self.max_consecutive_rejections} architectures "
-                          f"in a row over the budget of {self.budget:g} MACs; raise --budget")
+                          f"in a row over the budget of {self.budgets.describe()}; raise it")
 
     def _values(self, accuracy: float, arch: Architecture) -> list[float]:
         if self.objective == "accuracy":
             return [accuracy]
+        if self.objective == records.PARETO_LATENCY:
+            return [accuracy, self.budgets.predicted_ms(arch)]
         return [accuracy, float(arch.macs)]
 
     def report_epoch(self, proposal: Proposal, epoch: int, accuracy: float,

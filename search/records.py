@@ -65,6 +65,12 @@ STUDY_OBJECTIVE = "objective"
 STUDY_EPOCHS = "epochs"
 STUDY_VERSIONS = "versions"
 
+# Objectives (the study attribute STUDY_OBJECTIVE).
+ACCURACY_OBJECTIVE = "accuracy"  # maximise accuracy
+PARETO_MACS = "pareto"  # maximise accuracy, minimise paper MACs
+PARETO_LATENCY = "pareto-latency"  # maximise accuracy, minimise predicted latency
+OBJECTIVES = (ACCURACY_OBJECTIVE, PARETO_MACS, PARETO_LATENCY)
+
 ACCURACY_METRIC = "accuracy"
 MACS_METRIC = "MACs"
 LATENCY_METRIC = "latency_ms"

@@ -1,4 +1,8 @@
-"""``python -m search.run --budget 3e8``: search per-layer HetConv parts under a MACs budget."""
+"""``python -m search.run --budget 3e8``: search per-layer HetConv parts under a MACs budget.
+
+``--latency-budget MS`` adds (or, alone, replaces it with) a budget on the latency predicted
+from the latency table of ``python -m search.profile``.
+"""
 
 from __future__ import annotations
 
@@ -8,27 +12,39 @@ import os
 
 import optuna
 
-from search.cli import OneLineParser, macs_amount, run_cli
+from search.cli import OneLineParser, macs_amount, milliseconds, run_cli
+from search.records import OBJECTIVES
 from search.runner import SearchFailed, run_search
-from search.settings import OBJECTIVES, SAMPLERS, SCHEDULERS, SearchSettings
+from search.settings import LATENCY_RUNTIMES, SAMPLERS, SCHEDULERS, SearchSettings
 from search.storage import DEFAULT_STORAGE
 
 PROG = "python -m search.run"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    defaults = SearchSettings(budget=1.0)
+    defaults = SearchSettings()
     parser = OneLineParser(
         prog=PROG,
         description="Search one HetConv part per layer that maximises accuracy while the "
-                    "network stays under a MACs budget. Ray Tune runs the training trials, "
+                    "network stays under a MACs budget, a latency budget, or both. Ray Tune "
+                    "runs the training trials, "
                     "Optuna proposes the architectures, and every trial is kept in the "
                     "storage database for optuna-dashboard and the HetNAS dashboards.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add = parser.add_argument
-    add("--budget", type=macs_amount, required=True,
+    add("--budget", type=macs_amount, default=None,
         help="MACs budget per image in the paper's convention (e.g. 3e8); architectures over "
              "it are never trained")
+    add("--latency-budget", type=milliseconds, default=None,
+        help="latency budget in ms for one batch of --latency-batch in the deploy form, "
+             "predicted from the latency table (measured first where it lacks layers); "
+             "alone or with --budget")
+    add("--latency-device", default=defaults.latency_device, choices=("cpu", "cuda"),
+        help="device the latencies are measured on (this machine's)")
+    add("--latency-batch", type=int, default=defaults.latency_batch,
+        help="batch size the latencies are measured at")
+    add("--latency-runtime", default=defaults.latency_runtime, choices=LATENCY_RUNTIMES,
+        help="compiled: the deploy form under TorchInductor; eager: without it")
     add("--backbone", default=defaults.backbone,
         help="model family: vgg16, resnet20, resnet56, resnet18, resnet34 or resnet50")
     add("--dataset", default=defaults.dataset,
@@ -44,8 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--batch-size", type=int, default=defaults.batch_size, help="training batch size")
     add("--sampler", default=defaults.sampler, choices=SAMPLERS, help="Optuna sampler")
     add("--objective", default=defaults.objective, choices=OBJECTIVES,
-        help="accuracy: maximise accuracy under the budget; pareto: maximise accuracy and "
-             "minimise MACs together, the budget as a constraint")
+        help="accuracy: maximise accuracy under the budgets; pareto: maximise accuracy and "
+             "minimise MACs together; pareto-latency: maximise accuracy and minimise predicted "
+             "latency together (budgets are constraints in both)")
     add("--storage", default=DEFAULT_STORAGE,
         help="SQLAlchemy URL of the study database (sqlite:///file.db or postgresql://...)")
     add("--study", default=None,
@@ -74,7 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main() -> int:
-    args = build_parser().parse_args()
+    parser = build_parser()
+    args = parser.parse_args()
+    if args.budget is None and args.latency_budget is None:
+        parser.error("give --budget MACS (e.g. 3e8), --latency-budget MS (e.g. 2.5), or both")
     # The search prints its own trial lines; Ray Tune's tables would drown them.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     logging.getLogger("ray").setLevel(logging.WARNING)

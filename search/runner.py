@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,8 +18,10 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from hetconv.errors import ConfigError
 from search import records
+from search.budgets import Budgets
 from search.console import SearchConsole
 from search.data import fetch_dataset
+from search.profiler import latency_model
 from search.proposer import BudgetedProposer
 from search.records import TrialRecord
 from search.searcher import EPOCH, VAL_ACCURACY, BudgetedOptunaSearcher
@@ -142,6 +145,21 @@ def _open_study(storage: optuna.storages.BaseStorage,
     return create_study(storage, settings.study or default_study_name(settings), settings), []
 
 
+def _budgets(settings: SearchSettings, out: TextIO | None) -> Budgets:
+    """The search's budgets; measures what the latency table lacks before Ray starts, so the
+    measurement has the machine to itself."""
+    latency = None
+    if settings.needs_latency:
+        def report(line: str) -> None:
+            print(line, file=out or sys.stdout, flush=True)
+
+        latency = latency_model(settings.storage, settings.space, settings.latency_spec,
+                                report=report)
+        if settings.latency_budget is not None:
+            latency.check_budget(settings.latency_budget)
+    return Budgets(settings.budget, settings.latency_budget, latency)
+
+
 def run_search(settings: SearchSettings, out: TextIO | None = None,
                trainable: Callable[[dict[str, Any]], None] = train_trial) -> SearchOutcome:
     """Run (or resume) a search to ``settings.trials`` trained architectures.
@@ -155,21 +173,23 @@ def run_search(settings: SearchSettings, out: TextIO | None = None,
     if settings.ray_address:
         _check_ray_address(settings.ray_address)  # before the storage file is even created
     storage = open_storage(settings.storage)
+    budgets = _budgets(settings, out)
     connect_ray(settings.ray_address)
     study, recovered = _open_study(storage, settings)
     space = settings.space
-    proposer = BudgetedProposer(study, space, settings.budget, settings.objective)
+    proposer = BudgetedProposer(study, space, budgets, settings.objective)
     baselines = proposer.enqueue_baselines()
     # Every study holds the baselines it must beat, so they set the least number of trials.
     total_trials = max(settings.trials, len(baselines))
-    console = SearchConsole(settings.budget, total_trials, out)
+    console = SearchConsole(budgets, total_trials, out)
     console.print(f"study {study.study_name} in {settings.storage}: {settings.backbone} on "
-                  f"{settings.dataset}, budget {settings.budget:.4g} MACs (cheapest "
-                  f"{space.min_macs:.4g}, standard {space.max_macs:.4g}), "
-                  f"{total_trials} trials of {settings.epochs} epochs")
+                  f"{settings.dataset}, budget {budgets.describe()} (MACs: cheapest "
+                  f"{space.min_macs:.4g}, standard {space.max_macs:.4g}"
+                  f"{_latency_range(budgets)}), {total_trials} trials of {settings.epochs} "
+                  f"epochs")
     if recovered:
         console.print(f"resumed: trials {recovered} were left running and are queued again")
-    console.print("uniform baselines within budget, trained first: "
+    console.print("uniform baselines within the budgets, trained first: "
                   + (" ".join(f"P{p}" for p in baselines) or "none"))
     if total_trials > settings.trials:
         console.print(f"--trials {settings.trials} raised to {total_trials} to fit the baselines")
@@ -184,6 +204,13 @@ def run_search(settings: SearchSettings, out: TextIO | None = None,
                            f"{Path(settings.artifacts_dir).resolve() / 'ray'}")
     return SearchOutcome(study.study_name, settings.storage, all_records, proposer.rejected,
                          baselines, recovered)
+
+
+def _latency_range(budgets: Budgets) -> str:
+    if budgets.latency is None:
+        return ""
+    return (f"; latency: fastest {budgets.latency.min_ms:.4g} ms, slowest "
+            f"{budgets.latency.max_ms:.4g} ms")
 
 
 class _Progress:

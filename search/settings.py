@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from hetconv.errors import ConfigError
+from search import records
 from search.data import check_dataset
 from search.storage import DEFAULT_STORAGE
 from space import SearchSpace
+from space.latency import LatencySpec
 
 SAMPLERS = ("tpe", "nsga2", "random")
-OBJECTIVES = ("accuracy", "pareto")
 SCHEDULERS = ("fifo", "asha")
+LATENCY_RUNTIMES = ("compiled", "eager")
 
 
 def _positive_int(name: str, value: object) -> None:
@@ -29,7 +34,11 @@ def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 class SearchSettings:
     """The options of ``python -m search.run``; see ``--help`` for what each means."""
 
-    budget: float
+    budget: float | None = None  # MACs
+    latency_budget: float | None = None  # milliseconds per batch of --latency-batch
+    latency_device: str = "cpu"
+    latency_batch: int = 1
+    latency_runtime: str = "compiled"
     backbone: str = "vgg16"
     dataset: str = "digits"
     data_dir: str | None = None
@@ -55,14 +64,31 @@ class SearchSettings:
     def space(self) -> SearchSpace:
         return SearchSpace(self.backbone, self.input_size)
 
+    @property
+    def needs_latency(self) -> bool:
+        """A latency budget or the accuracy-latency objective needs the latency table."""
+        return self.latency_budget is not None or self.objective == records.PARETO_LATENCY
+
+    @property
+    def latency_spec(self) -> LatencySpec:
+        """What latencies are measured on: this machine's device, batch, runtime and torch."""
+        return LatencySpec.current(self.latency_device, self.latency_batch, self.latency_runtime)
+
     def validate(self) -> None:
         """Raise :class:`ConfigError` on the first bad option; touches no storage or cluster."""
         if self.input_size is not None:
             _positive_int("input-size", self.input_size)
-        self.space.check_budget(self.budget)
+        if self.budget is None and self.latency_budget is None:
+            raise ConfigError("give --budget MACS, --latency-budget MS, or both")
+        if self.budget is not None:
+            self.space.check_budget(self.budget)
+        if self.latency_budget is not None and not (
+                math.isfinite(self.latency_budget) and self.latency_budget > 0):
+            raise ConfigError(f"--latency-budget must be a positive number of milliseconds, "
+                              f"got {self.latency_budget!r}")
         check_dataset(self.dataset, self.data_dir)
         _choice("sampler", self.sampler, SAMPLERS)
-        _choice("objective", self.objective, OBJECTIVES)
+        _choice("objective", self.objective, records.OBJECTIVES)
         _choice("scheduler", self.scheduler, SCHEDULERS)
         for name in ("trials", "epochs", "batch_size", "max_failures"):
             value = getattr(self, name)
@@ -73,6 +99,14 @@ class SearchSettings:
             _positive_int("max-concurrent", self.max_concurrent)
         if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
             raise ConfigError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
+        if self.needs_latency:
+            if self.latency_device == "cuda" and not torch.cuda.is_available():
+                raise ConfigError("--latency-device cuda: torch sees no CUDA GPU on this "
+                                  "machine; profile on the GPU machine or use --latency-device "
+                                  "cpu")
+            _positive_int("latency-batch", self.latency_batch)
+            _choice("latency-runtime", self.latency_runtime, LATENCY_RUNTIMES)
+            self.latency_spec  # noqa: B018 (validates --latency-device on this machine)
         if self.scheduler == "asha" and self.epochs < 2:
             raise ConfigError("--scheduler asha needs --epochs 2 or more to stop anything early")
         if Path(self.artifacts_dir).exists() and not Path(self.artifacts_dir).is_dir():

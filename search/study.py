@@ -38,7 +38,16 @@ def _directions(objective: str) -> list[str]:
 def _metric_names(objective: str) -> list[str]:
     if objective == "accuracy":
         return [records.ACCURACY_METRIC]
+    if objective == records.PARETO_LATENCY:
+        return [records.ACCURACY_METRIC, records.LATENCY_METRIC]
     return [records.ACCURACY_METRIC, records.MACS_METRIC]
+
+
+def _latency_attrs(settings: SearchSettings) -> dict[str, object]:
+    """The latency budget and what the latencies are measured on, as the study records them."""
+    return {records.STUDY_LATENCY_BUDGET: settings.latency_budget,
+            records.STUDY_LATENCY_SPEC: (settings.latency_spec.to_json()
+                                         if settings.needs_latency else None)}
 
 
 def library_versions() -> dict[str, str]:
@@ -63,13 +72,15 @@ def create_study(storage: optuna.storages.BaseStorage, name: str,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(_metric_names(settings.objective))
+    budget = None if settings.budget is None else float(settings.budget)
     for key, value in ((records.STUDY_BACKBONE, settings.backbone),
                        (records.STUDY_DATASET, settings.dataset),
-                       (records.STUDY_BUDGET, float(settings.budget)),
+                       (records.STUDY_BUDGET, budget),
                        (records.STUDY_INPUT_SIZE, space.input_size),
                        (records.STUDY_OBJECTIVE, settings.objective),
                        (records.STUDY_EPOCHS, settings.epochs),
-                       (records.STUDY_VERSIONS, library_versions())):
+                       (records.STUDY_VERSIONS, library_versions()),
+                       *_latency_attrs(settings).items()):
         study.set_user_attr(key, value)
     return study
 
@@ -84,7 +95,7 @@ def latest_study_name(storage: optuna.storages.BaseStorage) -> str:
 
 def load_for_resume(storage: optuna.storages.BaseStorage, name: str,
                     settings: SearchSettings) -> optuna.Study:
-    """Reopen ``name`` after checking it was made with the same backbone, budget and objective."""
+    """Reopen ``name`` after checking it was made with the same backbone, budgets and objective."""
     try:
         study = optuna.load_study(study_name=name, storage=storage,
                                   sampler=make_sampler(settings))
@@ -95,16 +106,25 @@ def load_for_resume(storage: optuna.storages.BaseStorage, name: str,
     expected = {records.STUDY_BACKBONE: settings.backbone,
                 records.STUDY_DATASET: settings.dataset,
                 records.STUDY_OBJECTIVE: settings.objective,
-                records.STUDY_INPUT_SIZE: settings.space.input_size}
+                records.STUDY_INPUT_SIZE: settings.space.input_size,
+                **_latency_attrs(settings)}
     for key, value in expected.items():
         if stored.get(key) != value:
             raise ConfigError(f"--resume: study {name!r} was run with {key} "
                               f"{stored.get(key)!r}, not {value!r}; pass the same options")
     budget = stored.get(records.STUDY_BUDGET)
-    if budget is None or not math.isclose(budget, float(settings.budget), rel_tol=1e-9):
-        raise ConfigError(f"--resume: study {name!r} has budget {budget!r} MACs, not "
-                          f"{settings.budget:g}; pass --budget {budget!r}")
+    if not _same_budget(budget, settings.budget):
+        given = "none" if settings.budget is None else f"{settings.budget:g}"
+        fix = "leave out --budget" if budget is None else f"pass --budget {budget!r}"
+        raise ConfigError(f"--resume: study {name!r} has budget {budget!r} MACs, not {given}; "
+                          f"{fix}")
     return study
+
+
+def _same_budget(stored: float | None, given: float | None) -> bool:
+    if stored is None or given is None:
+        return stored is given
+    return math.isclose(stored, float(given), rel_tol=1e-9)
 
 
 def recover_interrupted(study: optuna.Study) -> list[int]:

@@ -44,6 +44,14 @@ def _assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str)
     (["--budget", "3e8", "--scheduler", "hyperband"], ["--scheduler"]),
     (["--budget", "3e8", "--trials", "0"], ["--trials"]),
     (["--budget", "3e8", "--ray-address", "127.0.0.1:1"], ["127.0.0.1:1", "ray start"]),
+    ([], ["give --budget MACS", "--latency-budget MS"]),
+    (["--latency-budget", "abc"], ["not a number of milliseconds"]),
+    (["--latency-budget", "0"], ["positive"]),
+    (["--latency-budget", "inf"], ["positive"]),
+    (["--latency-budget", "5", "--latency-batch", "0"], ["--latency-batch"]),
+    (["--latency-budget", "5", "--latency-runtime", "jit"], ["--latency-runtime"]),
+    (["--latency-budget", "5", "--latency-device", "tpu"], ["--latency-device"]),
+    (["--latency-budget", "5", "--latency-device", "cuda"], ["--latency-device cuda"]),
 ])
 def test_search_run_rejects_bad_options_before_writing(tmp_path: Path, args: list[str],
                                                        fragments: list[str]) -> None:
@@ -73,6 +81,15 @@ def test_search_run_rejects_unusable_storage(tmp_path: Path, storage: str,
                                              fragment: str) -> None:
     result = _run("search.run", "--budget", "3e8", "--storage", storage, cwd=tmp_path)
     _assert_one_line_error(result, fragment)
+
+
+def test_latency_budget_below_the_fastest_architecture_creates_no_study(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'x.db'}"
+    result = _run("search.run", "--latency-budget", "1e-6", "--backbone", "resnet20",
+                  "--input-size", "8", "--latency-runtime", "eager", "--storage", storage,
+                  cwd=tmp_path)
+    _assert_one_line_error(result, "below the fastest resnet20 architecture")
+    assert optuna.get_all_study_names(storage) == []
 
 
 def test_resume_of_a_missing_study_writes_nothing(tmp_path: Path) -> None:

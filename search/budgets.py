@@ -1,0 +1,71 @@
+"""The limits an architecture must keep to be trained: a MACs budget, a latency budget, or both.
+
+Each budget becomes one Optuna constraint (``value <= 0`` is feasible), so the samplers learn
+both boundaries, and each architecture carries its predicted latency whenever the study has a
+latency table, so the dashboards can draw the latency axis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from search import records
+from space import Architecture
+from space.latency import LatencyModel
+
+
+@dataclass(frozen=True)
+class Screening:
+    """What the budgets say about one architecture."""
+
+    latency_ms: float | None
+    constraints: dict[str, float] = field(default_factory=dict)  # name -> amount over budget
+
+    @property
+    def fits(self) -> bool:
+        return all(value <= 0 for value in self.constraints.values())
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """``macs`` (paper convention) and ``latency_ms`` budgets; ``None`` means no such limit.
+
+    ``latency`` predicts an architecture's latency; it is present when there is a latency budget
+    or the objective trades accuracy against latency.
+    """
+
+    macs: float | None = None
+    latency_ms: float | None = None
+    latency: LatencyModel | None = None
+
+    def __post_init__(self) -> None:
+        if self.macs is None and self.latency_ms is None:
+            raise ValueError("a search needs a MACs budget, a latency budget, or both")
+        if self.latency_ms is not None and self.latency is None:
+            raise ValueError("a latency budget needs a latency model to predict latencies")
+
+    def predicted_ms(self, arch: Architecture) -> float | None:
+        if self.latency is None:
+            return None
+        return float(self.latency.predict_ms(np.asarray(arch.parts, dtype=np.int64)))
+
+    def screen(self, arch: Architecture) -> Screening:
+        """The architecture's predicted latency and how far it is over each budget."""
+        latency_ms = self.predicted_ms(arch)
+        constraints = {}
+        if self.macs is not None:
+            constraints[records.BUDGET_CONSTRAINT] = float(arch.macs - self.macs)
+        if self.latency_ms is not None:
+            constraints[records.LATENCY_CONSTRAINT] = latency_ms - self.latency_ms
+        return Screening(latency_ms, constraints)
+
+    def describe(self) -> str:
+        """``3e+08 MACs and 1.5 ms``: the budgets as the console and errors name them."""
+        parts = []
+        if self.macs is not None:
+            parts.append(f"{self.macs:.4g} MACs")
+        if self.latency_ms is not None:
+            parts.append(f"{self.latency_ms:.4g} ms")
+        return " and ".join(parts)
