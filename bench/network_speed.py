@@ -5,7 +5,7 @@ this prints the realized speedup over the standard VGG-16 (with batch norm) next
 theoretical MACs ratio, for inference at each ``--batches`` size and for a training step:
 
 * before: both networks as trained, in eager PyTorch (grouped K×K + dense 1×1 per layer);
-* after: both networks through ``hetconv.deploy.deploy`` (batch norm folded, each layer in its
+* after: both networks through ``hetconv.deployment.deploy`` (batch norm folded, each layer in its
   fastest equivalent form, channels-last, TorchInductor with freezing). The standard network
   gets the same treatment, so the speedup is HetConv's own, not the deploy form's;
 * after vs eager standard: what a user who deploys the HetConv network gains over running the
@@ -32,7 +32,7 @@ from layer_speed import CpuMeter, Gate, _load, steady_malloc, time_interleaved
 from torch import nn
 from torch.utils.benchmark.utils.common import set_torch_threads
 
-from hetconv.deploy import deploy
+from hetconv.deployment import deploy
 from hetconv.models import build_model
 from space import Architecture
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from hetconv.errors import ConfigError
 
 if TYPE_CHECKING:
+    from hetconv.deployment import DeployedModel, deploy
     from hetconv.fold import fold_batchnorm
     from hetconv.layer import (
         HetConv2d,
@@ -21,15 +22,18 @@ if TYPE_CHECKING:
         kxk_pattern,
     )
 
-_LAZY = {"fold_batchnorm": "hetconv.fold", "HetConv2d": "hetconv.layer",
+_LAZY = {"DeployedModel": "hetconv.deployment", "deploy": "hetconv.deployment",
+         "fold_batchnorm": "hetconv.fold", "HetConv2d": "hetconv.layer",
          "MaskedHetConv2d": "hetconv.layer", "common_divisors": "hetconv.layer",
          "hetconv_mask": "hetconv.layer", "kxk_pattern": "hetconv.layer"}
 
 __all__ = [
     "ConfigError",
+    "DeployedModel",
     "HetConv2d",
     "MaskedHetConv2d",
     "common_divisors",
+    "deploy",
     "fold_batchnorm",
     "hetconv_mask",
     "kxk_pattern",

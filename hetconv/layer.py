@@ -62,6 +62,19 @@ def hetconv_mask(in_channels: int, out_channels: int, kernel_size: int, part: in
     return mask
 
 
+def pointwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                   kernel_size: int, stride: int, padding: int) -> torch.Tensor:
+    """The 1×1 branch of a K×K layer: a 1×1 conv reading the pixels under the K×K centre tap.
+
+    Where the K×K padding is below ``K // 2``, ``x`` is cropped so both branches see the same
+    output grid; a larger padding pads the 1×1 conv by the difference.
+    """
+    crop = kernel_size // 2 - padding
+    if crop > 0:
+        x = x[..., crop:x.shape[-2] - crop, crop:x.shape[-1] - crop]
+    return F.conv2d(x, weight, bias, stride, max(-crop, 0))
+
+
 class HetConv2d(nn.Module):
     """Heterogeneous-kernel convolution, run as grouped K×K + dense 1×1 (the fast path).
 
@@ -116,19 +129,12 @@ class HetConv2d(nn.Module):
         # Class-major channel order (channel c*p + r goes to group r) for the grouped K×K conv.
         grouped_in = x.unflatten(1, (self.in_channels // p, p)).transpose(1, 2).flatten(1, 2)
         grouped = F.conv2d(grouped_in, self.weight, None, self.stride, self.padding, groups=p)
-        out = F.conv2d(self._centre_aligned(x), self.pointwise, self.bias, self.stride,
-                       max(self.padding - self.kernel_size // 2, 0))
+        out = pointwise_conv(x, self.pointwise, self.bias, self.kernel_size, self.stride,
+                             self.padding)
         # Add the grouped output back in natural filter order; the strided view costs no copy.
         out.unflatten(1, (self.out_channels // p, p)).add_(
             grouped.unflatten(1, (p, self.out_channels // p)).transpose(1, 2))
         return out
-
-    def _centre_aligned(self, x: torch.Tensor) -> torch.Tensor:
-        """Crop ``x`` so a 1×1 conv reads the pixels under the K×K kernel's centre tap."""
-        crop = self.kernel_size // 2 - self.padding
-        if crop <= 0:
-            return x
-        return x[..., crop:x.shape[-2] - crop, crop:x.shape[-1] - crop]
 
     # -- conversions -------------------------------------------------------------------------
 

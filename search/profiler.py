@@ -1,7 +1,7 @@
 """Measure per-layer latency on this machine and turn the stored figures into a LatencyModel.
 
 What is timed is what a deployed network runs: each searchable layer, with its ReLU, built with
-random weights and put through :func:`hetconv.deploy.deploy` (fastest equivalent form,
+random weights and put through :func:`hetconv.deployment.deploy` (fastest equivalent form,
 channels-last, TorchInductor when the spec's runtime is ``compiled``), on an input of the
 layer's real shape at the spec's batch. Only (shape, part) keys missing from the database are
 measured, so a second run, or a search on the same kind of machine, costs one query.
@@ -31,9 +31,10 @@ import torch._dynamo
 from torch import nn
 from torch._dynamo.utils import counters
 
-from hetconv.deploy import DeployedModel, deploy
+from hetconv.deployment import DeployedModel, deploy
 from hetconv.errors import ConfigError
 from hetconv.layer import HetConv2d
+from hetconv.layout import OrderedHetConv2d, is_power_of_two
 from hetconv.models import build_model
 from hetconv.timing import median_seconds
 from search.latency_store import Calibration, LatencyStore, LayerShape, Measurement, NetworkKey
@@ -133,13 +134,19 @@ def _example(shape: tuple[int, ...], spec: LatencySpec) -> torch.Tensor:
 def measure_shape(shape: LayerShape, parts: list[int],
                   spec: LatencySpec) -> dict[int, tuple[float, int]]:
     """Milliseconds (and timed calls) of one layer + ReLU in its deploy form, alone, at each
-    of ``parts``; the parts take turns so that noise hits them alike."""
+    of ``parts``; the parts take turns so that noise hits them alike.
+
+    Inside a deployed network the layer reads and writes class order (``hetconv.layout``), so
+    it is measured in that form, without the reorders a network pays only at its ends.
+    """
     x = _example((spec.batch, shape.in_channels, shape.input_height, shape.input_width), spec)
     torch._dynamo.reset()  # once per shape: the previous shapes' graphs are done with
     deployed = {}
     for part in parts:
         layer = HetConv2d(shape.in_channels, shape.out_channels, shape.kernel_size,
                           shape.stride, shape.padding, part, bias=True)
+        if part > 1 and is_power_of_two(part):
+            layer = OrderedHetConv2d.from_layer(layer)
         module = nn.Sequential(layer, nn.ReLU()).to(spec.torch_device, spec.torch_dtype)
         deployed[part] = deploy_for(module.eval(), x, spec)
     return time_interleaved({part: (lambda d=d: d(x)) for part, d in deployed.items()},

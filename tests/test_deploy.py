@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from hetconv.deploy import (
+from hetconv.deployment import (
     DENSE,
     check_equal,
     deploy,
@@ -157,3 +157,20 @@ def test_check_equal_names_the_difference():
         other.fc.bias.add_(1.0)
     with pytest.raises(RuntimeError, match="differs from the model by up to"):
         check_equal(other, model, torch.randn(2, 3, 16, 16))
+
+
+def test_a_large_batch_runs_in_the_chunk_size_chosen_and_gives_the_same_outputs():
+    model = _random_model("resnet20", seed=9)
+    deployed = deploy(model, torch.randn(32, 3, 16, 16), compile=False)
+    assert deployed.chunk in (None, 16, 8)
+    for batch in (32, 37, 3):  # 37: a last chunk smaller than the others
+        x = torch.randn(batch, 3, 16, 16)
+        with torch.no_grad():
+            torch.testing.assert_close(deployed(x), model(x), rtol=1e-3, atol=1e-4)
+
+
+def test_deployed_network_reorders_no_channels_between_hetconv_layers():
+    deployed = deploy(_random_model("vgg16", seed=4), torch.randn(2, 3, 32, 32), compile=False)
+    reorders = [node for node in deployed.module.graph.nodes
+                if node.op == "call_function" and node.target is torch.index_select]
+    assert len(reorders) == 1  # back to natural order once, before the classifier

@@ -3,13 +3,18 @@
 Each step keeps the network's function (up to float rounding):
 
 1. every batch norm is folded into the convolution in front of it, so it costs nothing;
-2. every HetConv layer runs in the fastest of its equivalent forms, timed on the layer's own
+2. activations between layers are kept in class order (:mod:`hetconv.layout`), so no HetConv
+   layer reorders channels: each is a grouped K×K and a 1×1 convolution and an add;
+3. every HetConv layer runs in the fastest of its equivalent forms, timed on the layer's own
    input on this device. A part-P layer is also a part-Q layer for every Q dividing P (its K×K
    pattern is a subset of Q's, the extra weights are zero), and part 1 is one dense convolution,
    so grouped K×K + 1×1 at P, at each smaller Q, and dense are all candidates;
-3. 4-D activations go channels-last, and by default TorchInductor compiles the graph with
-   freezing: weights become constants and are prepacked, and the channel reorders, the add of
-   the two branches, the bias and the ReLU fuse into the convolutions' neighbours.
+4. a large batch runs in the chunk size that is quickest on this device (smaller chunks keep
+   the activations of the 1×1 and grouped convolutions, which are limited by memory traffic,
+   in cache);
+5. 4-D activations go channels-last, and by default TorchInductor compiles the graph with
+   freezing: weights become constants and are prepacked, and the add of the two branches, the
+   bias and the ReLU fuse into the convolutions.
 
 The result is compared with the original network on the example input before it is returned.
 """
@@ -26,6 +31,12 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from hetconv.fold import fold_batchnorm
 from hetconv.layer import HetConv2d, MaskedHetConv2d
+from hetconv.layout import (
+    OrderedHetConv2d,
+    is_power_of_two,
+    replace_submodule,
+    to_class_order,
+)
 from hetconv.timing import median_seconds
 
 DENSE = "dense"
@@ -33,6 +44,7 @@ TIMING_ROUNDS = 3
 CALLS_PER_SAMPLE = 3
 RTOL = 1e-3
 ATOL_SCALE = 1e-4  # absolute tolerance, relative to the largest output magnitude
+CHUNKS = (16, 8)  # batch chunk sizes tried for a larger batch
 
 
 def grouped_form_name(part: int) -> str:
@@ -43,13 +55,8 @@ class _LayerTracer(fx.Tracer):
     """Keeps HetConv layers whole in the graph, so they can be folded and swapped as units."""
 
     def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
-        return (isinstance(module, (HetConv2d, MaskedHetConv2d))
+        return (isinstance(module, (HetConv2d, MaskedHetConv2d, OrderedHetConv2d))
                 or super().is_leaf_module(module, qualified_name))
-
-
-def _set_module(root: nn.Module, target: str, module: nn.Module) -> None:
-    parent, _, name = target.rpartition(".")
-    setattr(root.get_submodule(parent) if parent else root, name, module)
 
 
 def trace(model: nn.Module) -> fx.GraphModule:
@@ -57,7 +64,7 @@ def trace(model: nn.Module) -> fx.GraphModule:
     graph = fx.GraphModule(model, _LayerTracer().trace(model))
     for name, module in list(graph.named_modules()):
         if isinstance(module, MaskedHetConv2d):
-            _set_module(graph, name, HetConv2d.from_masked(module))
+            replace_submodule(graph, name, HetConv2d.from_masked(module))
     return graph
 
 
@@ -79,7 +86,7 @@ def fold_batchnorms(graph: fx.GraphModule) -> int:
             fused = fuse_conv_bn_eval(conv, bn)
         else:
             continue
-        _set_module(graph, source.target, fused)
+        replace_submodule(graph, source.target, fused)
         node.replace_all_uses_with(source)
         graph.graph.erase_node(node)
         folded += 1
@@ -89,13 +96,20 @@ def fold_batchnorms(graph: fx.GraphModule) -> int:
     return folded
 
 
-def equivalent_forms(layer: HetConv2d) -> dict[str, nn.Module]:
-    """Every form computing ``layer``'s function: grouped at each part dividing its own, dense."""
+def equivalent_forms(layer: HetConv2d | OrderedHetConv2d) -> dict[str, nn.Module]:
+    """Every form computing ``layer``'s function: grouped at each part dividing its own, dense.
+
+    The forms of an :class:`OrderedHetConv2d` read and write class order as it does.
+    """
     forms: dict[str, nn.Module] = {}
+    smaller = [q for q in range(layer.part, 1, -1) if layer.part % q == 0]
+    if isinstance(layer, OrderedHetConv2d):
+        forms = {grouped_form_name(q): layer.with_part(q).eval() for q in smaller
+                 if is_power_of_two(q)}
+        forms[DENSE] = layer.to_dense().eval()
+        return forms
     dense = layer.dense_weight().detach()
-    for part in range(layer.part, 1, -1):
-        if layer.part % part:
-            continue
+    for part in smaller:
         form = HetConv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
                          layer.stride, layer.padding, part, bias=layer.bias is not None)
         form = form.to(device=dense.device, dtype=dense.dtype)
@@ -113,31 +127,68 @@ def memory_format_for(x: torch.Tensor) -> torch.memory_format:
     return torch.channels_last if x.dim() == 4 else torch.contiguous_format
 
 
-def fastest_form(layer: HetConv2d, x: torch.Tensor) -> tuple[str, nn.Module, dict[str, float]]:
-    """The quickest of :func:`equivalent_forms` on input ``x``, and every form's seconds.
+def quickest(calls: dict[str, Callable[[], object]],
+             device: torch.device) -> tuple[str, dict[str, float]]:
+    """The name of the quickest of ``calls``, and every call's median seconds.
 
-    Forms take turns within each round so that machine noise hits them alike; the median over
-    rounds decides.
+    The calls take turns within each round so that machine noise hits them alike; the median
+    over rounds decides.
     """
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(TIMING_ROUNDS):
+        for name, call in calls.items():
+            seconds, _ = median_seconds(call, CALLS_PER_SAMPLE, device=device)
+            samples[name].append(seconds)
+    seconds = {name: sorted(s)[len(s) // 2] for name, s in samples.items()}
+    return min(seconds, key=seconds.__getitem__), seconds
+
+
+def fastest_form(layer: HetConv2d | OrderedHetConv2d,
+                 x: torch.Tensor) -> tuple[str, nn.Module, dict[str, float]]:
+    """The quickest of :func:`equivalent_forms` on input ``x``, and every form's seconds."""
     forms = equivalent_forms(layer)
     if len(forms) == 1:
         (name, form), = forms.items()
         return name, form, {}
     fmt = memory_format_for(x)
     x = x.contiguous(memory_format=fmt)
-    samples: dict[str, list[float]] = {name: [] for name in forms}
     with torch.no_grad():
         for form in forms.values():
             form.to(memory_format=fmt)
             form(x)  # first call: oneDNN / cuDNN pick and cache their kernels
-        for _ in range(TIMING_ROUNDS):
-            for name, form in forms.items():
-                seconds, _ = median_seconds(lambda f=form: f(x), CALLS_PER_SAMPLE,
-                                            device=x.device)
-                samples[name].append(seconds)
-    seconds = {name: sorted(s)[len(s) // 2] for name, s in samples.items()}
-    best = min(seconds, key=seconds.__getitem__)
+        best, seconds = quickest({name: (lambda f=form: f(x)) for name, form in forms.items()},
+                                 x.device)
     return best, forms[best], seconds
+
+
+def chunked(runner: Callable[[torch.Tensor], torch.Tensor],
+            chunk: int | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``runner`` applied to ``chunk`` images at a time (all at once when ``chunk`` is None)."""
+    if chunk is None:
+        return runner
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] <= chunk:
+            return runner(x)
+        return torch.cat([runner(part) for part in x.split(chunk)])
+
+    return run
+
+
+def fastest_chunk(graph: nn.Module, example_input: torch.Tensor) -> int | None:
+    """The batch chunk size (``None``: the whole batch) with which ``graph`` runs the example
+    batch quickest; only sizes that divide the batch are tried."""
+    batch = example_input.shape[0]
+    sizes = [None, *(size for size in CHUNKS if size < batch and batch % size == 0)]
+    if len(sizes) == 1:
+        return None
+    runs = {str(size): chunked(graph, size) for size in sizes}
+    calls = {name: (lambda run=run: run(example_input)) for name, run in runs.items()}
+    with torch.no_grad():
+        for call in calls.values():
+            call()
+        best, _ = quickest(calls, example_input.device)
+    return None if best == "None" else int(best)
 
 
 def _layer_inputs(graph: fx.GraphModule, example_input: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -145,7 +196,7 @@ def _layer_inputs(graph: fx.GraphModule, example_input: torch.Tensor) -> dict[st
     inputs: dict[str, torch.Tensor] = {}
     hooks = []
     for name, module in graph.named_modules():
-        if isinstance(module, HetConv2d):
+        if isinstance(module, (HetConv2d, OrderedHetConv2d)):
             def keep(_module, args, name=name):
                 inputs[name] = args[0].detach()
             hooks.append(module.register_forward_pre_hook(keep))
@@ -162,18 +213,20 @@ class DeployedModel(nn.Module):
     """An inference-only network: no autograd, weights frozen at deploy time.
 
     ``forms`` names the form each HetConv layer runs in (``grouped-P4``, ``dense``, ...);
+    ``chunk`` is the number of images run at a time (``None``: the whole batch);
     ``compiled`` says whether TorchInductor runs it.
     """
 
     def __init__(self, module: fx.GraphModule, forms: dict[str, str],
-                 memory_format: torch.memory_format, compiled: bool,
+                 memory_format: torch.memory_format, chunk: int | None, compiled: bool,
                  runner: Callable[[torch.Tensor], torch.Tensor]) -> None:
         super().__init__()
         self.module = module
         self.forms = forms
         self.memory_format = memory_format
+        self.chunk = chunk
         self.compiled = compiled
-        self.__dict__["_runner"] = runner  # not a submodule: it wraps self.module
+        self.__dict__["_runner"] = chunked(runner, chunk)  # not a submodule: wraps self.module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -221,18 +274,23 @@ def deploy(model: nn.Module, example_input: torch.Tensor, compile: bool = True) 
     fold_batchnorms(graph)
     fmt = memory_format_for(example_input)
     example_input = example_input.contiguous(memory_format=fmt)
+    # Part-1 layers are dense convolutions already; the class-order pass makes them nn.Conv2d.
+    forms = {name: DENSE for name, module in graph.named_modules()
+             if isinstance(module, HetConv2d) and module.part == 1}
+    with torch.no_grad():
+        to_class_order(graph, example_input)
     graph.to(memory_format=fmt)
-    forms = {}
     for name, x in _layer_inputs(graph, example_input).items():
         form_name, form, _ = fastest_form(graph.get_submodule(name), x)
-        _set_module(graph, name, form)
+        replace_submodule(graph, name, form)
         forms[name] = form_name
     graph.recompile()
-    deployed = DeployedModel(graph, forms, fmt, compiled=False, runner=graph)
+    chunk = fastest_chunk(graph, example_input)
+    deployed = DeployedModel(graph, forms, fmt, chunk, compiled=False, runner=graph)
     if compile:
         try:
-            deployed = DeployedModel(graph, forms, fmt, compiled=True,
-                                     runner=_compiled(graph, example_input))
+            runner = _compiled(graph, example_input[:chunk])
+            deployed = DeployedModel(graph, forms, fmt, chunk, compiled=True, runner=runner)
         except Exception as error:  # inductor needs a C++ compiler (CPU) or Triton (CUDA)
             warnings.warn(f"TorchInductor could not compile the deploy form ({error}); it runs "
                           f"eagerly", stacklevel=2)
