@@ -22,6 +22,7 @@ The result is compared with the original network on the example input before it 
 from __future__ import annotations
 
 import copy
+import statistics
 import warnings
 from collections.abc import Callable
 
@@ -37,11 +38,11 @@ from hetconv.layout import (
     replace_submodule,
     to_class_order,
 )
-from hetconv.timing import median_seconds
+from hetconv.timing import interleaved_samples
 
 DENSE = "dense"
-TIMING_ROUNDS = 3
-CALLS_PER_SAMPLE = 3
+TIMING_ROUNDS = 5  # interleaved rounds deciding between forms (median) ...
+SAMPLE_SECONDS = 0.005  # ... each about this long per form, and at least 3 calls
 RTOL = 1e-3
 ATOL_SCALE = 1e-4  # absolute tolerance, relative to the largest output magnitude
 CHUNKS = (16, 8)  # batch chunk sizes tried for a larger batch
@@ -131,15 +132,11 @@ def quickest(calls: dict[str, Callable[[], object]],
              device: torch.device) -> tuple[str, dict[str, float]]:
     """The name of the quickest of ``calls``, and every call's median seconds.
 
-    The calls take turns within each round so that machine noise hits them alike; the median
-    over rounds decides.
+    The calls take turns within each round so that machine noise hits them alike
+    (:func:`~hetconv.timing.interleaved_samples`); the median over rounds decides.
     """
-    samples: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(TIMING_ROUNDS):
-        for name, call in calls.items():
-            seconds, _ = median_seconds(call, CALLS_PER_SAMPLE, device=device)
-            samples[name].append(seconds)
-    seconds = {name: sorted(s)[len(s) // 2] for name, s in samples.items()}
+    samples = interleaved_samples(calls, device, TIMING_ROUNDS, SAMPLE_SECONDS)
+    seconds = {name: statistics.median(rounds) for name, (rounds, _) in samples.items()}
     return min(seconds, key=seconds.__getitem__), seconds
 
 

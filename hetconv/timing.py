@@ -13,6 +13,7 @@ from typing import TypeVar
 import torch
 
 T = TypeVar("T")
+K = TypeVar("K")
 
 
 def _synchronize(device: torch.device | None) -> None:
@@ -35,3 +36,27 @@ def median_seconds(fn: Callable[[], T], repeats: int, warmup: int = 0,
         _synchronize(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times), result
+
+
+def interleaved_samples(calls: dict[K, Callable[[], object]], device: torch.device | None,
+                        rounds: int, sample_seconds: float, min_calls: int = 3,
+                        max_calls: int = 400) -> dict[K, tuple[list[float], int]]:
+    """Each call's median seconds in each of ``rounds`` rounds, and its calls per round.
+
+    Other work may share the machine, and a burst of it slows whatever runs at that moment.
+    So the calls take turns within every round (a burst hits them alike), and each round's
+    figure is the median of about ``sample_seconds`` of back-to-back calls (never fewer than
+    ``min_calls`` nor more than ``max_calls``). Callers reduce the rounds as they need: the
+    quickest round is the machine when quiet, the median the machine as it is.
+    """
+    per_round: dict[K, int] = {}
+    for key, call in calls.items():
+        estimate, _ = median_seconds(call, 3, warmup=3, device=device)
+        wanted = sample_seconds / max(estimate, 1e-7)
+        per_round[key] = int(min(max_calls, max(min_calls, wanted)))
+    samples: dict[K, list[float]] = {key: [] for key in calls}
+    for _ in range(rounds):
+        for key, call in calls.items():
+            seconds, _ = median_seconds(call, per_round[key], warmup=1, device=device)
+            samples[key].append(seconds)
+    return {key: (samples[key], per_round[key]) for key in calls}

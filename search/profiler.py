@@ -36,7 +36,7 @@ from hetconv.errors import ConfigError
 from hetconv.layer import HetConv2d
 from hetconv.layout import OrderedHetConv2d, is_power_of_two
 from hetconv.models import build_model
-from hetconv.timing import median_seconds
+from hetconv.timing import interleaved_samples
 from search.latency_store import Calibration, LatencyStore, LayerShape, Measurement, NetworkKey
 from space.latency import LatencyModel, LatencySpec, fit_network_terms
 from space.search_space import SearchSpace
@@ -108,22 +108,14 @@ def time_interleaved(calls: dict[K, Callable[[], object]],
                      device: torch.device) -> dict[K, tuple[float, int]]:
     """Milliseconds per call of each of ``calls``, and how many calls were timed.
 
-    Other work may share the machine, and with every core busy a multi-threaded call waits for
-    its threads to be scheduled and runs many times slower. So the calls take turns over
-    :data:`ROUNDS` rounds (a burst hits them alike), each round's figure is the median of many
-    calls, and the figure kept is the quickest round's: the machine as it runs when quiet.
+    With every core busy a multi-threaded call waits for its threads to be scheduled and runs
+    many times slower, so the figure kept is the quickest of :data:`ROUNDS` interleaved rounds:
+    the machine as it runs when quiet.
     """
-    per_round: dict[K, int] = {}
-    for key, call in calls.items():
-        estimate, _ = median_seconds(call, 3, warmup=3, device=device)
-        wanted = TARGET_SECONDS / ROUNDS / max(estimate, 1e-7)
-        per_round[key] = int(min(MAX_CALLS, max(MIN_CALLS, wanted)))
-    rounds: dict[K, list[float]] = {key: [] for key in calls}
-    for _ in range(ROUNDS):
-        for key, call in calls.items():
-            seconds, _ = median_seconds(call, per_round[key], warmup=1, device=device)
-            rounds[key].append(seconds)
-    return {key: (1e3 * min(rounds[key]), ROUNDS * per_round[key]) for key in calls}
+    samples = interleaved_samples(calls, device, ROUNDS, TARGET_SECONDS / ROUNDS, MIN_CALLS,
+                                  MAX_CALLS)
+    return {key: (1e3 * min(rounds), ROUNDS * calls_per_round)
+            for key, (rounds, calls_per_round) in samples.items()}
 
 
 def _example(shape: tuple[int, ...], spec: LatencySpec) -> torch.Tensor:
