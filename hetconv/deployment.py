@@ -172,14 +172,19 @@ def chunked(runner: Callable[[torch.Tensor], torch.Tensor],
     return run
 
 
-def fastest_chunk(graph: nn.Module, example_input: torch.Tensor) -> int | None:
-    """The batch chunk size (``None``: the whole batch) with which ``graph`` runs the example
-    batch quickest; only sizes that divide the batch are tried."""
-    batch = example_input.shape[0]
-    sizes = [None, *(size for size in CHUNKS if size < batch and batch % size == 0)]
+def chunk_candidates(batch: int) -> list[int | None]:
+    """The chunk sizes tried for a batch (``None``: all at once): those of :data:`CHUNKS` that
+    are smaller than the batch and divide it."""
+    return [None, *(size for size in CHUNKS if size < batch and batch % size == 0)]
+
+
+def fastest_chunk(runner: Callable[[torch.Tensor], torch.Tensor],
+                  example_input: torch.Tensor) -> int | None:
+    """The chunk size with which ``runner`` runs the example batch quickest."""
+    sizes = chunk_candidates(example_input.shape[0])
     if len(sizes) == 1:
         return None
-    runs = {str(size): chunked(graph, size) for size in sizes}
+    runs = {str(size): chunked(runner, size) for size in sizes}
     calls = {name: (lambda run=run: run(example_input)) for name, run in runs.items()}
     with torch.no_grad():
         for call in calls.values():
@@ -231,18 +236,20 @@ class DeployedModel(nn.Module):
 
 
 def _compiled(module: fx.GraphModule,
-              example_input: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    """TorchInductor with freezing, compiled now on the example input.
+              examples: list[torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """TorchInductor with freezing, compiled now for each of the example inputs' shapes.
 
     Freezing must be on while Dynamo traces (it decides there whether weights are constants),
     which ``torch.compile(options=...)`` does not reach; hence the config patch around the
-    first call, which compiles. Other input shapes compile later without freezing.
+    first calls, which compile. Shapes are static (each chunk size gets its own kernels); other
+    shapes compile when first seen, without freezing.
     """
     import torch._inductor.config as inductor_config
 
-    compiled = torch.compile(module)
+    compiled = torch.compile(module, dynamic=False)
     with inductor_config.patch(freezing=True), torch.no_grad():
-        compiled(example_input)
+        for example in examples:
+            compiled(example)
     return compiled
 
 
@@ -282,15 +289,17 @@ def deploy(model: nn.Module, example_input: torch.Tensor, compile: bool = True) 
         replace_submodule(graph, name, form)
         forms[name] = form_name
     graph.recompile()
-    chunk = fastest_chunk(graph, example_input)
-    deployed = DeployedModel(graph, forms, fmt, chunk, compiled=False, runner=graph)
+    runner: Callable[[torch.Tensor], torch.Tensor] = graph
     if compile:
         try:
-            runner = _compiled(graph, example_input[:chunk])
-            deployed = DeployedModel(graph, forms, fmt, chunk, compiled=True, runner=runner)
+            runner = _compiled(graph, [example_input[:size]
+                                       for size in chunk_candidates(len(example_input))])
         except Exception as error:  # inductor needs a C++ compiler (CPU) or Triton (CUDA)
             warnings.warn(f"TorchInductor could not compile the deploy form ({error}); it runs "
                           f"eagerly", stacklevel=2)
+    chunk = fastest_chunk(runner, example_input)
+    deployed = DeployedModel(graph, forms, fmt, chunk, compiled=runner is not graph,
+                             runner=runner)
     was_training = original.training
     original.eval()
     try:

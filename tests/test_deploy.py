@@ -61,12 +61,14 @@ def test_eager_deploy_form_equals_model_on_unseen_inputs(backbone, size):
 
 def test_compiled_deploy_form_equals_model_and_is_compiled():
     model = _random_model("vgg16", seed=5)
-    deployed = deploy(model, torch.randn(4, 3, 32, 32))
+    deployed = deploy(model, torch.randn(16, 3, 32, 32))  # chunks of 8 are tried too
     assert deployed.compiled
-    unseen = torch.randn(4, 3, 32, 32)
-    with torch.no_grad():
-        expected = model(unseen)
-    torch.testing.assert_close(deployed(unseen), expected, rtol=1e-3, atol=1e-4)
+    assert deployed.chunk in (None, 8)
+    for batch in (16, 5):
+        unseen = torch.randn(batch, 3, 32, 32)
+        with torch.no_grad():
+            expected = model(unseen)
+        torch.testing.assert_close(deployed(unseen), expected, rtol=1e-3, atol=1e-4)
 
 
 def test_deploy_leaves_the_model_unchanged():
