@@ -21,28 +21,24 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def macs_amount(text: str) -> float:
-    """Parse a MACs figure such as ``3e8`` or ``300000000`` for argparse."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a number of MACs; write e.g. 3e8") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive, finite number of MACs")
-    return value
+def positive_amount(unit: str, example: str) -> Callable[[str], float]:
+    """An argparse type for a positive, finite number of ``unit`` (``example`` in the hint)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a number of {unit}; write e.g. {example}") from None
+        if not math.isfinite(value) or value <= 0:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} must be a positive, finite number of {unit}")
+        return value
+
+    return parse
 
 
-def milliseconds(text: str) -> float:
-    """Parse a latency budget such as ``2.5`` (milliseconds) for argparse."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a number of milliseconds; write e.g. 2.5") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive, finite number of ms")
-    return value
+macs_amount = positive_amount("MACs", "3e8")  # a MACs budget such as 3e8
+milliseconds = positive_amount("milliseconds", "2.5")  # a latency budget in ms
 
 
 def run_cli(main: Callable[[], int | None], prog: str,
