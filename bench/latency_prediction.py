@@ -22,13 +22,12 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
 
 import numpy as np
-from layer_speed import CpuMeter
+from layer_speed import CpuMeter, _load
 
 from hetconv.errors import ConfigError
 from search.profiler import latency_model, measure_network
@@ -53,13 +52,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="fresh deploys measured per architecture, averaged (default 2)")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
-
-
-def _load() -> str:
-    try:
-        return "/".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        return "n/a"
 
 
 def compare(space: SearchSpace, spec: LatencySpec, storage: str, count: int, seed: int,

@@ -32,12 +32,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from hetconv.fold import fold_batchnorm
 from hetconv.layer import HetConv2d, MaskedHetConv2d
-from hetconv.layout import (
-    OrderedHetConv2d,
-    is_power_of_two,
-    replace_submodule,
-    to_class_order,
-)
+from hetconv.layout import OrderedHetConv2d, replace_submodule, to_class_order
 from hetconv.timing import interleaved_samples
 
 DENSE = "dense"
@@ -105,8 +100,7 @@ def equivalent_forms(layer: HetConv2d | OrderedHetConv2d) -> dict[str, nn.Module
     forms: dict[str, nn.Module] = {}
     smaller = [q for q in range(layer.part, 1, -1) if layer.part % q == 0]
     if isinstance(layer, OrderedHetConv2d):
-        forms = {grouped_form_name(q): layer.with_part(q).eval() for q in smaller
-                 if is_power_of_two(q)}
+        forms = {grouped_form_name(q): layer.with_part(q).eval() for q in smaller}
         forms[DENSE] = layer.to_dense().eval()
         return forms
     dense = layer.dense_weight().detach()
@@ -149,10 +143,9 @@ def fastest_form(layer: HetConv2d | OrderedHetConv2d,
         return name, form, {}
     fmt = memory_format_for(x)
     x = x.contiguous(memory_format=fmt)
-    with torch.no_grad():
-        for form in forms.values():
-            form.to(memory_format=fmt)
-            form(x)  # first call: oneDNN / cuDNN pick and cache their kernels
+    for form in forms.values():
+        form.to(memory_format=fmt)
+    with torch.no_grad():  # the warm-up calls of the timing let oneDNN / cuDNN pick kernels
         best, seconds = quickest({name: (lambda f=form: f(x)) for name, form in forms.items()},
                                  x.device)
     return best, forms[best], seconds
@@ -187,8 +180,6 @@ def fastest_chunk(runner: Callable[[torch.Tensor], torch.Tensor],
     runs = {str(size): chunked(runner, size) for size in sizes}
     calls = {name: (lambda run=run: run(example_input)) for name, run in runs.items()}
     with torch.no_grad():
-        for call in calls.values():
-            call()
         best, _ = quickest(calls, example_input.device)
     return None if best == "None" else int(best)
 

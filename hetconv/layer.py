@@ -75,6 +75,19 @@ def pointwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     return F.conv2d(x, weight, bias, stride, max(-crop, 0))
 
 
+def conv_with_kernel(weight: torch.Tensor, bias: torch.Tensor | None, stride: int,
+                     padding: int) -> nn.Conv2d:
+    """A :class:`torch.nn.Conv2d` holding ``weight`` ``(out, in, K, K)`` and ``bias`` (copies)."""
+    out_channels, in_channels, kernel_size, _ = weight.shape
+    conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding,
+                     bias=bias is not None, device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        conv.weight.copy_(weight)
+        if bias is not None:
+            conv.bias.copy_(bias)
+    return conv
+
+
 class HetConv2d(nn.Module):
     """Heterogeneous-kernel convolution, run as grouped K×K + dense 1×1 (the fast path).
 
@@ -180,14 +193,8 @@ class HetConv2d(nn.Module):
 
     def to_dense(self) -> nn.Conv2d:
         """Export as one :class:`torch.nn.Conv2d` computing the same function."""
-        conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride,
-                         self.padding, bias=self.bias is not None,
-                         device=self.weight.device, dtype=self.weight.dtype)
-        with torch.no_grad():
-            conv.weight.copy_(self.dense_weight())
-            if self.bias is not None:
-                conv.bias.copy_(self.bias)
-        return conv
+        return conv_with_kernel(self.dense_weight().detach(), self.bias, self.stride,
+                                self.padding)
 
     def to_masked(self) -> MaskedHetConv2d:
         """The reference form of this layer, with the same function."""

@@ -22,13 +22,14 @@ in natural order through one ``index_select``.
 from __future__ import annotations
 
 import operator
+from collections import Counter
 
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from hetconv.layer import HetConv2d, pointwise_conv
+from hetconv.layer import HetConv2d, conv_with_kernel, pointwise_conv
 
 _CHANNELWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
                         nn.AdaptiveMaxPool2d, nn.Dropout, nn.Identity)
@@ -114,15 +115,8 @@ class OrderedHetConv2d(nn.Module):
 
     def to_dense(self) -> nn.Conv2d:
         """One :class:`torch.nn.Conv2d` computing the same function, in the same order."""
-        weight = self.dense_weight().detach()
-        conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride,
-                         self.padding, bias=self.bias is not None,
-                         device=weight.device, dtype=weight.dtype)
-        with torch.no_grad():
-            conv.weight.copy_(weight)
-            if self.bias is not None:
-                conv.bias.copy_(self.bias)
-        return conv
+        return conv_with_kernel(self.dense_weight().detach(), self.bias, self.stride,
+                                self.padding)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -164,8 +158,8 @@ class _Rewriter:
     def __init__(self, graph: fx.GraphModule) -> None:
         self.graph = graph
         self.modules = dict(graph.named_modules())
-        calls = [node.target for node in graph.graph.nodes if node.op == "call_module"]
-        self.shared = {target for target in calls if calls.count(target) > 1}
+        calls = Counter(node.target for node in graph.graph.nodes if node.op == "call_module")
+        self.shared = {target for target, count in calls.items() if count > 1}
         # Activations that reach a HetConv layer through channel-wise operations only: a dense
         # convolution writes class order for them, and natural order for anything else.
         self.wanted: set[fx.Node] = set()
@@ -244,9 +238,10 @@ class _Rewriter:
         elif self._is_dense_conv(node):
             conv = module.to_dense() if isinstance(module, HetConv2d) else module
             in_ordered, out_ordered = node.args[0] in self.ordered, node in self.wanted
-            if in_ordered or out_ordered or conv is not module:
-                replace_submodule(self.graph, node.target,
-                                  _reordered_conv(conv, in_ordered, out_ordered))
+            if in_ordered or out_ordered:
+                conv = _reordered_conv(conv, in_ordered, out_ordered)
+            if conv is not module:
+                replace_submodule(self.graph, node.target, conv)
             if out_ordered:
                 self.ordered.add(node)
         elif self._is_channelwise(node):
