@@ -35,7 +35,7 @@ def fold_batchnorm(layer: HetConv2d, bn: nn.BatchNorm2d) -> HetConv2d:
         class_major = scale.reshape(layer.out_channels // p, p).t().reshape(-1)
         folded.weight.mul_(class_major.view(-1, 1, 1, 1).to(folded.weight.dtype))
         if folded.pointwise is not None:
-            folded.pointwise.mul_(scale.view(-1, 1, 1, 1).to(folded.pointwise.dtype))
+            folded.pointwise.mul_(scale.view(-1, 1).to(folded.pointwise.dtype))
         bias = shift if layer.bias is None else layer.bias * scale + shift
         folded.bias = nn.Parameter(bias.to(folded.weight.dtype))
     return folded

@@ -68,7 +68,9 @@ class OrderedHetConv2d(nn.Module):
 
     In that order the K×K pattern is block-diagonal, so the layer is a grouped K×K convolution
     (``groups=part``, centre taps included) plus a 1×1 convolution whose diagonal blocks are
-    zero: two convolutions and an add, with no channel reordering.
+    zero: two convolutions and an add, with no channel reordering. Unlike the training form's
+    compact ``pointwise``, its ``pointwise`` is that dense ``(out, in, 1, 1)`` kernel, zeros
+    included: nothing trains it, so nothing is gained by rebuilding it on every call.
     """
 
     def __init__(self, ordered_dense: torch.Tensor, part: int, stride: int, padding: int,

@@ -52,10 +52,10 @@ K = TypeVar("K")
 
 
 @functools.cache
-def _traced_shapes(backbone: str, input_size: int,
-                   num_classes: int) -> tuple[tuple[str, LayerShape], ...]:
+def _traced_shapes(backbone: str, input_size: int, num_classes: int,
+                   in_channels: int) -> tuple[tuple[str, LayerShape], ...]:
     with torch.device("meta"):
-        model = build_model(backbone, None, num_classes)
+        model = build_model(backbone, None, num_classes, in_channels)
     model.eval()
     shapes: dict[str, LayerShape] = {}
     for name, module in model.named_modules():
@@ -65,7 +65,7 @@ def _traced_shapes(backbone: str, input_size: int,
                 shapes[name] = LayerShape(m.in_channels, m.out_channels, m.kernel_size,
                                           m.stride, m.padding, int(height), int(width))
             module.register_forward_pre_hook(keep)
-    model(torch.empty(1, 3, input_size, input_size, device="meta"))
+    model(torch.empty(1, in_channels, input_size, input_size, device="meta"))
     return tuple(shapes.items())
 
 
@@ -75,7 +75,8 @@ def layer_shapes(space: SearchSpace) -> tuple[LayerShape, ...]:
     Traced once on the meta device (no memory, no compute), so the input sizes, strides and
     paddings are the ones the model really uses.
     """
-    traced = dict(_traced_shapes(space.backbone, space.input_size, space.num_classes))
+    traced = dict(_traced_shapes(space.backbone, space.input_size, space.num_classes,
+                                 space.in_channels))
     return tuple(traced[layer.name] for layer in space.layers)
 
 
@@ -150,19 +151,25 @@ def measure_network(space: SearchSpace, parts: np.ndarray | tuple[int, ...],
     """Milliseconds (and timed calls) of the whole deployed network with ``parts``, timed as
     the layers are."""
     parts = space.check_parts(tuple(int(p) for p in parts))
-    model = build_model(space.backbone, parts, space.num_classes)
+    model = build_model(space.backbone, parts, space.num_classes, space.in_channels)
     model = model.to(spec.torch_device, spec.torch_dtype).eval()
-    x = _example((spec.batch, 3, space.input_size, space.input_size), spec)
+    x = _example((spec.batch, space.in_channels, space.input_size, space.input_size), spec)
     torch._dynamo.reset()
     deployed = deploy_for(model, x, spec)
     return time_interleaved({0: lambda: deployed(x)}, spec.torch_device)[0]
 
 
 def layer_weight_mb(shape: LayerShape, part: int, spec: LatencySpec) -> float:
-    """Megabytes of weights (bias included) the layer reads per call, at the spec's dtype."""
+    """Megabytes of weights (bias included) the layer reads per call, at the spec's dtype.
+
+    Counted on the deploy form, which reads a dense 1×1 kernel (its zeros on the K×K pattern
+    included), not on the trainable layer, which stores only the paper's weights.
+    """
     with torch.device("meta"):
         layer = HetConv2d(shape.in_channels, shape.out_channels, shape.kernel_size,
                           shape.stride, shape.padding, part, bias=True)
+        if part > 1 and is_power_of_two(part):
+            layer = OrderedHetConv2d.from_layer(layer)
     return sum(p.numel() for p in layer.parameters()) * spec.torch_dtype.itemsize / 1e6
 
 
@@ -182,7 +189,8 @@ class Profile:
 def _command(space: SearchSpace, spec: LatencySpec, storage_url: str) -> str:
     return (f"python -m search.profile --backbone {space.backbone} --input-size "
             f"{space.input_size} --device {spec.device_type} --batch {spec.batch} --runtime "
-            f"{spec.runtime} --storage {storage_url}")
+            f"{spec.runtime} --storage {storage_url} (and the --dataset of the search: "
+            f"{space.in_channels}-channel input, {space.num_classes} classes)")
 
 
 def _table(space: SearchSpace, shapes: tuple[LayerShape, ...],
@@ -200,7 +208,7 @@ def profile(store: LatencyStore, space: SearchSpace, spec: LatencySpec,
     shapes = layer_shapes(space)
     wanted = {(shape, part) for shape, layer in zip(shapes, space.layers, strict=True)
               for part in layer.allowed_parts}
-    network = NetworkKey(space.backbone, space.input_size, space.num_classes)
+    network = NetworkKey(space.backbone, space.input_size, space.num_classes, space.in_channels)
     stored = {} if force else store.layer_rows(spec, wanted)
     calibration = None if force else store.calibration(spec, network)
     missing = sorted(wanted - set(stored), key=lambda key: (shapes.index(key[0]), key[1]))

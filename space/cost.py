@@ -7,9 +7,10 @@ part vectors is a few integer numpy operations over an ``(architectures, layers)
 
 Conventions (see HETCONV.md): *paper* MACs count convolutions and fully connected layers, a
 HetConv layer by ``Do²·N·(M·K²/P + M − M/P)``; *executed* MACs count what the fast path runs,
-grouped K×K plus a dense 1×1, ``Do²·N·(M·K²/P + M)`` (``P = 1``: one dense K×K). Paper
-parameters count the weights and biases of convolutions and fully connected layers; executed
-parameters are every trainable tensor of the built module (batch norm included).
+grouped K×K plus a dense 1×1 whose entries on the K×K pattern are fixed zeros,
+``Do²·N·(M·K²/P + M)`` (``P = 1``: one dense K×K). Paper parameters count the weights and biases
+of convolutions and fully connected layers; executed parameters are every trainable tensor of the
+built module: the paper's count (the trainable layer is the paper's exact layer) plus batch norm.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from torch import nn
 
 from hetconv.errors import ConfigError
 from hetconv.layer import HetConv2d
-from hetconv.models import get_backbone, searchable_layers
+from hetconv.models import build_model, searchable_layers
 
 
 @dataclass(frozen=True, eq=False)
@@ -52,7 +53,7 @@ class CostProfile:
 
     def executed_params(self, parts: np.ndarray) -> np.ndarray:
         """Every trainable parameter of the built module."""
-        return self.fixed_params + self.other_params + self._executed_weights(parts).sum(axis=-1)
+        return self.paper_params(parts) + self.other_params
 
     def _paper_weights(self, parts: np.ndarray) -> np.ndarray:
         parts = np.asarray(parts, dtype=np.int64)
@@ -60,6 +61,7 @@ class CostProfile:
         return n * (m * k2 // parts + m - m // parts)
 
     def _executed_weights(self, parts: np.ndarray) -> np.ndarray:
+        """Weights the fast path multiplies by: the paper's plus the 1×1 zeros on the pattern."""
         parts = np.asarray(parts, dtype=np.int64)
         m, n, k2 = self.in_channels, self.out_channels, self.kernel_area
         return n * (m * k2 // parts + np.where(parts > 1, m, 0))
@@ -75,10 +77,11 @@ def _fixed_layer_macs(module: nn.Module, output: torch.Tensor) -> int:
 
 
 @functools.cache
-def cost_profile(backbone: str, input_size: int, num_classes: int) -> CostProfile:
+def cost_profile(backbone: str, input_size: int, num_classes: int,
+                 in_channels: int) -> CostProfile:
     """Trace the standard network once on the meta device; keep the sizes cost depends on."""
     with torch.device("meta"):
-        model = get_backbone(backbone).build(None, num_classes=num_classes)
+        model = build_model(backbone, None, num_classes, in_channels)
     # Eval mode: the trace is a question of shapes; a training-mode batch norm would reject the
     # batch of one at a 1×1 map with a ValueError before the real size problem shows.
     model.eval()
@@ -97,7 +100,7 @@ def cost_profile(backbone: str, input_size: int, num_classes: int) -> CostProfil
         if isinstance(module, counted):
             module.register_forward_hook(record)
     try:
-        model(torch.empty(1, 3, input_size, input_size, device="meta"))
+        model(torch.empty(1, in_channels, input_size, input_size, device="meta"))
     except (RuntimeError, ValueError) as error:
         raise ConfigError(f"input size {input_size} is too small for {backbone} "
                           f"({error.args[0].splitlines()[0]}); use a larger --input-size") from None

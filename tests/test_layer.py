@@ -159,9 +159,11 @@ def test_backward_matches_reference(cin, cout, part, stride, padding, batch, hei
     if part == 1:
         assert layer.pointwise is None
     else:
-        # The 1×1 branch sees the centre tap of every (n, m), on the pattern too.
-        torch.testing.assert_close(layer.pointwise.grad[:, :, 0, 0], dense_grad[:, :, 1, 1],
-                                   atol=ATOL, rtol=0)
+        # The 1×1 weights sit off the pattern only: row n holds filter n's, channels increasing.
+        off_pattern = torch.stack([
+            torch.stack([dense_grad[n, m, 1, 1] for m in range(cin) if (m - n) % part])
+            for n in range(cout)])
+        torch.testing.assert_close(layer.pointwise.grad, off_pattern, atol=ATOL, rtol=0)
 
 
 @pytest.mark.parametrize(("cin", "cout", "part"), [(4, 8, 4), (6, 12, 3), (16, 16, 8)])
@@ -174,6 +176,38 @@ def test_weight_grad_equals_masked_gradient_loaded_into_fresh_layer(cin, cout, p
     fresh = HetConv2d(cin, cout, 3, part=part).to(DT)
     fresh.load_dense_weight(ref.weight.grad * hetconv_mask(cin, cout, 3, part))
     torch.testing.assert_close(layer.weight.grad, fresh.weight, atol=ATOL, rtol=0)
+    # Each 1×1 weight is one tap of the mask too: its gradient is the reference's, not a sum.
+    torch.testing.assert_close(layer.pointwise.grad, fresh.pointwise, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("kernel", [3, 5])
+@pytest.mark.parametrize("part", [1, 2, 4, 8])
+def test_sgd_steps_train_the_same_weights_as_the_masked_reference(part, kernel, stride, bias,
+                                                                   nesterov):
+    """The paper's layer trains like the masked reference: each tap is one weight, with one
+    gradient, one momentum buffer and one share of weight decay (no duplicated centre taps)."""
+    cin, cout = 8, 16
+    layer = _random_layer(cin, cout, part, stride=stride, bias=bias, kernel=kernel, seed=21)
+    ref = layer.to_masked()  # zero outside the mask, so weight decay keeps it zero there
+    mask = ref.mask
+    optimizers = [torch.optim.SGD(module.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4,
+                                  nesterov=nesterov) for module in (layer, ref)]
+    for step in range(3):  # from the second step on, the momentum buffers count too
+        x = torch.randn(2, cin, 9, 8, dtype=DT, generator=_seeded(22 + step))
+        upstream = torch.randn(layer(x).shape, dtype=DT, generator=_seeded(32 + step))
+        for module, optimizer in zip((layer, ref), optimizers, strict=True):
+            optimizer.zero_grad()
+            (module(x) * upstream).sum().backward()
+            optimizer.step()
+        with torch.no_grad():
+            torch.testing.assert_close(layer.dense_weight(), ref.weight * mask, atol=ATOL,
+                                       rtol=0)
+            assert not torch.any(ref.weight[~mask] != 0)
+            if bias:
+                torch.testing.assert_close(layer.bias, ref.bias, atol=ATOL, rtol=0)
 
 
 # -- 2. the pattern ----------------------------------------------------------------------------
@@ -333,6 +367,22 @@ def test_fold_batchnorm_rejects_mismatched_or_statless_bn():
         fold_batchnorm(layer, nn.BatchNorm2d(8, track_running_stats=False).to(DT))
 
 
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize(("cin", "cout", "part"), SHAPES)
+def test_round_trips_reproduce_the_layer(cin, cout, part, bias):
+    layer = _random_layer(cin, cout, part, bias=bias)
+    again = HetConv2d.from_masked(layer.to_masked())
+    fresh = HetConv2d(cin, cout, 3, part=part, bias=bias).to(DT)
+    fresh.load_dense_weight(layer.dense_weight().detach())
+    if bias:
+        with torch.no_grad():
+            fresh.bias.copy_(layer.bias)
+    for copy in (again, fresh):
+        assert set(dict(copy.named_parameters())) == set(dict(layer.named_parameters()))
+        for name, param in layer.named_parameters():
+            assert torch.equal(dict(copy.named_parameters())[name], param), name
+
+
 @pytest.mark.parametrize(("cin", "cout", "part"), [(4, 8, 4), (6, 12, 3), (4, 4, 2)])
 def test_load_dense_weight_round_trip_and_rejections(cin, cout, part):
     layer = HetConv2d(cin, cout, 3, part=part).to(DT)
@@ -362,6 +412,51 @@ def test_layer_parameters_are_registered(cin, cout, part):
     expected = {"weight", "bias"} | ({"pointwise"} if part > 1 else set())
     assert set(params) == expected
     assert set(layer.state_dict()) == expected
+    assert params["weight"].shape == (cout, cin // part, 3, 3)
+    if part > 1:
+        assert params["pointwise"].shape == (cout, cin - cin // part)
+
+
+# (in, out, K, part): the paper's count N·(M·K²/P + M − M/P), part 1 included.
+COUNT_SHAPES = [(4, 4, 3, 2), (4, 8, 3, 4), (6, 12, 3, 3), (16, 16, 3, 8), (8, 8, 3, 1),
+                (64, 128, 3, 4), (512, 512, 3, 32), (12, 6, 5, 6), (8, 16, 1, 2)]
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize(("cin", "cout", "kernel", "part"), COUNT_SHAPES)
+def test_trainable_parameters_are_the_papers_count(cin, cout, kernel, part, bias):
+    with torch.device("meta"):
+        layer = HetConv2d(cin, cout, kernel, part=part, bias=bias)
+    count = sum(p.numel() for p in layer.parameters() if p.requires_grad)
+    papers = cout * (cin * kernel ** 2 // part + cin - cin // part)
+    assert count == papers + (cout if bias else 0)
+    # One trainable weight per tap of the mask: nothing duplicated, nothing missing.
+    assert count - (cout if bias else 0) == int(hetconv_mask(cin, cout, kernel, part).sum())
+
+
+def test_uniform_vgg16_at_part_4_has_the_papers_5_17_million_parameters():
+    """The paper's figure counts convolution and fully connected weights (5,172,426 here).
+    Batch norm's scales and shifts, trainable too, add 8,448 and tip the total to 5.18 M."""
+    parts = SearchSpace("vgg16").uniform_parts(4)
+    model = build_model("vgg16", [int(p) for p in parts])
+    layers = (HetConv2d, nn.Conv2d, nn.Linear)
+    papers = sum(p.numel() for m in model.modules() if isinstance(m, layers)
+                 for p in m.parameters(recurse=False))
+    batch_norm = sum(p.numel() for m in model.modules() if isinstance(m, nn.BatchNorm2d)
+                     for p in m.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert round(papers / 1e6, 2) == 5.17
+    assert trainable == papers + batch_norm
+    assert round(trainable / 1e6, 2) == 5.18
+
+
+@pytest.mark.parametrize(("cin", "cout", "part"), [(512, 512, 4), (256, 512, 2), (64, 64, 8)])
+def test_init_std_counts_exactly_the_taps_a_filter_reads(cin, cout, part):
+    torch.manual_seed(20)
+    layer = HetConv2d(cin, cout, 3, part=part)
+    fan_in = cin // part * 9 + cin - cin // part
+    for tensor in (layer.weight, layer.pointwise):
+        assert float(tensor.detach().std()) == pytest.approx((2.0 / fan_in) ** 0.5, rel=0.02)
 
 
 @pytest.mark.parametrize(("backbone", "size"),

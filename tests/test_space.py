@@ -16,7 +16,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from hetconv import ConfigError, HetConv2d
 from hetconv.models import BACKBONES, searchable_layers
-from space import SCHEMA, SCHEMA_VERSION, Architecture, SearchSpace
+from space import SCHEMA, SCHEMA_VERSION, Architecture, Normalization, SearchSpace
 
 FAMILIES = ["vgg16", "resnet20", "resnet56", "resnet18", "resnet34", "resnet50"]
 SMALL_INPUT = {"vgg16": 32, "resnet20": 32, "resnet56": 32, "resnet18": 64, "resnet34": 64,
@@ -152,7 +152,7 @@ def test_executed_macs_match_flop_counter_on_real_tensors(backbone):
 
 
 @pytest.mark.parametrize("backbone", FAMILIES)
-def test_executed_exceeds_paper_by_the_duplicated_centre_taps(backbone):
+def test_executed_exceeds_paper_by_the_zero_taps_on_the_pattern(backbone):
     """The fast path's 1×1 branch also runs on the K×K pattern: N·M/P extra MACs per pixel."""
     arch = Architecture.uniform(backbone, 4)
     extra = 0
@@ -246,12 +246,15 @@ def test_json_round_trip(backbone):
 
 
 def _doc(**changes) -> str:
+    """A resnet20 document with top-level keys changed; ``input_<key>`` changes ``input``."""
     data = Architecture.uniform("resnet20", 2).to_dict()
     for key, value in changes.items():
+        target = data["input"] if key.startswith("input_") else data
+        key = key.removeprefix("input_")
         if value is _DROP:
-            del data[key]
+            del target[key]
         else:
-            data[key] = value
+            target[key] = value
     return json.dumps(data)
 
 
@@ -264,7 +267,8 @@ _R20 = searchable_layers("resnet20")
     ("", "JSON"),
     ("[1, 2]", "object"),
     ("null", "object"),
-    (_doc(version=2), "version"),
+    (_doc(version=3), "version"),
+    (_doc(version=1), "schema version 1"),
     (_doc(version="1"), "version"),
     (_doc(version=True), "version"),
     (_doc(version=1.0), "version"),
@@ -278,9 +282,22 @@ _R20 = searchable_layers("resnet20")
     (_doc(parts="2" * 18), "parts"),
     (_doc(parts={"a": 1}), "parts"),
     (_doc(extra=1), "extra"),
-    (_doc(input_size=_DROP), "input_size"),
+    (_doc(input=_DROP), "input"),
+    (_doc(input=[3, 32]), "input"),
+    (_doc(input_size=_DROP), "input"),
     (_doc(input_size=0), "input_size"),
-    (_doc(input_size=True), "input_size"),
+    (_doc(input_size=True), "input.size"),
+    (_doc(input_channels=2.0), "input.channels"),
+    (_doc(input_channels=0), "in_channels"),
+    (_doc(input_mean=[0.5, 0.5, 0.5]), "both"),
+    (_doc(input_mean=[0.5] * 3, input_std=[0.2] * 2), "one mean and one std"),
+    (_doc(input_mean=[0.5] * 3, input_std=[0.2, 0.2, 0.0]), "stds"),
+    (_doc(input_mean=[0.5, True, 0.5], input_std=[0.2] * 3), "means"),
+    (_doc(input_mean=[0.5, 1e300, 0.5], input_std=[0.2] * 3), "means"),
+    (_doc(input_mean=[0.5, "0", 0.5], input_std=[0.2] * 3), "means"),
+    (_doc(class_names=["a"] * 9), "10 strings"),
+    (_doc(class_names=[1] * 10), "10 strings"),
+    (_doc(class_names="abcdefghij"), "class_names"),
     (_doc(num_classes=-1), "num_classes"),
     (_doc(num_classes=2.5), "num_classes"),
 ])
@@ -301,6 +318,20 @@ def test_from_json_rejects_bad_part_naming_the_layer(index, bad):
     assert f"layer {index} " in message
     assert layer.name in message
     assert str(list(layer.allowed_parts)) in message
+
+
+def test_json_round_trip_keeps_normalisation_and_class_names():
+    arch = Architecture.uniform("resnet20", 4, 8, 3, 1).trained_on(
+        Normalization((0.25,), (0.5,)), ["left", "right", "up"])
+    again = Architecture.from_json(arch.to_json())
+    assert again == arch and again.normalization == Normalization((0.25,), (0.5,))
+    assert again.class_names == ("left", "right", "up") and again.in_channels == 1
+    model = again.build()
+    x = torch.rand(2, 1, 8, 8)
+    torch.testing.assert_close(model.normalize(x), (x - 0.25) / 0.5)
+    stem = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    assert stem.in_channels == 1 and model.fc.out_features == 3
+    assert arch != Architecture.uniform("resnet20", 4, 8, 3, 1)  # the statistics count
 
 
 def test_architecture_rejects_part_above_the_cap():

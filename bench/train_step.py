@@ -1,0 +1,191 @@
+"""Training-step speed of whole HetConv networks with the layer before and after a change.
+
+Why this exists: a change to :class:`hetconv.layer.HetConv2d` (such as training the paper's exact
+layer, whose 1×1 kernel is materialised from compact weights on every call) must not slow
+training down unnoticed. For uniform VGG-16 and ResNet-20 at each part this times one training
+step (forward, backward, SGD with momentum and weight decay) with the layer of the working tree
+("after") and with the layer of a git revision ("before"), side by side.
+
+The "before" layer is read at run time with ``git show REV:hetconv/layer.py``, so no copy of old
+code is kept. ``--before`` defaults to ``HEAD`` while the working tree's ``hetconv/layer.py``
+differs from it, and otherwise to the parent of the last commit that changed that file (the layer
+as it was before its latest change). Each network is built once; the "before" network is a copy
+whose every HetConv layer is replaced by the old class's layer with the same function (through
+the dense kernel), checked on one batch before timing.
+
+Every variant is timed in the same interleaved rounds, order shuffled each round, with contended
+rounds re-run (``layer_speed.time_interleaved``, as ``network_speed.py`` does); medians reported.
+On a shared 2-core CPU one step varies by about ±10 % from run to run, so differences of a few
+per cent between before and after are noise; the defaults (15 rounds) take about two minutes.
+
+Run from the repository root::
+
+    python bench/train_step.py                       # VGG-16 and ResNet-20, P 2 4 8, batch 64
+    python bench/train_step.py --before 3a38838      # against the layer of a given revision
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import subprocess
+import sys
+import time
+import types
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from layer_speed import CpuMeter, Gate, _load, steady_malloc, time_interleaved
+from torch import nn
+from torch.utils.benchmark.utils.common import set_torch_threads
+
+from hetconv.layer import HetConv2d
+from hetconv.layout import replace_submodule
+from hetconv.models import build_model, searchable_layers
+
+ROOT = Path(__file__).resolve().parent.parent
+LAYER_PATH = "hetconv/layer.py"
+BACKBONES = ("vgg16", "resnet20")
+INPUT_SIZE = 32
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=ROOT, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def default_before() -> str:
+    """``HEAD`` while the layer has uncommitted changes, else the parent of its last change."""
+    changed = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", LAYER_PATH],
+                             cwd=ROOT).returncode != 0
+    return "HEAD" if changed else _git("log", "-n1", "--format=%H", "--", LAYER_PATH) + "^"
+
+
+def load_layer_module(rev: str) -> types.ModuleType:
+    """``hetconv/layer.py`` as of ``rev``, imported as a module of its own."""
+    source = _git("show", f"{rev}:{LAYER_PATH}")
+    name = "hetconv_layer_before"
+    module = types.ModuleType(name)
+    sys.modules[name] = module  # as an import would: dataclasses and pickle look classes up there
+    exec(compile(source, f"{rev}:{LAYER_PATH}", "exec"), module.__dict__)
+    return module
+
+
+def with_layer_class(model: nn.Module, layer_class: type[nn.Module]) -> nn.Module:
+    """A copy of ``model`` whose HetConv layers are ``layer_class`` layers, same function."""
+    model = copy.deepcopy(model)
+    for name, layer in list(model.named_modules()):
+        if not isinstance(layer, HetConv2d):
+            continue
+        other = layer_class(layer.in_channels, layer.out_channels, layer.kernel_size,
+                            layer.stride, layer.padding, layer.part, layer.bias is not None)
+        other = other.to(device=layer.weight.device, dtype=layer.weight.dtype)
+        with torch.no_grad():
+            other.load_dense_weight(layer.dense_weight())
+            if layer.bias is not None:
+                other.bias.copy_(layer.bias)
+        replace_submodule(model, name, other)
+    return model
+
+
+def trainable(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def training_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
+    """One SGD step with the CIFAR recipe's momentum and weight decay."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+
+    return step
+
+
+def variants(old_class: type[nn.Module], parts: list[int], batch: int,
+             device: torch.device) -> tuple[dict[str, Callable[[], None]], dict[str, int]]:
+    """Steps named ``BACKBONE/P/before`` and ``.../after``, and each one's trainable count."""
+    steps, params = {}, {}
+    x = torch.randn(batch, 3, INPUT_SIZE, INPUT_SIZE, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
+    for backbone in BACKBONES:
+        for part in parts:
+            torch.manual_seed(part)
+            after = build_model(backbone, [part] * len(searchable_layers(backbone))).to(device)
+            before = with_layer_class(after, old_class)
+            with torch.no_grad():
+                torch.testing.assert_close(before.eval()(x), after.eval()(x), rtol=1e-4,
+                                           atol=1e-4)
+            for label, model in (("before", before), ("after", after)):
+                key = f"{backbone}/{part}/{label}"
+                steps[key] = training_step(model.train(), x, y)
+                params[key] = trainable(model)
+    return steps, params
+
+
+def table(ms: dict[str, float], params: dict[str, int], parts: list[int]) -> str:
+    lines = ["| network | P | ms/step before | ms/step after | after/before "
+             "| trainable params before | trainable params after |",
+             "|---|--:|--:|--:|--:|--:|--:|"]
+    for backbone in BACKBONES:
+        for part in parts:
+            before, after = f"{backbone}/{part}/before", f"{backbone}/{part}/after"
+            lines.append(f"| {backbone} | {part} | {ms[before]:.1f} | {ms[after]:.1f} "
+                         f"| {ms[after] / ms[before]:.3f} | {params[before]:,} "
+                         f"| {params[after]:,} |")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--before", default=None, metavar="REV",
+                        help="git revision whose hetconv/layer.py is 'before' (default: HEAD "
+                             "when the working tree's layer differs from it, else the parent "
+                             "of the layer's last change)")
+    parser.add_argument("--parts", type=int, nargs="+", default=[2, 4, 8])
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=15, help="interleaved rounds (median)")
+    parser.add_argument("--min-sample", type=float, default=0.05,
+                        help="seconds of back-to-back steps per sample")
+    parser.add_argument("--max-busy", type=float, default=0.3,
+                        help="cores other processes may keep busy during a kept round")
+    parser.add_argument("--patience", type=float, default=120.0,
+                        help="seconds to wait for quiet rounds before keeping noisy ones")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default="cpu")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    rev = args.before or default_before()
+    old_class = load_layer_module(rev).HetConv2d
+    steady_malloc()
+    device = torch.device(args.device)
+    threads = args.threads or torch.get_num_threads()
+    parts = sorted(set(args.parts))
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" \
+        else f"cpu, {threads} threads of {os.cpu_count()} cores"
+    print(f"# train_step: before = {LAYER_PATH} at {rev} ({_git('rev-parse', '--short', rev)}), "
+          f"after = working tree; batch {args.batch}, {INPUT_SIZE}x{INPUT_SIZE}, fp32, "
+          f"torch {torch.__version__}, {where}, {args.repeats} interleaved rounds (median)")
+    print(f"# load average at start: {_load()}")
+    started, meter = time.perf_counter(), CpuMeter()
+    with set_torch_threads(threads):
+        steps, params = variants(old_class, parts, args.batch, device)
+        timing = time_interleaved(steps, device, 1, args.repeats, args.min_sample,
+                                  Gate(args.max_busy, args.patience))
+    ms = {name: seconds * 1e3 for name, seconds in timing.median_s.items()}
+    print("\n" + table(ms, params, parts))
+    busy = meter.other_cores()
+    print(f"\n({timing.describe()})\n# load average at end: {_load()}; other processes kept "
+          f"{'n/a' if busy is None else f'{busy:.2f}'} cores busy on average; "
+          f"wall time {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
