@@ -1,14 +1,12 @@
-"""Per-batch augmentation and normalisation, on whatever device the batch is on.
+"""Per-batch augmentation and scaling, on whatever device the batch is on.
 
-The data stay ``uint8`` in memory; each batch is cropped, mirrored and normalised where it is
-trained, in a few tensor operations over the whole batch (no per-image Python loop). The random
-draws come from a caller-owned :class:`torch.Generator`, so a seeded run, and a resumed one, see
-the same augmentations.
+The data stay ``uint8`` in memory; each batch is cropped, mirrored and scaled to ``[0, 1]``
+where it is trained, in a few tensor operations over the whole batch (no per-image Python loop).
+The networks normalise their input themselves. The random draws come from a caller-owned
+:class:`torch.Generator`, so a seeded run, and a resumed one, see the same augmentations.
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -43,11 +41,11 @@ def random_crop_flip(images: torch.Tensor, generator: torch.Generator, padding: 
     return padded.gather(2, rows).gather(3, cols)
 
 
-def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float],
-              dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """``(x - mean) / std`` per channel; ``uint8`` input is first read on the 0..1 scale."""
-    scale = 255.0 if images.dtype == torch.uint8 else 1.0
-    shape = (1, -1, 1, 1)
-    mean_t = torch.tensor(mean, dtype=dtype, device=images.device).view(shape) * scale
-    std_t = torch.tensor(std, dtype=dtype, device=images.device).view(shape) * scale
-    return images.to(dtype, copy=True).sub_(mean_t).div_(std_t)
+def unit_range(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Images as ``dtype`` in ``[0, 1]``: ``uint8`` is divided by 255, floats are copied.
+
+    What every network built here takes: it normalises by its training statistics itself.
+    """
+    if images.dtype == torch.uint8:
+        return images.to(dtype).div_(255.0)
+    return images.to(dtype, copy=True)

@@ -1,9 +1,10 @@
-"""Data sets (digits, CIFAR python batches, image folders) and per-batch augmentation."""
+"""Data sets (digits, CIFAR python batches, image folders, Fashion-MNIST) and augmentation."""
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import gzip
 import hashlib
 import io
 import os
@@ -11,6 +12,8 @@ import pickle
 import struct
 import tarfile
 import urllib.error
+import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +23,17 @@ from sklearn.datasets import load_digits
 
 from hetconv import ConfigError
 from search import data as data_module
-from search.augment import crop_padding, normalize, random_crop_flip
-from search.data import DATASETS, check_dataset, load_dataset
+from search.augment import crop_padding, random_crop_flip, unit_range
+from search.data import DATASETS, DatasetInfo, check_dataset, load_dataset
+from tests.datasets import (
+    CIFAR100_NAMES,
+    fashion_mnist_source,
+    write_cifar,
+    write_fashion_mnist,
+    write_idx,
+    write_imagefolder,
+    write_pickle,
+)
 
 # -- digits ---------------------------------------------------------------------------------
 
@@ -39,22 +51,23 @@ def _rows(x: torch.Tensor, y: torch.Tensor) -> collections.Counter:
 
 def test_digits_are_the_real_images_partitioned(digits8):
     d = digits8
-    assert (d.name, d.num_classes, d.input_size, d.hflip) == ("digits", 10, 8, False)
+    assert (d.name, d.num_classes, d.input_size, d.hflip, d.channels) == \
+        ("digits", 10, 8, False, 1)
+    assert d.class_names == tuple("0123456789")
     assert sum(d.sizes) == 1797
     for x, y in ((d.train_x, d.train_y), (d.val_x, d.val_y), (d.test_x, d.test_y)):
-        assert x.dtype == torch.uint8 and x.shape[1:] == (3, 8, 8) and x.is_contiguous()
+        assert x.dtype == torch.uint8 and x.shape[1:] == (1, 8, 8) and x.is_contiguous()
         assert y.dtype == torch.int64 and len(y) == len(x)
         assert set(y.tolist()) == set(range(10))  # stratified: every class in every split
-        assert torch.equal(x[:, 0], x[:, 1]) and torch.equal(x[:, 0], x[:, 2])
     bunch = load_digits()
     expected = torch.from_numpy(np.round(bunch.images * 255 / 16).astype(np.uint8))
-    everything = _rows(expected.unsqueeze(1).expand(-1, 3, -1, -1), torch.from_numpy(bunch.target))
+    everything = _rows(expected.unsqueeze(1), torch.from_numpy(bunch.target))
     got = _rows(d.train_x, d.train_y) + _rows(d.val_x, d.val_y) + _rows(d.test_x, d.test_y)
     assert got == everything  # each real image lands in exactly one split
     assert len(d.test_y) == pytest.approx(0.2 * 1797, abs=10)
     assert len(d.val_y) == pytest.approx(0.1 * (1797 - len(d.test_y)), abs=10)
     mean = d.train_x.double().mean().item() / 255
-    assert d.mean == pytest.approx((mean,) * 3)
+    assert d.mean == pytest.approx((mean,)) and len(d.std) == 1
     assert 0.1 < d.std[0] < 0.5
 
 
@@ -71,12 +84,12 @@ def test_digits_splits_depend_on_seed_but_test_is_fixed(digits8):
 
 def test_digits_resize_keeps_the_picture():
     d = load_dataset("digits", 32, val_fraction=0.2)
-    assert d.train_x.shape[1:] == (3, 32, 32)
+    assert d.train_x.shape[1:] == (1, 32, 32)
     small = load_dataset("digits", 8, val_fraction=0.2)
     assert torch.equal(d.test_y, small.test_y)
     # Averaging the upsampled image back to 8x8 gives about the original (bilinear blurs a bit).
-    pooled = torch.nn.functional.avg_pool2d(d.test_x[:, :1].float(), 4).flatten()
-    assert torch.corrcoef(torch.stack([pooled, small.test_x[:, :1].float().flatten()]))[0, 1] > 0.95
+    pooled = torch.nn.functional.avg_pool2d(d.test_x.float(), 4).flatten()
+    assert torch.corrcoef(torch.stack([pooled, small.test_x.float().flatten()]))[0, 1] > 0.95
     brightness = d.test_x.float().mean().item()
     assert brightness == pytest.approx(small.test_x.float().mean().item(), rel=0.05)
     assert abs(len(d.val_y) - 0.2 * (1797 - len(d.test_y))) < 10
@@ -107,71 +120,43 @@ def test_bad_arguments_are_config_errors(kwargs, message):
 
 
 def test_check_dataset_names():
-    assert DATASETS == ("digits", "cifar10", "cifar100", "imagefolder")
-    check_dataset("digits", None)
+    assert DATASETS == ("digits", "cifar10", "cifar100", "imagefolder", "fashion-mnist")
+    assert check_dataset("digits", None) == DatasetInfo("digits", 1, 10, tuple("0123456789"))
     with pytest.raises(ConfigError, match="unknown dataset 'svhn'"):
         check_dataset("svhn", None)
 
 
+# -- every kind: the facts told up front are the facts loaded ----------------------------------
+
+
+@pytest.mark.parametrize("name", DATASETS)
+def test_dataset_info_matches_what_loads(tmp_path, name):
+    data_dir: Path | None = tmp_path
+    if name == "digits":
+        data_dir = None
+    elif name == "imagefolder":
+        write_imagefolder(tmp_path, classes=4, per_class=10)
+    elif name == "fashion-mnist":
+        write_fashion_mnist(tmp_path, train=200, test=50)
+    else:
+        write_cifar(tmp_path, name, per_batch=600 if name == "cifar100" else 20)
+    info = check_dataset(name, data_dir, download=False)
+    d = load_dataset(name, 16, data_dir, download=False)
+    assert d.info == info and info.name == name
+    assert info.channels == d.channels == d.train_x.shape[1] == len(d.mean) == len(d.std)
+    assert info.num_classes == d.num_classes == len(info.class_names)
+    assert int(d.train_y.max()) < info.num_classes
+    expected = {"digits": (1, tuple("0123456789")),
+                "cifar10": (3, ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
+                                "horse", "ship", "truck")),
+                "cifar100": (3, tuple(CIFAR100_NAMES)),
+                "imagefolder": (3, ("class_0", "class_1", "class_2", "class_3")),
+                "fashion-mnist": (1, ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                      "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"))}
+    assert (info.channels, info.class_names) == expected[name]
+
+
 # -- CIFAR python batches ----------------------------------------------------------------------
-
-
-def _py2_pickle(obj) -> bytes:
-    """The bytes Python 2's cPickle (protocol 2) wrote for the official CIFAR batches.
-
-    Python 2 ``str`` are SHORT_BINSTRING / BINSTRING, which Python 3 reads as bytes only with
-    ``encoding="bytes"``; arrays go through ``numpy.core.multiarray._reconstruct``.
-    """
-    def enc(value) -> bytes:
-        if isinstance(value, bytes):
-            if len(value) < 256:
-                return b"U" + bytes([len(value)]) + value
-            return b"T" + struct.pack("<i", len(value)) + value
-        if isinstance(value, bool):
-            return b"\x88" if value else b"\x89"
-        if isinstance(value, int):
-            if 0 <= value < 256:
-                return b"K" + bytes([value])
-            return b"J" + struct.pack("<i", value)
-        if isinstance(value, list):
-            return b"]" + (b"(" + b"".join(map(enc, value)) + b"e" if value else b"")
-        if isinstance(value, dict):
-            return b"}(" + b"".join(enc(k) + enc(v) for k, v in value.items()) + b"u"
-        if isinstance(value, np.ndarray):
-            assert value.dtype == np.uint8 and value.ndim == 2
-            dtype = (b"cnumpy\ndtype\n" + enc(b"u1") + enc(0) + enc(1) + b"\x87R(" + enc(3)
-                     + enc(b"|") + b"NNN" + enc(-1) + enc(-1) + enc(0) + b"tb")
-            return (b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n" + enc(0)
-                    + b"\x85" + enc(b"b") + b"\x87R(" + enc(1) + enc(value.shape[0])
-                    + enc(value.shape[1]) + b"\x86" + dtype + enc(False)
-                    + enc(value.tobytes()) + b"tb")
-        raise TypeError(type(value))
-
-    return b"\x80\x02" + enc(obj) + b"."
-
-
-def _batch(rng: np.random.Generator, labels: list[int], label_key: bytes) -> dict:
-    data = rng.integers(0, 256, size=(len(labels), 3072), dtype=np.uint8)
-    return {b"batch_label": b"synthetic batch", label_key: labels, b"data": data,
-            b"filenames": [b"img_%d.png" % i for i in range(len(labels))]}
-
-
-def _write(path: Path, batch: dict, fmt: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "py2":
-        path.write_bytes(_py2_pickle(batch))
-    else:  # a Python 3 re-save: protocol 2 (bytes via _codecs.encode), 4 or 5 (_frombuffer)
-        path.write_bytes(pickle.dumps(batch, protocol=int(fmt)))
-
-
-def _write_cifar10(root: Path, fmt: str = "py2", per_batch: int = 20) -> dict[str, dict]:
-    rng = np.random.default_rng(7)
-    batches = {}
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        labels = [int(v) for v in rng.permutation(np.arange(per_batch) % 10)]
-        batches[name] = _batch(rng, labels, b"labels")
-        _write(root / "cifar-10-batches-py" / name, batches[name], fmt)
-    return batches
 
 
 def _images(batch: dict) -> torch.Tensor:
@@ -180,11 +165,11 @@ def _images(batch: dict) -> torch.Tensor:
 
 @pytest.mark.parametrize("fmt", ["py2", "2", "4", "5"])
 def test_cifar10_reads_the_official_layout(tmp_path, fmt):
-    batches = _write_cifar10(tmp_path, fmt)
-    check_dataset("cifar10", tmp_path, download=False)
+    batches = write_cifar(tmp_path, fmt=fmt)
+    assert check_dataset("cifar10", tmp_path, download=False).num_classes == 10
     d = load_dataset("cifar10", 32, tmp_path, download=False)
-    assert (d.name, d.num_classes, d.input_size, d.hflip, d.sizes) == \
-        ("cifar10", 10, 32, True, (90, 10, 20))
+    assert (d.name, d.num_classes, d.input_size, d.hflip, d.sizes, d.channels) == \
+        ("cifar10", 10, 32, True, (90, 10, 20), 3)
     assert torch.equal(d.test_x, _images(batches["test_batch"]))
     assert d.test_y.tolist() == batches["test_batch"][b"labels"]
     train = [batches[f"data_batch_{i}"] for i in range(1, 6)]
@@ -196,25 +181,33 @@ def test_cifar10_reads_the_official_layout(tmp_path, fmt):
 
 
 def test_cifar_val_split_follows_seed_and_resizes(tmp_path):
-    _write_cifar10(tmp_path)
+    write_cifar(tmp_path)
     a = load_dataset("cifar10", 16, tmp_path, seed=0, download=False)
     b = load_dataset("cifar10", 16, tmp_path, seed=5, download=False)
     assert a.train_x.shape[1:] == (3, 16, 16) and a.train_x.dtype == torch.uint8
     assert torch.equal(a.test_x, b.test_x) and not torch.equal(a.val_x, b.val_x)
 
 
-def test_cifar100_uses_fine_labels(tmp_path):
-    rng = np.random.default_rng(0)
-    folder = tmp_path / "cifar-100-python"
-    for name, per_class in (("train", 5), ("test", 1)):
-        fine = [int(v) for v in rng.permutation(np.repeat(np.arange(100), per_class))]
-        batch = _batch(rng, fine, b"fine_labels")
-        batch[b"coarse_labels"] = [v // 5 for v in fine]
-        _write(folder / name, batch, "py2")
-    d = load_dataset("cifar100", 32, tmp_path, val_fraction=0.2, download=False)
-    assert (d.num_classes, d.sizes) == (100, (400, 100, 100))
+def test_cifar100_uses_fine_labels_and_meta_names(tmp_path):
+    batches = write_cifar(tmp_path, "cifar100", per_batch=600)
+    d = load_dataset("cifar100", 32, tmp_path, download=False)
+    assert (d.num_classes, d.sizes) == (100, (500, 100, 600))
     assert set(d.val_y.tolist()) == set(range(100))
-    assert d.test_y.tolist() == fine
+    assert d.test_y.tolist() == batches["test"][b"fine_labels"]
+    assert d.class_names == tuple(CIFAR100_NAMES)
+    (tmp_path / "cifar-100-python" / "meta").unlink()  # names unknown, the data still load
+    assert check_dataset("cifar100", tmp_path).class_names is None
+    assert load_dataset("cifar100", 8, tmp_path, download=False).class_names is None
+
+
+def test_cifar100_damaged_meta_is_a_config_error(tmp_path):
+    write_cifar(tmp_path, "cifar100", per_batch=600)
+    write_pickle(tmp_path / "cifar-100-python" / "meta", {b"fine_label_names": [b"a", b"b"]})
+    for call in (lambda: check_dataset("cifar100", tmp_path),
+                 lambda: load_dataset("cifar100", 8, tmp_path, download=False)):
+        with pytest.raises(ConfigError, match=r"meta is not a cifar100 python file \(needs 100 "
+                                              r"'fine_label_names'\); replace it"):
+            call()
 
 
 class _Exploit:
@@ -228,7 +221,7 @@ class _Exploit:
 @pytest.mark.parametrize("protocol", [2, 4])
 def test_forbidden_global_is_refused_without_running(tmp_path, protocol):
     marker = tmp_path / "pwned"
-    _write_cifar10(tmp_path)
+    write_cifar(tmp_path)
     batch_file = tmp_path / "cifar-10-batches-py" / "data_batch_3"
     batch_file.write_bytes(pickle.dumps({b"data": _Exploit(marker)}, protocol=protocol))
     with pytest.raises(ConfigError, match=r"data_batch_3: refusing to unpickle (posix|os)\.system"):
@@ -237,42 +230,53 @@ def test_forbidden_global_is_refused_without_running(tmp_path, protocol):
 
 
 def test_hand_written_reduce_to_builtins_is_refused(tmp_path):
-    _write_cifar10(tmp_path)
+    write_cifar(tmp_path)
     batch_file = tmp_path / "cifar-10-batches-py" / "test_batch"
     batch_file.write_bytes(b"\x80\x02cbuiltins\neval\nU\x031+1\x85R.")
     with pytest.raises(ConfigError, match=r"refusing to unpickle builtins\.eval"):
         load_dataset("cifar10", 32, tmp_path, download=False)
 
 
-@pytest.mark.parametrize("damage, message", [
-    ("truncate", "cannot unpickle"),
-    ("text", "not a pickle"),
-    ("list", "holds a list, not a dict"),
-    ("shape", r"needs 'data' as uint8 \(N, 3072\)"),
-    ("labels", "needs 20 'labels' in 0..9"),
-    ("missing", "data_batch_2 is missing; download https://www.cs.toronto.edu"),
+@pytest.mark.parametrize("damage, message, checked", [
+    ("truncate", r"data_batch_2 is truncated \(it does not end like a complete pickle\)", True),
+    ("truncate-last-byte", "is truncated", True),
+    ("empty", r"not a cifar10 python file \(not a pickle\)", True),
+    ("corrupt", "cannot unpickle: UnpicklingError", False),
+    ("text", "not a pickle", True),
+    ("list", "holds a list, not a dict", False),
+    ("shape", r"needs 'data' as uint8 \(N, 3072\)", False),
+    ("labels", "needs 20 'labels' in 0..9", False),
+    ("missing", "data_batch_2 is missing; download https://www.cs.toronto.edu", True),
 ])
-def test_damaged_cifar_files_are_config_errors(tmp_path, damage, message):
-    batches = _write_cifar10(tmp_path)
+def test_damaged_cifar_files_are_config_errors(tmp_path, damage, message, checked):
+    batches = write_cifar(tmp_path)
     path = tmp_path / "cifar-10-batches-py" / "data_batch_2"
     batch = batches["data_batch_2"]
     if damage == "truncate":
         path.write_bytes(path.read_bytes()[:5000])
+    elif damage == "truncate-last-byte":
+        path.write_bytes(path.read_bytes()[:-1])
+    elif damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "corrupt":  # starts and ends like a pickle, garbage between
+        path.write_bytes(b"\x80\x02" + b"\xff" * 100 + b".")
     elif damage == "text":
         path.write_text("not a pickle at all")
     elif damage == "list":
         path.write_bytes(pickle.dumps([1, 2, 3], protocol=2))
     elif damage == "shape":
-        _write(path, batch | {b"data": batch[b"data"][:, :100].copy()}, "py2")
+        write_pickle(path, batch | {b"data": batch[b"data"][:, :100].copy()})
     elif damage == "labels":
-        _write(path, batch | {b"labels": [11] * 20}, "py2")
+        write_pickle(path, batch | {b"labels": [11] * 20})
     else:
         path.unlink()
     with pytest.raises(ConfigError, match=message):
         load_dataset("cifar10", 32, tmp_path, download=False)
-    if damage in ("text", "missing"):
+    if checked:  # caught up front from the file's first and last byte
         with pytest.raises(ConfigError, match=message):
             check_dataset("cifar10", tmp_path)
+    else:
+        check_dataset("cifar10", tmp_path)
 
 
 def test_missing_cifar_without_download_says_where_to_put_it(tmp_path):
@@ -297,7 +301,8 @@ def test_offline_download_is_a_config_error(tmp_path, monkeypatch):
 
     monkeypatch.setattr(data_module.urllib.request, "urlopen", offline)
     root = tmp_path / "data"
-    with pytest.raises(ConfigError, match=r"download failed \(<urlopen error no network>\); "
+    with pytest.raises(ConfigError, match=r"the files are missing and the download failed "
+                                          r"\(<urlopen error no network>\); "
                                           r"download .*cifar-100-python\.tar\.gz"):
         load_dataset("cifar100", 32, root)
     assert list(root.iterdir()) == []  # no partial download left behind
@@ -319,7 +324,7 @@ def _use_md5(monkeypatch, md5: str) -> None:
 
 def test_downloaded_tarball_is_checked_and_extracted(tmp_path, monkeypatch):
     source = tmp_path / "source"
-    batches = _write_cifar10(source)
+    batches = write_cifar(source)
     files = {f"cifar-10-batches-py/{p.name}": p.read_bytes()
              for p in (source / "cifar-10-batches-py").iterdir()}
     tarball = tmp_path / "cifar-10-python.tar.gz"
@@ -371,32 +376,33 @@ def test_tarball_symlink_is_refused(tmp_path, monkeypatch):
         load_dataset("cifar10", 32, root, download=False)
 
 
+def test_cifar_writer_gives_every_split_a_class_it_can(tmp_path):
+    write_cifar(tmp_path, "cifar100", per_batch=60)  # too few for 100 classes: uses 10
+    d = load_dataset("cifar100", 8, tmp_path, download=False)
+    assert d.num_classes == 100 and d.sizes == (50, 10, 60)
+    assert set(d.val_y.tolist()) == set(range(10))
+
+
 # -- image folders ------------------------------------------------------------------------------
 
 _COLOURS = {"b_red": (220, 30, 30), "a_green": (30, 200, 40), "c_blue": (20, 40, 230)}
 
 
-def _write_folder(root: Path, split: str, per_class: int, classes=_COLOURS, size=(12, 10)):
-    from PIL import Image
-
-    for name, colour in classes.items():
-        folder = root / split / name
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            pixels = np.full((size[1], size[0], 3), colour, dtype=np.uint8)
-            pixels[0, 0] = i  # distinct images
-            suffix = ".png" if i % 2 else ".jpg"
-            Image.fromarray(pixels).save(folder / f"{i}{suffix}", quality=100)
+def _write_folder(root: Path, split: str, per_class: int, classes=_COLOURS) -> None:
+    """Both decoders: even images JPEG, odd ones PNG, 12 wide and 10 high."""
+    write_imagefolder(root, classes, per_class, (12, 10), split, suffixes=(".jpg", ".png"))
 
 
 def test_imagefolder_splits_train_when_val_and_test_are_absent(tmp_path):
     _write_folder(tmp_path, "train", 10)
     (tmp_path / "train" / "a_green" / "notes.txt").write_text("ignored")
-    check_dataset("imagefolder", tmp_path)
+    info = check_dataset("imagefolder", tmp_path)
+    assert info == DatasetInfo("imagefolder", 3, 3, ("a_green", "b_red", "c_blue"))
     d = load_dataset("imagefolder", 8, tmp_path)
     assert (d.name, d.num_classes, d.input_size, d.hflip, d.sizes) == \
         ("imagefolder", 3, 8, True, (21, 3, 6))
     assert d.train_x.shape[1:] == (3, 8, 8) and d.train_x.dtype == torch.uint8
+    assert d.info == info
     for label, name in enumerate(sorted(_COLOURS)):  # classes sorted by name
         centre = d.train_x[d.train_y == label][:, :, 4, 4].float().mean(0)
         assert centre.tolist() == pytest.approx(_COLOURS[name], abs=6)
@@ -411,6 +417,17 @@ def test_imagefolder_uses_given_val_and_test(tmp_path):
     d = load_dataset("imagefolder", 6, tmp_path)
     assert d.sizes == (12, 2, 9)
     assert d.val_y.tolist() == [2, 2] and d.test_y.tolist() == [0] * 3 + [1] * 3 + [2] * 3
+
+
+def test_imagefolder_grayscale_images_become_rgb(tmp_path):
+    from PIL import Image
+
+    _write_folder(tmp_path, "train", 3)
+    Image.new("L", (5, 5), 77).save(tmp_path / "train" / "a_green" / "gray.png")
+    d = load_dataset("imagefolder", 4, tmp_path, val_fraction=0.3)
+    assert d.channels == 3 and check_dataset("imagefolder", tmp_path).channels == 3
+    everything = torch.cat([d.train_x, d.val_x, d.test_x])
+    assert (everything == 77).all(dim=(1, 2, 3)).sum() == 1  # the gray one, in all 3 channels
 
 
 @pytest.mark.parametrize("layout, message", [
@@ -438,11 +455,339 @@ def test_imagefolder_layout_errors(tmp_path, layout, message):
             call()
 
 
-def test_imagefolder_corrupt_image_is_named(tmp_path):
+def _png_header_only(path: Path, width: int, height: int) -> None:
+    """A PNG that declares ``width``×``height`` but holds no pixels: a bomb's header."""
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return (struct.pack(">I", len(payload)) + kind + payload
+                + struct.pack(">I", zlib.crc32(kind + payload)))
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1-bit grayscale
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                     + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("damage, message, checked", [
+    ("text-as-png", r"cannot read image .*damaged\.png \(cannot identify image file", True),
+    ("garbage-png", r"cannot read image .*damaged\.png", True),
+    ("truncated-png", r"cannot read image .*damaged\.png \(image file is truncated\)", False),
+    ("truncated-jpeg", r"cannot read image .*damaged\.jpg \(image file is truncated", False),
+    ("72-megapixels", r"damaged\.png is 8500×8500 pixels, over the limit of 64 megapixels "
+                      r"\(a decompression bomb", True),
+    ("100-megapixels", r"damaged\.png is 10000×10000 pixels, over the limit", True),
+    ("400-megapixels", r"damaged\.png is too large to decode \(Image size \(400000000 pixels\)",
+     True),
+])
+def test_imagefolder_damaged_images_are_named(tmp_path, damage, message, checked):
+    from PIL import Image
+
     _write_folder(tmp_path, "train", 3)
-    (tmp_path / "train" / "b_red" / "broken.png").write_bytes(b"\x89PNG garbage")
-    with pytest.raises(ConfigError, match=r"cannot read image .*broken\.png"):
-        load_dataset("imagefolder", 8, tmp_path)
+    folder = tmp_path / "train" / "b_red"
+    target = folder / ("damaged.jpg" if damage == "truncated-jpeg" else "damaged.png")
+    noise = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    if damage == "text-as-png":
+        target.write_text("these are my notes, not a picture")
+    elif damage == "garbage-png":
+        target.write_bytes(b"\x89PNG garbage")
+    elif damage.startswith("truncated"):
+        buffer = io.BytesIO()
+        Image.fromarray(noise).save(buffer, "PNG" if target.suffix == ".png" else "JPEG")
+        target.write_bytes(buffer.getvalue()[:len(buffer.getvalue()) // 2])
+        with Image.open(target) as image:  # the header reads fine: only decoding fails
+            assert image.size == (40, 40)
+    else:
+        side = {"72-megapixels": 8500, "100-megapixels": 10000, "400-megapixels": 20000}[damage]
+        _png_header_only(target, side, side)
+    pil_limit = Image.MAX_IMAGE_PIXELS
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ConfigError, match=message):
+            load_dataset("imagefolder", 8, tmp_path)
+        if checked:  # the header alone tells
+            with pytest.raises(ConfigError, match=message):
+                check_dataset("imagefolder", tmp_path)
+        else:
+            check_dataset("imagefolder", tmp_path)
+    assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
+    assert pil_limit == Image.MAX_IMAGE_PIXELS  # Pillow's global setting left alone
+
+
+# -- Fashion-MNIST --------------------------------------------------------------------------------
+
+_FASHION_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                  "t10k-labels-idx1-ubyte")
+
+
+@pytest.fixture(scope="module")
+def fashion(tmp_path_factory) -> tuple[Path, dict[str, np.ndarray]]:
+    """The first 300 training and 100 test images of the real files, gzipped."""
+    root = tmp_path_factory.mktemp("fashion")
+    return root, write_fashion_mnist(root, train=300, test=100)
+
+
+def test_fashion_mnist_subset_is_padded_to_32(fashion):
+    root, written = fashion
+    d = load_dataset("fashion-mnist", 32, root, download=False)
+    assert (d.name, d.num_classes, d.input_size, d.hflip, d.channels) == \
+        ("fashion-mnist", 10, 32, True, 1)
+    assert d.class_names[0] == "T-shirt/top" and d.class_names[9] == "Ankle boot"
+    assert d.info == check_dataset("fashion-mnist", root, download=False)
+    for x in (d.train_x, d.val_x, d.test_x):
+        assert x.dtype == torch.uint8 and x.shape[1:] == (1, 32, 32)
+        frame = torch.ones(32, 32, dtype=torch.bool)
+        frame[2:30, 2:30] = False
+        assert not x[:, 0, frame].any()  # a 2-pixel zero frame around every picture
+    # The test split is the t10k images exactly, in order, pixels untouched.
+    test_images = torch.from_numpy(written["t10k-images-idx3-ubyte"])
+    assert torch.equal(d.test_x[:, 0, 2:30, 2:30], test_images)
+    assert d.test_y.tolist() == written["t10k-labels-idx1-ubyte"].tolist()
+    train_labels = collections.Counter(written["train-labels-idx1-ubyte"].tolist())
+    assert len(train_labels) == 10  # the first 300 hold every class
+    assert collections.Counter(d.train_y.tolist() + d.val_y.tolist()) == train_labels
+    assert d.sizes[0] + d.sizes[1] == 300 and d.sizes[2] == 100
+    assert d.sizes[1] == pytest.approx(30, abs=5) and set(d.val_y.tolist()) == set(range(10))
+    pool = _rows(torch.from_numpy(written["train-images-idx3-ubyte"]).unsqueeze(1),
+                 torch.from_numpy(written["train-labels-idx1-ubyte"]))
+    centre = (slice(None), slice(None), slice(2, 30), slice(2, 30))
+    assert _rows(d.train_x[centre], d.train_y) + _rows(d.val_x[centre], d.val_y) == pool
+    assert d.mean == pytest.approx((d.train_x.double().mean().item() / 255,))
+
+
+def test_fashion_mnist_val_split_follows_seed(fashion):
+    root, _ = fashion
+    a = load_dataset("fashion-mnist", 28, root, seed=0, download=False)
+    b = load_dataset("fashion-mnist", 28, root, seed=3, download=False)
+    again = load_dataset("fashion-mnist", 28, root, seed=0, download=False)
+    assert torch.equal(a.val_x, again.val_x) and torch.equal(a.train_y, again.train_y)
+    assert torch.equal(a.test_x, b.test_x) and not torch.equal(a.val_x, b.val_x)
+    assert _rows(a.train_x, a.train_y) + _rows(a.val_x, a.val_y) == \
+        _rows(b.train_x, b.train_y) + _rows(b.val_x, b.val_y)
+
+
+@pytest.mark.parametrize("size, frame", [(28, 0), (29, None), (30, 1), (36, 4)])
+def test_fashion_mnist_pads_from_28_to_36(fashion, size, frame):
+    root, written = fashion
+    d = load_dataset("fashion-mnist", size, root, download=False)
+    raw = torch.from_numpy(written["t10k-images-idx3-ubyte"])
+    assert d.test_x.shape[1:] == (1, size, size)
+    top = (size - 28) // 2  # an odd extra pixel goes to the bottom and right
+    assert frame is None or top == frame
+    assert torch.equal(d.test_x[:, 0, top:top + 28, top:top + 28], raw)
+    assert d.test_x.sum() == raw.sum(dtype=torch.int64)  # nothing else on the canvas
+
+
+@pytest.mark.parametrize("size", [16, 37, 64])
+def test_fashion_mnist_resizes_other_sizes(fashion, size):
+    root, written = fashion
+    d = load_dataset("fashion-mnist", size, root, download=False)
+    raw = torch.from_numpy(written["t10k-images-idx3-ubyte"]).unsqueeze(1)
+    assert torch.equal(d.test_x, data_module._resize(raw, size))
+
+
+def test_fashion_mnist_plain_and_gz_files_read_alike(fashion, tmp_path):
+    root, _ = fashion
+    write_fashion_mnist(tmp_path, train=300, test=100, gz=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(_FASHION_STEMS)
+    plain = load_dataset("fashion-mnist", 32, tmp_path, download=False)
+    gzipped = load_dataset("fashion-mnist", 32, root, download=False)
+    for field in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y"):
+        assert torch.equal(getattr(plain, field), getattr(gzipped, field))
+    # Gzip is told by content: a gzipped file without .gz, among plain ones, reads alike.
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(
+        (root / "t10k-labels-idx1-ubyte.gz").read_bytes())
+    again = load_dataset("fashion-mnist", 32, tmp_path, download=False)
+    assert torch.equal(again.test_y, plain.test_y)
+
+
+def test_fashion_mnist_default_folder_is_debians(monkeypatch, tmp_path):
+    source = fashion_mnist_source()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # must not be used
+    info = check_dataset("fashion-mnist", None, download=False)
+    d = load_dataset("fashion-mnist", 32, None, download=False)
+    assert d.info == info and d.sizes == (54000, 6000, 10000)
+    for labels, per_class in ((d.train_y, 5400), (d.val_y, 600), (d.test_y, 1000)):
+        assert collections.Counter(labels.tolist()) == dict.fromkeys(range(10), per_class)
+    with gzip.open(source / "t10k-labels-idx1-ubyte.gz") as file:
+        assert d.test_y.tolist() == list(file.read()[8:])
+    assert not (tmp_path / "cache").exists()
+
+
+def test_debian_files_hold_the_official_data():
+    """Debian re-gzipped the files (so the .gz md5 differ); what they hold is the official data.
+
+    The md5 of the decompressed files, as torchvision lists them.
+    """
+    official = {"train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+                "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+                "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+                "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965"}
+    source = fashion_mnist_source()
+    for stem, md5 in official.items():
+        with gzip.open(source / f"{stem}.gz") as file:
+            assert hashlib.md5(file.read()).hexdigest() == md5, stem
+
+
+def _serve(monkeypatch, files: dict[str, bytes]) -> list[str]:
+    """Answer downloads of ``_FASHION_URL + name`` with ``files[name]``; returns the URLs asked."""
+    asked: list[str] = []
+
+    def fake_urlopen(url, timeout):
+        asked.append(url)
+        name = url.removeprefix(data_module._FASHION_URL)
+        if name not in files:
+            raise urllib.error.URLError("no network")
+        return io.BytesIO(files[name])
+
+    monkeypatch.setattr(data_module.urllib.request, "urlopen", fake_urlopen)
+    return asked
+
+
+@pytest.fixture
+def no_debian_files(monkeypatch, tmp_path) -> Path:
+    """Debian's folder absent; the per-user cache under ``tmp_path``: returns the cache folder."""
+    monkeypatch.setattr(data_module, "_FASHION_SYSTEM_DIR", tmp_path / "no-such-dir")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "hetnas" / "fashion-mnist"
+
+
+def test_fashion_mnist_downloads_to_the_cache_md5_checked(fashion, monkeypatch, no_debian_files):
+    root, written = fashion
+    files = {f"{stem}.gz": (root / f"{stem}.gz").read_bytes() for stem in _FASHION_STEMS}
+    asked = _serve(monkeypatch, files)
+    check_dataset("fashion-mnist", None)  # absent, but download is on
+    with pytest.raises(ConfigError, match=r"download of http://fashion-mnist\.s3-website\."
+                                          r"eu-central-1\.amazonaws\.com/train-images-idx3-ubyte"
+                                          r"\.gz was corrupt \(md5 [0-9a-f]{32}, expected "
+                                          r"8d4fb7e6c68d591d4c3dfef9ec88bf0d\)"):
+        load_dataset("fashion-mnist", 32)
+    assert list(no_debian_files.iterdir()) == []  # nothing partial or corrupt left
+    for name, payload in files.items():
+        monkeypatch.setitem(data_module._FASHION_MD5, name.removesuffix(".gz"),
+                            hashlib.md5(payload).hexdigest())
+    asked.clear()
+    info = load_dataset("fashion-mnist", 28).info  # what the search driver does first
+    assert sorted(asked) == sorted(data_module._FASHION_URL + name for name in files)
+    assert sorted(p.name for p in no_debian_files.iterdir()) == sorted(files)
+    asked.clear()
+    d = load_dataset("fashion-mnist", 28, download=False)  # what each trial does
+    assert asked == [] and d.info == info
+    assert torch.equal(d.test_x[:, 0], torch.from_numpy(written["t10k-images-idx3-ubyte"]))
+
+
+def test_fashion_mnist_downloads_only_what_the_data_dir_lacks(fashion, monkeypatch, tmp_path):
+    root, _ = fashion
+    files = {f"{stem}.gz": (root / f"{stem}.gz").read_bytes() for stem in _FASHION_STEMS}
+    for name, payload in files.items():
+        monkeypatch.setitem(data_module._FASHION_MD5, name.removesuffix(".gz"),
+                            hashlib.md5(payload).hexdigest())
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    for stem in _FASHION_STEMS[:2]:
+        (data_dir / f"{stem}.gz").write_bytes(files[f"{stem}.gz"])
+    asked = _serve(monkeypatch, files)
+    d = load_dataset("fashion-mnist", 32, data_dir)
+    assert sorted(asked) == sorted(f"{data_module._FASHION_URL}{stem}.gz"
+                                   for stem in _FASHION_STEMS[2:])
+    assert d.sizes[2] == 100
+
+
+def test_fashion_mnist_offline_says_how_to_get_it(monkeypatch, no_debian_files):
+    _serve(monkeypatch, {})
+    message = (r"fashion-mnist: train-images-idx3-ubyte\[\.gz\], .*t10k-labels-idx1-ubyte\[\.gz\] "
+               r"missing in .*cache/hetnas/fashion-mnist and the download failed \(<urlopen error "
+               r"no network>\); install Debian's package \(apt-get install dataset-fashion-mnist"
+               r".*\) or download them from http://fashion-mnist\.s3-website")
+    with pytest.raises(ConfigError, match=message):
+        load_dataset("fashion-mnist", 32)
+    assert list(no_debian_files.iterdir()) == []
+
+
+def test_fashion_mnist_missing_files_are_named(fashion, tmp_path):
+    root, _ = fashion
+    for stem in ("train-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (tmp_path / f"{stem}.gz").write_bytes((root / f"{stem}.gz").read_bytes())
+    message = (r"fashion-mnist: train-labels-idx1-ubyte\[\.gz\], t10k-images-idx3-ubyte\[\.gz\] "
+               r"missing in .* and download is off; install Debian's package \(apt-get install "
+               r"dataset-fashion-mnist, .*\) or download them from "
+               r"http://fashion-mnist\.s3-website\.eu-central-1\.amazonaws\.com/ into ")
+    for call in (lambda: check_dataset("fashion-mnist", tmp_path, download=False),
+                 lambda: load_dataset("fashion-mnist", 32, tmp_path, download=False)):
+        with pytest.raises(ConfigError, match=message):
+            call()
+    with pytest.raises(ConfigError, match="not-yet does not exist"):
+        check_dataset("fashion-mnist", tmp_path / "not-yet")
+
+
+_IMAGES_MAGIC, _LABELS_MAGIC = 0x00000803, 0x00000801
+
+
+@pytest.mark.parametrize("damage, message, checked", [
+    ("truncated", r"train-images-idx3-ubyte is truncated: 235100 bytes of images after the "
+                  r"header, 235200 expected for 300 images; replace it with http://", True),
+    ("too-long", r"train-images-idx3-ubyte is longer than its header says: 235201 bytes", True),
+    ("empty", r"t10k-labels-idx1-ubyte is truncated: 0 bytes, shorter than an IDX header", True),
+    ("labels-as-images", r"train-images-idx3-ubyte is not an IDX images file \(magic "
+                         r"0x00000801, expected 0x00000803\)", True),
+    ("images-as-labels", r"t10k-labels-idx1-ubyte is not an IDX labels file \(magic "
+                         r"0x00000803, expected 0x00000801\)", True),
+    ("27x28", r"holds images of shape \(27, 28\), Fashion-MNIST's are \(28, 28\)", True),
+    ("counts", r"train-images-idx3-ubyte holds 300 images but .*train-labels-idx1-ubyte holds "
+               r"299 labels; use both files of one release", True),
+    ("label-10", r"t10k-labels-idx1-ubyte holds label 10, but Fashion-MNIST's are 0\.\.9", False),
+    ("gz-truncated", r"train-images-idx3-ubyte\.gz cannot be read \(EOFError: ", False),
+    ("gz-short-body", r"train-images-idx3-ubyte\.gz is truncated: 234416 bytes", False),
+    ("gz-corrupt", r"t10k-images-idx3-ubyte\.gz cannot be read \((BadGzipFile|error)", False),
+])
+def test_damaged_fashion_mnist_files_are_config_errors(fashion, tmp_path, damage, message,
+                                                       checked):
+    root, written = fashion
+    gz = damage.startswith("gz-")
+    write_fashion_mnist(tmp_path, train=300, test=100, gz=gz)
+    suffix = ".gz" if gz else ""
+    images, labels = (tmp_path / f"{stem}{suffix}" for stem in ("train-images-idx3-ubyte",
+                                                                "train-labels-idx1-ubyte"))
+    test_images, test_labels = (tmp_path / f"{stem}{suffix}" for stem in _FASHION_STEMS[2:])
+    train_images = written["train-images-idx3-ubyte"]
+    if damage == "truncated":
+        images.write_bytes(images.read_bytes()[:-100])
+    elif damage == "too-long":
+        images.write_bytes(images.read_bytes() + b"\0")
+    elif damage == "empty":
+        test_labels.write_bytes(b"")
+    elif damage == "labels-as-images":
+        images.write_bytes(labels.read_bytes())
+    elif damage == "images-as-labels":
+        test_labels.write_bytes(test_images.read_bytes())
+    elif damage == "27x28":
+        write_idx(images, train_images[:, :27], _IMAGES_MAGIC)
+    elif damage == "counts":
+        write_idx(labels, written["train-labels-idx1-ubyte"][:-1], _LABELS_MAGIC)
+    elif damage == "label-10":
+        write_idx(test_labels, np.full(100, 10, dtype=np.uint8), _LABELS_MAGIC)
+    elif damage == "gz-truncated":
+        images.write_bytes(images.read_bytes()[:-5000])
+    elif damage == "gz-short-body":  # a whole gzip stream, but one image short of its header
+        images.write_bytes(gzip.compress(gzip.decompress(images.read_bytes())[:-784]))
+    else:
+        payload = bytearray(test_images.read_bytes())
+        payload[len(payload) // 2:len(payload) // 2 + 64] = bytes(64)
+        test_images.write_bytes(bytes(payload))
+    with pytest.raises(ConfigError, match=message):
+        load_dataset("fashion-mnist", 32, tmp_path, download=False)
+    if checked:  # headers and plain files' lengths are read up front
+        with pytest.raises(ConfigError, match=message):
+            check_dataset("fashion-mnist", tmp_path, download=False)
+    else:
+        check_dataset("fashion-mnist", tmp_path, download=False)
+
+
+def test_fashion_mnist_writer_skips_without_debian_files(monkeypatch, tmp_path):
+    monkeypatch.setattr(data_module, "_FASHION_SYSTEM_DIR", tmp_path / "absent")
+    monkeypatch.setenv("CI", "false")
+    with pytest.raises(pytest.skip.Exception, match="apt-get install dataset-fashion-mnist"):
+        write_fashion_mnist(tmp_path)
+    monkeypatch.setenv("CI", "true")  # CI never skips silently
+    with pytest.raises(pytest.fail.Exception, match="required under CI"):
+        write_fashion_mnist(tmp_path)
 
 
 # -- augmentation ------------------------------------------------------------------------------
@@ -501,12 +846,11 @@ def test_crop_padding_scales_with_input_size():
     assert [crop_padding(s) for s in (8, 16, 32, 64, 224)] == [1, 2, 4, 8, 28]
 
 
-def test_normalize_uint8_and_float():
-    images = torch.tensor([[[[0, 255]], [[51, 102]], [[255, 0]]]], dtype=torch.uint8)
-    mean, std = (0.5, 0.2, 0.0), (0.5, 0.1, 1.0)
-    out = normalize(images, mean, std)
-    expected = torch.tensor([[[[-1.0, 1.0]], [[0.0, 2.0]], [[1.0, 0.0]]]])
-    assert out.dtype == torch.float32 and torch.allclose(out, expected, atol=1e-6)
+def test_unit_range_scales_uint8_and_copies_float():
+    images = torch.tensor([[[[0, 51, 255]]]], dtype=torch.uint8)
+    out = unit_range(images)
+    assert out.dtype == torch.float32 and torch.allclose(out, torch.tensor([[[[0.0, 0.2, 1.0]]]]))
     as_float = images.float() / 255
-    assert torch.allclose(normalize(as_float, mean, std), expected, atol=1e-6)
-    assert torch.equal(as_float, images.float() / 255)  # input untouched
+    scaled = unit_range(as_float)
+    assert torch.equal(scaled, as_float) and scaled.data_ptr() != as_float.data_ptr()
+    assert unit_range(images, torch.float64).dtype == torch.float64
