@@ -19,21 +19,22 @@ from space.cost import CostProfile, cost_profile
 class SearchSpace:
     """One part per searchable layer, each from that layer's allowed parts.
 
-    ``input_size`` and ``num_classes`` default to the backbone's own (32 and 10 for the CIFAR
-    families, 224 and 1000 for the ImageNet ones).
+    ``input_size``, ``num_classes`` and ``in_channels`` default to the backbone's own (32, 10 and
+    3 for the CIFAR families, 224, 1000 and 3 for the ImageNet ones); a search takes them from
+    its data set.
     """
 
     backbone: str
     input_size: int | None = None
     num_classes: int | None = None
+    in_channels: int | None = None
 
     def __post_init__(self) -> None:
         spec = get_backbone(self.backbone)
-        if self.input_size is None:
-            object.__setattr__(self, "input_size", spec.input_size)
-        if self.num_classes is None:
-            object.__setattr__(self, "num_classes", spec.num_classes)
-        for field, value in (("input_size", self.input_size), ("num_classes", self.num_classes)):
+        for field in ("input_size", "num_classes", "in_channels"):
+            if getattr(self, field) is None:
+                object.__setattr__(self, field, getattr(spec, field))
+            value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{field} must be a positive integer, got {value!r}")
         self.cost  # noqa: B018 - fail now, not later, on an input size the backbone cannot take
@@ -44,7 +45,7 @@ class SearchSpace:
 
     @property
     def cost(self) -> CostProfile:
-        return cost_profile(self.backbone, self.input_size, self.num_classes)
+        return cost_profile(self.backbone, self.input_size, self.num_classes, self.in_channels)
 
     @functools.cached_property
     def max_parts(self) -> np.ndarray:

@@ -28,6 +28,7 @@ class Backbone:
     input_size: int
     num_classes: int
     summary: str
+    in_channels: int = 3
 
 
 @dataclass(frozen=True)
@@ -89,9 +90,16 @@ def searchable_layers(name: str) -> tuple[SearchableLayer, ...]:
         for i, (layer_name, m) in enumerate(layers))
 
 
-def build_model(name: str, parts: Sequence[int] | None = None,
-                num_classes: int | None = None) -> nn.Module:
-    """Build a family with one part per searchable layer (``None``: the standard network)."""
+def build_model(name: str, parts: Sequence[int] | None = None, num_classes: int | None = None,
+                in_channels: int | None = None, mean: Sequence[float] | None = None,
+                std: Sequence[float] | None = None) -> nn.Module:
+    """Build a family with one part per searchable layer (``None``: the standard network).
+
+    ``num_classes`` and ``in_channels`` default to the family's own; ``mean``/``std`` are the
+    per-channel input statistics the network normalises by (default: none, the identity).
+    """
     backbone = get_backbone(name)
-    return backbone.build(parts, num_classes=backbone.num_classes if num_classes is None
-                          else num_classes)
+    return backbone.build(
+        parts, num_classes=backbone.num_classes if num_classes is None else num_classes,
+        in_channels=backbone.in_channels if in_channels is None else in_channels,
+        mean=mean, std=std)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from hetconv.models.normalize import InputNormalization
 from hetconv.models.parts import PartSupply
 
 
@@ -64,14 +65,18 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(nn.Module):
-    """Stem (7×7, max pool), four stages, global average pool, linear classifier."""
+    """Input normalisation, stem (7×7, max pool), four stages, global average pool, linear
+    classifier."""
 
     def __init__(self, name: str, block: type[BasicBlock] | type[Bottleneck],
                  blocks_per_stage: Sequence[int], parts: Sequence[int] | None,
-                 num_classes: int) -> None:
+                 num_classes: int, in_channels: int, mean: Sequence[float] | None,
+                 std: Sequence[float] | None) -> None:
         super().__init__()
         supply = PartSupply(name, parts)
-        self.stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64),
+        self.normalize = InputNormalization(in_channels, mean, std)
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False),
+                                  nn.BatchNorm2d(64),
                                   nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
         stages: list[nn.Module] = []
         channels = 64
@@ -89,19 +94,22 @@ class ResNet(nn.Module):
         self.fc = nn.Linear(channels, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.pool(self.stages(self.stem(x))), 1))
+        return self.fc(torch.flatten(self.pool(self.stages(self.stem(self.normalize(x)))), 1))
 
 
-def resnet18(parts: Sequence[int] | None = None, num_classes: int = 1000) -> ResNet:
+def resnet18(parts: Sequence[int] | None = None, num_classes: int = 1000, in_channels: int = 3,
+             mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> ResNet:
     """ResNet-18: 16 searchable layers."""
-    return ResNet("resnet18", BasicBlock, (2, 2, 2, 2), parts, num_classes)
+    return ResNet("resnet18", BasicBlock, (2, 2, 2, 2), parts, num_classes, in_channels, mean, std)
 
 
-def resnet34(parts: Sequence[int] | None = None, num_classes: int = 1000) -> ResNet:
+def resnet34(parts: Sequence[int] | None = None, num_classes: int = 1000, in_channels: int = 3,
+             mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> ResNet:
     """ResNet-34: 32 searchable layers."""
-    return ResNet("resnet34", BasicBlock, (3, 4, 6, 3), parts, num_classes)
+    return ResNet("resnet34", BasicBlock, (3, 4, 6, 3), parts, num_classes, in_channels, mean, std)
 
 
-def resnet50(parts: Sequence[int] | None = None, num_classes: int = 1000) -> ResNet:
+def resnet50(parts: Sequence[int] | None = None, num_classes: int = 1000, in_channels: int = 3,
+             mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> ResNet:
     """ResNet-50: 16 searchable layers (the bottlenecks' 3×3)."""
-    return ResNet("resnet50", Bottleneck, (3, 4, 6, 3), parts, num_classes)
+    return ResNet("resnet50", Bottleneck, (3, 4, 6, 3), parts, num_classes, in_channels, mean, std)

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hetconv.models.normalize import InputNormalization
 from hetconv.models.parts import PartSupply
 
 
@@ -49,13 +50,16 @@ class CifarBasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    """Stem, three stages of basic blocks, global average pool, linear classifier."""
+    """Input normalisation, stem, three stages of basic blocks, global average pool, linear
+    classifier."""
 
     def __init__(self, depth: int, parts: Sequence[int] | None, num_classes: int,
-                 in_channels: int = 3) -> None:
+                 in_channels: int, mean: Sequence[float] | None,
+                 std: Sequence[float] | None) -> None:
         super().__init__()
         blocks_per_stage = (depth - 2) // 6
         supply = PartSupply(f"resnet{depth}", parts)
+        self.normalize = InputNormalization(in_channels, mean, std)
         self.stem = nn.Sequential(nn.Conv2d(in_channels, 16, 3, padding=1, bias=False),
                                   nn.BatchNorm2d(16), nn.ReLU(inplace=True))
         blocks: list[nn.Module] = []
@@ -71,14 +75,18 @@ class CifarResNet(nn.Module):
         self.fc = nn.Linear(width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.pool(self.blocks(self.stem(x))), 1))
+        return self.fc(torch.flatten(self.pool(self.blocks(self.stem(self.normalize(x)))), 1))
 
 
-def resnet20(parts: Sequence[int] | None = None, num_classes: int = 10) -> CifarResNet:
+def resnet20(parts: Sequence[int] | None = None, num_classes: int = 10, in_channels: int = 3,
+             mean: Sequence[float] | None = None,
+             std: Sequence[float] | None = None) -> CifarResNet:
     """ResNet-20 for 32×32 inputs: 18 searchable layers."""
-    return CifarResNet(20, parts, num_classes)
+    return CifarResNet(20, parts, num_classes, in_channels, mean, std)
 
 
-def resnet56(parts: Sequence[int] | None = None, num_classes: int = 10) -> CifarResNet:
+def resnet56(parts: Sequence[int] | None = None, num_classes: int = 10, in_channels: int = 3,
+             mean: Sequence[float] | None = None,
+             std: Sequence[float] | None = None) -> CifarResNet:
     """ResNet-56 for 32×32 inputs: 54 searchable layers."""
-    return CifarResNet(56, parts, num_classes)
+    return CifarResNet(56, parts, num_classes, in_channels, mean, std)
