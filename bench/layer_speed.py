@@ -97,7 +97,7 @@ def theoretical_speedup(part: int, kernel_size: int) -> float:
 def vgg16_shapes(input_size: int = 32) -> list[Shape]:
     """The searchable VGG-16 layer shapes with their spatial size, identical ones merged."""
     layers = searchable_layers("vgg16")
-    pixels = cost_profile("vgg16", input_size, 10).pixels
+    pixels = cost_profile("vgg16", input_size, 10, 3).pixels
     merged: dict[tuple[int, int, int, int], list] = {}
     for layer, px in zip(layers, pixels, strict=True):
         if layer.stride != 1:

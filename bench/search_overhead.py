@@ -20,6 +20,7 @@ from typing import Any
 import optuna
 
 from search.budgets import Budgets
+from search.data import load_dataset
 from search.proposer import BudgetedProposer
 from search.runner import connect_ray, run_search
 from search.searcher import DONE, EPOCH, TEST_ACCURACY, TRAIN_SECONDS, VAL_ACCURACY
@@ -56,7 +57,8 @@ def time_optuna_side(storage: str, trials: int, epochs: int) -> float:
     """Seconds per trial of propose + per-epoch reports + tell, without Ray."""
     settings = SearchSettings(budget=BUDGET, storage=storage, sampler="tpe",
                               study=f"optuna-only-{uuid.uuid4().hex[:8]}")
-    study = create_study(open_storage(storage), settings.study, settings)
+    data = load_dataset(settings.dataset, settings.space.input_size, seed=settings.seed)
+    study = create_study(open_storage(storage), settings.study, settings, data)
     proposer = BudgetedProposer(study, settings.space, Budgets(macs=BUDGET))
     start = time.perf_counter()
     for _ in range(trials):

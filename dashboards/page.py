@@ -58,6 +58,14 @@ def _number(value: float | None, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
 
+def _input_shape(attrs: dict) -> str | None:
+    """``1×32×32`` (channels × size × size); older studies recorded the size alone."""
+    size, channels = attrs.get(records.STUDY_INPUT_SIZE), attrs.get(records.STUDY_IN_CHANNELS)
+    if size is None:
+        return None
+    return f"{size}×{size}" if channels is None else f"{channels}×{size}×{size}"
+
+
 def facts(table: StudyTable) -> list[tuple[str, str]]:
     """The study's settings and trial counts, as (label, value) text pairs (not escaped)."""
     attrs = table.attrs
@@ -65,7 +73,8 @@ def facts(table: StudyTable) -> list[tuple[str, str]]:
     spec = ", ".join(f"{key} {value}" for key, value in table.latency_spec.items())
     pairs = [("backbone", attrs.get(records.STUDY_BACKBONE)),
              ("data set", attrs.get(records.STUDY_DATASET)),
-             ("input size", attrs.get(records.STUDY_INPUT_SIZE)),
+             ("input", _input_shape(attrs)),
+             ("classes", attrs.get(records.STUDY_NUM_CLASSES)),
              ("budget", None if budget is None else f"{si(budget)} paper MACs"),
              ("latency budget", None if latency_budget is None else f"{ms(latency_budget)} ms"),
              ("latency on", spec or None),

@@ -42,14 +42,41 @@ def load_trained(arch: Architecture, weights: Path) -> nn.Module:
         raise ConfigError(f"weights file {weights} does not match the {arch.backbone} "
                           f"architecture ({str(error).splitlines()[0]}); pass the weights "
                           f"exported with it") from None
+    check_normalization(model, arch, f"weights file {weights}")
     return model.eval()
+
+
+def check_normalization(model: nn.Module, arch: Architecture, source: str) -> None:
+    """Refuse weights whose own input normalisation is not the one ``arch`` states."""
+    norm = arch.normalization
+    if norm is None:
+        return
+    stated = [torch.tensor(values, dtype=torch.float32) for values in (norm.mean, norm.std)]
+    held = [buffer.flatten() for buffer in (model.normalize.mean, model.normalize.std)]
+    if not all(torch.allclose(a, b) for a, b in zip(stated, held, strict=True)):
+        raise ConfigError(f"{source} was trained on inputs normalised by mean "
+                          f"{held[0].tolist()} and std {held[1].tolist()}, not the architecture's "
+                          f"{list(norm.mean)} and {list(norm.std)}; pass the weights exported "
+                          f"with it")
+
+
+def _input_line(arch: Architecture) -> str:
+    norm = arch.normalization
+    if norm is None:
+        return "no normalisation recorded: feed inputs as the network was trained on them"
+    mean, std = (", ".join(f"{v:.4f}" for v in values) for values in (norm.mean, norm.std))
+    return f"float in [0, 1], normalised inside the network by mean ({mean}), std ({std})"
 
 
 def describe(arch: Architecture) -> str:
     """A few lines a person reads to know what the file holds."""
+    names = "" if arch.class_names is None else f": {', '.join(arch.class_names)}"
+    if len(names) > 80:
+        names = names[:77] + "..."
     return "\n".join([
-        f"backbone     {arch.backbone} ({arch.input_size}x{arch.input_size}, "
-        f"{arch.num_classes} classes)",
+        f"backbone     {arch.backbone} ({arch.in_channels}x{arch.input_size}x{arch.input_size} "
+        f"input, {arch.num_classes} classes{names})",
+        f"input        {_input_line(arch)}",
         f"parts        {' '.join(map(str, arch.parts))}",
         f"paper MACs   {arch.macs:,} ({arch.macs / arch.space.max_macs:.1%} of the standard "
         f"network)",

@@ -12,26 +12,47 @@ import torch
 
 from hetconv.errors import ConfigError
 from search import records
+from search.arch_files import check_normalization
 from search.records import TrialRecord
 from search.storage import open_storage
 from search.train import load_weights
-from space import Architecture
+from space import Architecture, Normalization
 
 
-def best_record(storage_url: str, study_name: str) -> TrialRecord:
-    """The most accurate trial that trained all its epochs within budget."""
+def _load_study(storage_url: str, study_name: str) -> optuna.Study:
     storage = open_storage(storage_url, must_exist=True)
     try:
-        study = optuna.load_study(study_name=study_name, storage=storage)
+        return optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
         names = optuna.get_all_study_names(storage)
         raise ConfigError(f"no study named {study_name!r} in this storage; studies there: "
                           f"{', '.join(names) or 'none'}") from None
+
+
+def _best_in(study: optuna.Study) -> TrialRecord:
     ranked = records.ranked(records.read_records(study))
     if not ranked:
-        raise ConfigError(f"study {study_name!r} has no trial that finished within budget yet; "
-                          f"run or resume the search first")
+        raise ConfigError(f"study {study.study_name!r} has no trial that finished within budget "
+                          f"yet; run or resume the search first")
     return ranked[0]
+
+
+def best_record(storage_url: str, study_name: str) -> TrialRecord:
+    """The most accurate trial that trained all its epochs within budget."""
+    return _best_in(_load_study(storage_url, study_name))
+
+
+def trained_architecture(study: optuna.Study, record: TrialRecord) -> Architecture:
+    """A trial's architecture with the input statistics and class names of the study's data:
+    everything a user of the exported network needs."""
+    attrs = study.user_attrs
+    arch = Architecture.from_json(record.architecture)
+    mean, std = attrs.get(records.STUDY_INPUT_MEAN), attrs.get(records.STUDY_INPUT_STD)
+    if mean is None or std is None:
+        raise ConfigError(f"study {study.study_name!r} does not record its input statistics "
+                          f"(it was made by an older HetNAS); run the search again")
+    return arch.trained_on(Normalization(tuple(mean), tuple(std)),
+                           attrs.get(records.STUDY_CLASS_NAMES))
 
 
 def _write_atomic(target: Path, write) -> None:
@@ -49,17 +70,21 @@ def _write_atomic(target: Path, write) -> None:
 
 def export_best(storage_url: str, study_name: str, out: Path,
                 weights: Path | None = None) -> TrialRecord:
-    """Write the best architecture as JSON (with its result) and optionally its weights."""
-    best = best_record(storage_url, study_name)
-    arch = Architecture.from_json(best.architecture)
+    """Write the best architecture as JSON (with its input statistics, class names and result)
+    and optionally its weights (which normalise their input too)."""
+    study = _load_study(storage_url, study_name)
+    best = _best_in(study)
+    arch = trained_architecture(study, best)
     model = None
     if weights is not None:
         if not best.checkpoint or not Path(best.checkpoint).exists():
             raise ConfigError(f"trial {best.number}'s checkpoint {best.checkpoint} is not on "
                               f"this machine; run the export where --artifacts-dir is readable")
-        model = load_weights(Path(best.checkpoint), arch)
+        model = load_weights(Path(best.checkpoint), Architecture.from_json(best.architecture))
+        check_normalization(model, arch, f"trial {best.number}'s checkpoint")
     document = arch.to_dict()
     document["result"] = {"study": study_name, "trial": best.number,
+                          "dataset": study.user_attrs.get(records.STUDY_DATASET),
                           "accuracy": best.accuracy, "test_accuracy": best.test_accuracy,
                           "paper_macs": best.paper_macs, "executed_macs": best.executed_macs,
                           "params": best.params}

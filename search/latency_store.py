@@ -10,14 +10,15 @@ creating them never touches Optuna's tables:
     milliseconds of the searchable layer with its ReLU in its deploy form, alone. The layer
     shape is (in_channels, out_channels, kernel_size, stride, padding, input_height,
     input_width), so layers of different backbones with the same shape share a row.
-``hetnas_network_latency``
-    one row per (device, backbone, input size, num_classes, batch, dtype, runtime, torch
-    version): how whole networks differ from the sum of their layers measured alone, fitted
+``hetnas_network_latency_v2``
+    one row per (device, backbone, input size, num_classes, in_channels, batch, dtype, runtime,
+    torch version): how whole networks differ from the sum of their layers measured alone, fitted
     over a few measured uniform-P networks: ``remainder_ms`` (stem, pools, classifier,
     shortcuts, call overhead; may be negative) and ``ms_per_weight_mb`` (a layer measured alone
     finds its weights in cache, inside a network whose weights outgrow the cache it reads them
     from memory each call). A separate table because its key has nothing in common with a
-    layer's shape.
+    layer's shape. (``_v2``: keyed by the input channels too since HetNAS 0.2; the rows of
+    the older ``hetnas_network_latency`` are left alone and unused.)
 
 Writers never fail on a key another profiler inserted first (``ON CONFLICT DO NOTHING``;
 ``replace=True`` overwrites, for ``--force``).
@@ -42,7 +43,7 @@ from search.storage import DEFAULT_STORAGE, _display, _engine_kwargs
 from space.latency import LatencySpec
 
 LAYER_TABLE = "hetnas_layer_latency"
-NETWORK_TABLE = "hetnas_network_latency"
+NETWORK_TABLE = "hetnas_network_latency_v2"
 _CREATE_ATTEMPTS = 3
 
 _metadata = MetaData()
@@ -51,7 +52,7 @@ _SPEC_COLUMNS = ("device", "batch", "dtype", "runtime", "torch_version")
 _SHAPE_COLUMNS = ("in_channels", "out_channels", "kernel_size", "stride", "padding",
                   "input_height", "input_width")
 _LAYER_KEY = (*_SHAPE_COLUMNS, "part", *_SPEC_COLUMNS)
-_NETWORK_KEY = ("backbone", "input_size", "num_classes", *_SPEC_COLUMNS)
+_NETWORK_KEY = ("backbone", "input_size", "num_classes", "in_channels", *_SPEC_COLUMNS)
 
 
 def _spec_columns() -> list[Column]:
@@ -84,6 +85,7 @@ network_table = Table(
     Column("backbone", String(64), nullable=False),
     Column("input_size", Integer, nullable=False),
     Column("num_classes", Integer, nullable=False),
+    Column("in_channels", Integer, nullable=False),
     *_spec_columns(),
     *_measurement_columns("remainder_ms", "ms_per_weight_mb"),
     UniqueConstraint(*_NETWORK_KEY, name=f"uq_{NETWORK_TABLE}_key"),
@@ -110,11 +112,12 @@ class LayerShape:
 
 @dataclass(frozen=True)
 class NetworkKey:
-    """A backbone at one input size and class count: what the remainder belongs to."""
+    """A backbone at one input shape and class count: what the remainder belongs to."""
 
     backbone: str
     input_size: int
     num_classes: int
+    in_channels: int
 
 
 @dataclass(frozen=True)

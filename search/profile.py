@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from search.cli import OneLineParser, run_cli
+from search.data import DATASETS, check_dataset
 from search.latency_store import LatencyStore
 from search.profiler import Profile, profile
 from search.storage import DEFAULT_STORAGE
@@ -30,8 +31,11 @@ def parse_args(argv: list[str] | None = None):
                         help="compiled: TorchInductor (default); eager: no compiler")
     parser.add_argument("--input-size", type=int, default=None,
                         help="image side in pixels (default: the backbone's own)")
-    parser.add_argument("--num-classes", type=int, default=None,
-                        help="classifier outputs (default: the backbone's own)")
+    parser.add_argument("--dataset", default="digits", choices=DATASETS,
+                        help="the data set the search will use: its input channels and class "
+                             "count shape the network (default digits, as search.run)")
+    parser.add_argument("--data-dir", default=None,
+                        help="folder holding the data set (as for search.run)")
     parser.add_argument("--storage", default=DEFAULT_STORAGE,
                         help=f"SQLAlchemy URL of the study database (default {DEFAULT_STORAGE})")
     parser.add_argument("--force", action="store_true", help="measure everything again")
@@ -71,7 +75,8 @@ def format_table(result: Profile, space: SearchSpace) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # Every check on the input comes before the database is touched: bad input writes nothing.
-    space = SearchSpace(args.backbone, args.input_size, args.num_classes)
+    info = check_dataset(args.dataset, args.data_dir)
+    space = SearchSpace(args.backbone, args.input_size, info.num_classes, info.channels)
     spec = LatencySpec.current(args.device, args.batch, args.runtime)
     with LatencyStore(args.storage) as store:
         result = profile(store, space, spec, force=args.force,

@@ -66,7 +66,7 @@ class BudgetedProposer:
                 continue
             seen.add(parts)
             arch = Architecture(self.space.backbone, parts, self.space.input_size,
-                                self.space.num_classes)
+                                self.space.num_classes, self.space.in_channels)
             if self.budgets.screen(arch).fits:
                 self.study.enqueue_trial(parts_to_params(parts),
                                          user_attrs={records.BASELINE_PART: part},
@@ -84,7 +84,8 @@ class BudgetedProposer:
         for _ in range(self.max_consecutive_rejections):
             trial = self.study.ask()
             arch = Architecture(self.space.backbone, self._suggest_parts(trial),
-                                self.space.input_size, self.space.num_classes)
+                                self.space.input_size, self.space.num_classes,
+                                self.space.in_channels)
             screening = self.budgets.screen(arch)
             attrs = {records.PARTS: list(arch.parts), records.PAPER_MACS: arch.macs,
                      records.EXECUTED_MACS: arch.executed_macs, records.PARAMS: arch.params,

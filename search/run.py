@@ -13,6 +13,7 @@ import os
 import optuna
 
 from search.cli import OneLineParser, macs_amount, milliseconds, run_cli
+from search.data import DATASETS
 from search.records import OBJECTIVES
 from search.runner import SearchFailed, run_search
 from search.settings import LATENCY_RUNTIMES, SAMPLERS, SCHEDULERS, SearchSettings
@@ -47,10 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="compiled: the deploy form under TorchInductor; eager: without it")
     add("--backbone", default=defaults.backbone,
         help="model family: vgg16, resnet20, resnet56, resnet18, resnet34 or resnet50")
-    add("--dataset", default=defaults.dataset,
-        help="digits (bundled with scikit-learn), cifar10, cifar100 (python-batch files in "
-             "--data-dir) or imagefolder (--data-dir/train/<class>/*.png)")
-    add("--data-dir", default=None, help="folder holding the cifar or image-folder data")
+    add("--dataset", default=defaults.dataset, choices=DATASETS,
+        help="digits (bundled with scikit-learn), fashion-mnist (IDX files in --data-dir, else "
+             "Debian's dataset-fashion-mnist, else downloaded), cifar10, cifar100 (python-batch "
+             "files in --data-dir) or imagefolder (--data-dir/train/<class>/*.png); the network "
+             "takes its input channels and class count from it")
+    add("--data-dir", default=None,
+        help="folder holding the fashion-mnist, cifar or image-folder data")
     add("--input-size", type=int, default=None,
         help="image side the network sees; images are resized to it (default: the "
              "backbone's own, 32 for vgg16 and the CIFAR ResNets, 224 for the ImageNet ones)")

@@ -14,13 +14,14 @@ from typing import Any, TextIO
 import optuna
 import ray
 from ray import tune
+from ray.tune import ResultGrid
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from hetconv.errors import ConfigError
 from search import records
 from search.budgets import Budgets
 from search.console import SearchConsole
-from search.data import fetch_dataset
+from search.data import DataSplits, load_dataset
 from search.profiler import latency_model
 from search.proposer import BudgetedProposer
 from search.records import TrialRecord
@@ -136,13 +137,14 @@ def _scheduler(settings: SearchSettings) -> TrialScheduler:
     return FIFOScheduler()
 
 
-def _open_study(storage: optuna.storages.BaseStorage,
-                settings: SearchSettings) -> tuple[optuna.Study, list[int]]:
+def _open_study(storage: optuna.storages.BaseStorage, settings: SearchSettings,
+                data: DataSplits) -> tuple[optuna.Study, list[int]]:
     if settings.resume:
         name = settings.study or latest_study_name(storage)
         study = load_for_resume(storage, name, settings)
         return study, recover_interrupted(study)
-    return create_study(storage, settings.study or default_study_name(settings), settings), []
+    name = settings.study or default_study_name(settings)
+    return create_study(storage, name, settings, data), []
 
 
 def _budgets(settings: SearchSettings, out: TextIO | None) -> Budgets:
@@ -169,13 +171,16 @@ def run_search(settings: SearchSettings, out: TextIO | None = None,
     alone.
     """
     settings.validate()
-    fetch_dataset(settings.dataset, settings.data_dir)
+    # The whole data set is read once here (downloaded where it may be), so a corrupt file is
+    # one line before anything is written, and the study can record the input statistics.
+    data = load_dataset(settings.dataset, settings.space.input_size, settings.data_dir,
+                        seed=settings.seed)
     if settings.ray_address:
         _check_ray_address(settings.ray_address)  # before the storage file is even created
     storage = open_storage(settings.storage)
     budgets = _budgets(settings, out)
     connect_ray(settings.ray_address)
-    study, recovered = _open_study(storage, settings)
+    study, recovered = _open_study(storage, settings, data)
     space = settings.space
     proposer = BudgetedProposer(study, space, budgets, settings.objective)
     baselines = proposer.enqueue_baselines()
@@ -195,13 +200,17 @@ def run_search(settings: SearchSettings, out: TextIO | None = None,
         console.print(f"--trials {settings.trials} raised to {total_trials} to fit the baselines")
 
     remaining = total_trials - trained_count(study)
+    failure = None
     if remaining > 0:
-        _fit(settings, study, proposer, console, remaining, trainable)
+        failure = _fit(settings, study, proposer, console, remaining, trainable)
     all_records = records.read_records(study)
     console.summary(all_records, settings.storage, study.study_name)
+    if failure is not None:
+        console.print(f"first failed trial: {failure}")
     if not records.ranked(all_records) and any(r.status == records.FAILED for r in all_records):
-        raise SearchFailed(f"every trial failed; the trials' errors are in the Ray logs under "
-                           f"{Path(settings.artifacts_dir).resolve() / 'ray'}")
+        raise SearchFailed("every trial failed" + (f"; the first: {failure}" if failure else
+                           f"; the trials' errors are in the Ray logs under "
+                           f"{Path(settings.artifacts_dir).resolve() / 'ray'}"))
     return SearchOutcome(study.study_name, settings.storage, all_records, proposer.rejected,
                          baselines, recovered)
 
@@ -232,9 +241,29 @@ class _Progress:
                                                       self.best))
 
 
+def _error_line(error: BaseException) -> str:
+    """``ConfigError: message``: the exception a trial raised, from Ray's wrapped traceback."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for line in reversed(lines):
+        name, sep, message = line.partition(": ")
+        if sep and name.replace(".", "").replace("_", "").isalnum():
+            return f"{name.rsplit('.', 1)[-1]}: {message}"
+    return f"{type(error).__name__}: {lines[-1] if lines else ''}"
+
+
+def _first_failure(grid: ResultGrid) -> str | None:
+    """The first errored trial's exception in one line, and where its full log is."""
+    for result in grid:
+        if result.error is not None:
+            log = Path(result.path) / "error.txt"
+            return f"{_error_line(result.error)} (full log: {log})"
+    return None
+
+
 def _fit(settings: SearchSettings, study: optuna.Study, proposer: BudgetedProposer,
          console: SearchConsole, remaining: int,
-         trainable: Callable[[dict[str, Any]], None]) -> None:
+         trainable: Callable[[dict[str, Any]], None]) -> str | None:
+    """Train ``remaining`` trials; the first failure's one-line description, if any failed."""
     artifacts = Path(settings.artifacts_dir).resolve()
     progress = _Progress(console, proposer, trained_count(study))
     base_config = {
@@ -256,4 +285,4 @@ def _fit(settings: SearchSettings, study: optuna.Study, proposer: BudgetedPropos
         run_config=tune.RunConfig(name=study.study_name, storage_path=str(artifacts / "ray"),
                                   failure_config=tune.FailureConfig(settings.max_failures),
                                   verbose=0, log_to_file=True))
-    tuner.fit()
+    return _first_failure(tuner.fit())

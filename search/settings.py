@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +11,7 @@ import torch
 
 from hetconv.errors import ConfigError
 from search import records
-from search.data import check_dataset
+from search.data import DatasetInfo, check_dataset
 from search.storage import DEFAULT_STORAGE
 from space import SearchSpace
 from space.latency import LatencySpec
@@ -60,9 +61,17 @@ class SearchSettings:
     artifacts_dir: str = "hetnas_artifacts"
     max_failures: int = 2
 
+    @functools.cached_property
+    def dataset_info(self) -> DatasetInfo:
+        """Class count, channels and class names of ``--dataset``, from a cheap check."""
+        return check_dataset(self.dataset, self.data_dir)
+
     @property
     def space(self) -> SearchSpace:
-        return SearchSpace(self.backbone, self.input_size)
+        """The backbone shaped for the data set: its head has the data's classes, its stem the
+        data's channels."""
+        info = self.dataset_info
+        return SearchSpace(self.backbone, self.input_size, info.num_classes, info.channels)
 
     @property
     def needs_latency(self) -> bool:
@@ -78,6 +87,7 @@ class SearchSettings:
         """Raise :class:`ConfigError` on the first bad option; touches no storage or cluster."""
         if self.input_size is not None:
             _positive_int("input-size", self.input_size)
+        self.dataset_info  # noqa: B018 (checks the data set, which shapes the space)
         if self.budget is None and self.latency_budget is None:
             raise ConfigError("give --budget MACS, --latency-budget MS, or both")
         if self.budget is not None:
@@ -86,7 +96,6 @@ class SearchSettings:
                 math.isfinite(self.latency_budget) and self.latency_budget > 0):
             raise ConfigError(f"--latency-budget must be a positive number of milliseconds, "
                               f"got {self.latency_budget!r}")
-        check_dataset(self.dataset, self.data_dir)
         _choice("sampler", self.sampler, SAMPLERS)
         _choice("objective", self.objective, records.OBJECTIVES)
         _choice("scheduler", self.scheduler, SCHEDULERS)

@@ -11,6 +11,7 @@ from optuna.trial import TrialState
 
 from hetconv.errors import ConfigError
 from search import records
+from search.data import DataSplits
 from search.settings import SearchSettings
 
 
@@ -58,9 +59,10 @@ def library_versions() -> dict[str, str]:
     return {"torch": torch.__version__, "optuna": optuna.__version__, "ray": ray.__version__}
 
 
-def create_study(storage: optuna.storages.BaseStorage, name: str,
-                 settings: SearchSettings) -> optuna.Study:
-    """A new study carrying the search's settings as study attributes."""
+def create_study(storage: optuna.storages.BaseStorage, name: str, settings: SearchSettings,
+                 data: DataSplits) -> optuna.Study:
+    """A new study carrying the search's settings, and the input statistics and class names of
+    its data (what an exported network needs), as study attributes."""
     space = settings.space
     try:
         study = optuna.create_study(storage=storage, study_name=name,
@@ -77,6 +79,12 @@ def create_study(storage: optuna.storages.BaseStorage, name: str,
                        (records.STUDY_DATASET, settings.dataset),
                        (records.STUDY_BUDGET, budget),
                        (records.STUDY_INPUT_SIZE, space.input_size),
+                       (records.STUDY_NUM_CLASSES, space.num_classes),
+                       (records.STUDY_IN_CHANNELS, space.in_channels),
+                       (records.STUDY_INPUT_MEAN, list(data.mean)),
+                       (records.STUDY_INPUT_STD, list(data.std)),
+                       (records.STUDY_CLASS_NAMES, None if data.class_names is None
+                        else list(data.class_names)),
                        (records.STUDY_OBJECTIVE, settings.objective),
                        (records.STUDY_EPOCHS, settings.epochs),
                        (records.STUDY_VERSIONS, library_versions()),
@@ -107,6 +115,8 @@ def load_for_resume(storage: optuna.storages.BaseStorage, name: str,
                 records.STUDY_DATASET: settings.dataset,
                 records.STUDY_OBJECTIVE: settings.objective,
                 records.STUDY_INPUT_SIZE: settings.space.input_size,
+                records.STUDY_NUM_CLASSES: settings.space.num_classes,
+                records.STUDY_IN_CHANNELS: settings.space.in_channels,
                 **_latency_attrs(settings)}
     for key, value in expected.items():
         if stored.get(key) != value:

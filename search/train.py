@@ -7,6 +7,10 @@ hears of the epoch) and ``on_epoch``; the test split is scored once, at the end,
 for any choice. On CUDA the trainer uses mixed precision (bf16, else fp16 with a gradient
 scaler) and channels-last tensors; on CPU it is plain float32.
 
+The network normalises its own input (its first module holds the training split's mean and
+std), so the trainer feeds it float images in ``[0, 1]``, exactly what a user of the exported
+network feeds it.
+
 Runs are deterministic on CPU for a given seed and thread count, and a run resumed from its
 checkpoint ends exactly where the uninterrupted run would: the checkpoint holds the model,
 optimizer, step, epoch and every random state that training draws from. It holds only tensors
@@ -32,13 +36,13 @@ import torch
 from torch import nn
 
 from hetconv.errors import ConfigError
-from search.augment import crop_padding, normalize, random_crop_flip
+from search.augment import crop_padding, random_crop_flip, unit_range
 from search.data import DataSplits
-from space.architecture import Architecture
+from space.architecture import Architecture, Normalization
 
 CHECKPOINT_FILE = "checkpoint.pt"
 _FORMAT = "hetnas/checkpoint"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2: the paper's exact layer (compact 1×1 weights), input normalisation
 _RESIDENT_BYTES = 2 << 30  # data sets up to this size live on the GPU for the whole run
 _RESULT_FIELDS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "seed", "nesterov",
                   "label_smoothing", "warmup_epochs")  # what a resumed run must share
@@ -131,10 +135,16 @@ def learning_rate(config: TrainConfig, step: int, total_steps: int, steps_per_ep
     return 0.5 * config.peak_lr * (1.0 + math.cos(math.pi * progress))
 
 
+def trained_architecture(arch: Architecture, data: DataSplits) -> Architecture:
+    """``arch`` carrying ``data``'s training-split statistics and class names, as trained."""
+    return arch.trained_on(Normalization(data.mean, data.std), data.class_names)
+
+
 @torch.inference_mode()
-def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, data: DataSplits,
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
              device: torch.device | str | None = None, batch_size: int = 1024) -> float:
-    """Top-1 accuracy of ``model`` (put in eval mode) on ``images``, normalised like ``data``.
+    """Top-1 accuracy of ``model`` (put in eval mode) on raw ``images`` (uint8, or float in
+    ``[0, 1]``); the model normalises them itself.
 
     ``device`` is where the model lives (default: where its parameters are); batches go there.
     """
@@ -146,7 +156,7 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, data:
     correct = torch.zeros((), dtype=torch.int64, device=device)
     for start in range(0, len(labels), batch_size):
         x = images[start:start + batch_size].to(device, non_blocking=True)
-        x = _prepare(x, data, channels_last=device.type == "cuda")
+        x = _prepare(x, channels_last=device.type == "cuda")
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
             logits = model(x)
         correct += (logits.argmax(1) == labels[start:start + batch_size].to(device)).sum()
@@ -164,11 +174,12 @@ def train(arch: Architecture, data: DataSplits, config: TrainConfig,
     exception raised by ``on_epoch`` stops training and propagates (the checkpoint is written).
     The caller's random state and thread count are left as they were.
     """
-    if (arch.input_size, arch.num_classes) != (data.input_size, data.num_classes):
-        raise ConfigError(f"architecture expects {arch.input_size}px inputs and "
-                          f"{arch.num_classes} classes but dataset {data.name!r} has "
-                          f"{data.input_size}px and {data.num_classes}; build the architecture "
-                          f"with the data set's input size and class count")
+    if (arch.input_size, arch.num_classes, arch.in_channels) \
+            != (data.input_size, data.num_classes, data.channels):
+        raise ConfigError(f"architecture expects {arch.in_channels}x{arch.input_size}px inputs "
+                          f"and {arch.num_classes} classes but dataset {data.name!r} has "
+                          f"{data.channels}x{data.input_size}px and {data.num_classes}; build "
+                          f"the architecture with the data set's input shape and class count")
     if len(data.train_y) < 2 or len(data.val_y) < 1 or len(data.test_y) < 1:
         raise ConfigError(f"dataset {data.name!r} has splits of sizes {data.sizes}; training "
                           f"needs at least 2 training images and 1 each for val and test")
@@ -183,6 +194,7 @@ def train(arch: Architecture, data: DataSplits, config: TrainConfig,
 def load_weights(checkpoint_file: Path, arch: Architecture) -> nn.Module:
     """``arch`` built with the trained weights of a checkpoint, on the CPU, in eval mode.
 
+    The weights include the input normalisation the network was trained with.
     ``checkpoint_file`` may also be the folder that holds :data:`CHECKPOINT_FILE`.
     """
     path = _checkpoint_path(checkpoint_file)
@@ -211,7 +223,7 @@ class _Run:
         self.amp = _amp_dtype(device)
         self.channels_last = device.type == "cuda"
         torch.manual_seed(config.seed)  # model init and dropout; _isolated_rng restores after
-        self.model = arch.build().to(device)
+        self.model = trained_architecture(arch, data).build().to(device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config.peak_lr,
@@ -265,7 +277,7 @@ class _Run:
             x = self.train_x[index].to(self.device, non_blocking=True)
             y = self.train_y[index].to(self.device, non_blocking=True)
             x = random_crop_flip(x, self.generator, self.padding, self.data.hflip)
-            x = _prepare(x, self.data, self.channels_last)
+            x = _prepare(x, self.channels_last)
             lr = learning_rate(self.config, self.step, self.total_steps, self.steps_per_epoch)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
@@ -284,8 +296,7 @@ class _Run:
         return loss_sum.item() / self.steps_per_epoch
 
     def evaluate(self, images: torch.Tensor, labels: torch.Tensor) -> float:
-        return evaluate(self.model, images, labels, self.data, self.device,
-                        self.config.eval_batch_size)
+        return evaluate(self.model, images, labels, self.device, self.config.eval_batch_size)
 
     def state(self) -> dict[str, Any]:
         """Everything needed to continue, as tensors and primitive containers only."""
@@ -318,9 +329,10 @@ class _Run:
             torch.cuda.set_rng_state(saved["rng"]["cuda"], self.device)
 
 
-def _prepare(x: torch.Tensor, data: DataSplits, channels_last: bool) -> torch.Tensor:
-    """Normalise a batch already on its device; channels-last on CUDA, where it is faster."""
-    x = normalize(x, data.mean, data.std)
+def _prepare(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """A batch already on its device as float in ``[0, 1]``; channels-last on CUDA, where it is
+    faster."""
+    x = unit_range(x)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
@@ -397,6 +409,10 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(saved, dict) or saved.get("format") != _FORMAT:
         raise ConfigError(f"{path} is not a HetNAS checkpoint; pass a {CHECKPOINT_FILE} written "
                           f"by a training run")
+    if saved.get("version") == 1:
+        raise ConfigError(f"checkpoint {path} was written by HetNAS 0.1, whose layer kept "
+                          f"duplicate 1x1 weights and whose networks took normalised input; "
+                          f"train it again with this HetNAS")
     if saved.get("version") != _FORMAT_VERSION:
         raise ConfigError(f"checkpoint {path} has format version {saved.get('version')!r}; this "
                           f"HetNAS reads version {_FORMAT_VERSION}")

@@ -13,7 +13,7 @@ import pytest
 from search import records
 from space import SearchSpace
 
-MIN_MACS = SearchSpace("vgg16").min_macs
+MIN_MACS = SearchSpace("vgg16", None, 10, 1).min_macs  # the digits: one channel, 10 classes
 
 
 def _run(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -118,6 +118,7 @@ def test_export_errors(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("options", "fragment"), [
     (["--budget", "2e8"], "has budget 300000000.0 MACs, not 2e+08"),
     (["--budget", "3e8", "--backbone", "resnet56"], "backbone 'vgg16', not 'resnet56'"),
+    (["--budget", "3e8", "--dataset", "fashion-mnist"], "dataset 'digits', not 'fashion-mnist'"),
 ])
 def test_resume_with_other_settings_than_stored(tmp_path: Path, options: list[str],
                                                 fragment: str) -> None:
@@ -125,7 +126,8 @@ def test_resume_with_other_settings_than_stored(tmp_path: Path, options: list[st
     study = optuna.create_study(storage=storage, study_name="stored")
     for key, value in ((records.STUDY_BACKBONE, "vgg16"), (records.STUDY_DATASET, "digits"),
                        (records.STUDY_OBJECTIVE, "accuracy"), (records.STUDY_BUDGET, 3e8),
-                       (records.STUDY_INPUT_SIZE, 32)):
+                       (records.STUDY_INPUT_SIZE, 32), (records.STUDY_NUM_CLASSES, 10),
+                       (records.STUDY_IN_CHANNELS, 1)):
         study.set_user_attr(key, value)
     result = _run("search.run", *options, "--storage", storage, "--resume", "--study",
                   "stored", cwd=tmp_path)

@@ -6,6 +6,7 @@ Small settings keep it fast: ResNet-20 on the bundled digits at their native 8×
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from pathlib import Path
 
@@ -17,14 +18,14 @@ from optuna.trial import TrialState
 from search import records
 from search.data import load_dataset
 from search.exporter import export_best
-from search.runner import SearchOutcome, run_search
+from search.runner import SearchFailed, SearchOutcome, run_search
 from search.settings import SearchSettings
 from search.train import evaluate
 from space import Architecture
 
 BACKBONE, INPUT_SIZE = "resnet20", 8
 # Uniform P4: random proposals (mean 1/P about 0.39) mostly land over it, so some get rejected.
-BUDGET = Architecture.uniform(BACKBONE, 4, INPUT_SIZE).macs
+BUDGET = Architecture.uniform(BACKBONE, 4, INPUT_SIZE, 10, 1).macs  # digits: 1 channel
 
 
 def tiny_settings(storage: str, study: str, artifacts: Path, **overrides) -> SearchSettings:
@@ -76,7 +77,7 @@ def test_uniform_baselines_are_trained_first(searched) -> None:
     outcome, settings = searched
     space = settings.space
     expected = sorted({space.uniform_parts(p) for p in space.uniform_choices()
-                       if Architecture(BACKBONE, space.uniform_parts(p), INPUT_SIZE).macs
+                       if Architecture(BACKBONE, space.uniform_parts(p), INPUT_SIZE, 10, 1).macs
                        <= settings.budget})
     first = [r for r in outcome.records if r.status != records.REJECTED][:len(expected)]
     assert sorted(r.parts for r in first) == expected
@@ -128,7 +129,7 @@ def test_export_round_trip_rebuilds_the_trained_network(searched, tmp_path) -> N
     model = arch.build()
     model.load_state_dict(torch.load(weights, weights_only=True))
     data = load_dataset("digits", INPUT_SIZE, seed=settings.seed)
-    accuracy = evaluate(model.eval(), data.test_x, data.test_y, data)
+    accuracy = evaluate(model.eval(), data.test_x, data.test_y)
     assert accuracy == pytest.approx(best.test_accuracy, abs=1e-6)
 
 
@@ -162,3 +163,19 @@ def test_pareto_objective_with_nsga2(local_ray, tmp_path) -> None:
                                     complete[trial.number].paper_macs]
     front = study.best_trials  # Optuna's own front honours the budget constraint
     assert front and all(t.number in complete for t in front)
+
+
+def test_failed_trials_are_named_in_one_line_with_their_log(local_ray, tmp_path) -> None:
+    def _failing_trainable(config: dict) -> None:  # nested: Ray ships it by value
+        raise RuntimeError(f"trial {config['trial_number']} ran out of memory")
+
+    settings = tiny_settings(f"sqlite:///{tmp_path / 'fail.db'}", "fail", tmp_path, trials=2,
+                             epochs=1, max_failures=0)
+    with pytest.raises(SearchFailed) as info:
+        run_search(settings, trainable=_failing_trainable)
+    message = str(info.value)
+    assert "\n" not in message
+    assert re.search(r"every trial failed; the first: RuntimeError: trial \d+ ran out of memory "
+                     r"\(full log: .*error\.txt\)", message), message
+    log = Path(re.search(r"full log: (.*error\.txt)\)", message).group(1))
+    assert "ran out of memory" in log.read_text()

@@ -24,7 +24,7 @@ from search.train import (
 from space import Architecture
 
 # Small HetConv network (every searchable layer at part 2) that trains in seconds on 8x8 digits.
-SMALL = Architecture.uniform("resnet20", 2, 8, 10)
+SMALL = Architecture.uniform("resnet20", 2, 8, 10, 1)  # digits: one channel
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_training_learns_digits(digits8):
 def vgg_run(tmp_path_factory):
     """VGG-16 (it has dropout, so resuming must restore the random state too), 3 epochs."""
     data = _subset(load_dataset("digits", 32), 64, 32, 32)
-    arch = Architecture.uniform("vgg16", 1, 32, 10)
+    arch = Architecture.uniform("vgg16", 1, 32, 10, 1)
     config = TrainConfig(epochs=3, batch_size=32, device="cpu", seed=3)
     root = tmp_path_factory.mktemp("vgg")
     seen = []
@@ -101,14 +101,14 @@ def test_resume_ends_exactly_where_the_uninterrupted_run_ends(vgg_run):
 def test_load_weights_round_trip(vgg_run):
     model = load_weights(vgg_run.root / "straight", vgg_run.arch)  # the folder works too
     assert not model.training
-    accuracy = evaluate(model, vgg_run.data.test_x, vgg_run.data.test_y, vgg_run.data)
+    accuracy = evaluate(model, vgg_run.data.test_x, vgg_run.data.test_y)
     assert accuracy == vgg_run.result.test_accuracy
 
 
 @pytest.mark.parametrize("other, message", [
-    (Architecture.uniform("vgg16", 2, 32, 10), r"trained for vgg16 with parts \[1, 1,"),
-    (Architecture.uniform("vgg16", 1, 32, 7), "10 classes, not vgg16 .* 7 classes"),
-    (Architecture.uniform("resnet20", 1, 32, 10), "not resnet20 with parts"),
+    (Architecture.uniform("vgg16", 2, 32, 10, 1), r"trained for vgg16 with parts \[1, 1,"),
+    (Architecture.uniform("vgg16", 1, 32, 7, 1), "10 classes, not vgg16 .* 7 classes"),
+    (Architecture.uniform("resnet20", 1, 32, 10, 1), "not resnet20 with parts"),
 ])
 def test_other_architecture_is_refused(vgg_run, other, message):
     with pytest.raises(ConfigError, match=message):
@@ -169,9 +169,11 @@ def test_stopping_in_on_epoch_keeps_the_checkpoint_and_the_caller_state(digits8,
 
 
 def test_architecture_must_fit_the_data(digits8):
-    with pytest.raises(ConfigError, match="expects 16px inputs and 10 classes but dataset "
-                                          "'digits' has 8px and 10"):
-        train(Architecture.uniform("resnet20", 1, 16, 10), digits8, TrainConfig(epochs=1))
+    with pytest.raises(ConfigError, match="expects 1x16px inputs and 10 classes but dataset "
+                                          "'digits' has 1x8px and 10"):
+        train(Architecture.uniform("resnet20", 1, 16, 10, 1), digits8, TrainConfig(epochs=1))
+    with pytest.raises(ConfigError, match="expects 3x8px inputs"):
+        train(Architecture.uniform("resnet20", 1, 8, 10, 3), digits8, TrainConfig(epochs=1))
 
 
 @pytest.mark.parametrize("kwargs, message", [
