@@ -1,6 +1,6 @@
 """Wall-clock speed of HetConv's fast path, per VGG-16 (CIFAR) layer shape and part P.
 
-Why this exists: HetConv cuts MACs by ``1/P + (1 - 1/P)/K²`` (HETCONV.md), but grouped
+Why this exists: HetConv cuts MACs by ``1/P + (1 - 1/P)/K²`` (docs/HETCONV.md), but grouped
 convolutions are often slower per MAC than dense ones, so the saving does not turn into time by
 itself. This script measures, for every distinct searchable VGG-16 layer shape at 32x32 input,
 the fast path (:class:`HetConv2d`: grouped KxK + dense 1x1), the masked reference

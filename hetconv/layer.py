@@ -13,8 +13,8 @@ plus a 1×1 convolution over all channels that is zero on the K×K pattern, whic
   off-pattern channels (``(m - n) % part != 0``) in increasing channel order. Every call
   scatters it into the dense ``(out, in, 1, 1)`` kernel with zeros on the pattern, so the 1×1
   branch stays one dense convolution while the pattern's centre taps live only in ``weight``:
-  no duplicated weights, each tap one gradient and one share of weight decay (``HETCONV.md``,
-  "An efficient, exact form").
+  no duplicated weights, each tap one gradient and one share of weight decay
+  (``docs/HETCONV.md``, "Three forms of one function").
 
 :class:`MaskedHetConv2d` is the reference: one dense convolution whose kernel is multiplied by the
 exact HetConv mask. Both convert into each other and into a plain :class:`torch.nn.Conv2d`.

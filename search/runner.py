@@ -188,7 +188,9 @@ def run_search(settings: SearchSettings, out: TextIO | None = None,
     total_trials = max(settings.trials, len(baselines))
     console = SearchConsole(budgets, total_trials, out)
     console.print(f"study {study.study_name} in {settings.storage}: {settings.backbone} on "
-                  f"{settings.dataset}, budget {budgets.describe()} (MACs: cheapest "
+                  f"{settings.dataset} ({space.in_channels}x{space.input_size}x"
+                  f"{space.input_size} input, {space.num_classes} classes; {_split_sizes(data)}"
+                  f"), budget {budgets.describe()} (MACs: cheapest "
                   f"{space.min_macs:.4g}, standard {space.max_macs:.4g}"
                   f"{_latency_range(budgets)}), {total_trials} trials of {settings.epochs} "
                   f"epochs")
@@ -213,6 +215,11 @@ def run_search(settings: SearchSettings, out: TextIO | None = None,
                            f"{Path(settings.artifacts_dir).resolve() / 'ray'}"))
     return SearchOutcome(study.study_name, settings.storage, all_records, proposer.rejected,
                          baselines, recovered)
+
+
+def _split_sizes(data: DataSplits) -> str:
+    train, val, test = data.sizes
+    return f"{train} training, {val} validation, {test} test images"
 
 
 def _latency_range(budgets: Budgets) -> str:

@@ -5,8 +5,8 @@ searchable layer. The per-layer sizes come from one trace of the standard networ
 device, so the model cannot drift from what ``hetconv`` builds. After that, costing a batch of
 part vectors is a few integer numpy operations over an ``(architectures, layers)`` array.
 
-Conventions (see HETCONV.md): *paper* MACs count convolutions and fully connected layers, a
-HetConv layer by ``Do²·N·(M·K²/P + M − M/P)``; *executed* MACs count what the fast path runs,
+Conventions (see docs/HETCONV.md): *paper* MACs count convolutions and fully connected layers,
+a HetConv layer by ``Do²·N·(M·K²/P + M − M/P)``; *executed* MACs count what the fast path runs,
 grouped K×K plus a dense 1×1 whose entries on the K×K pattern are fixed zeros,
 ``Do²·N·(M·K²/P + M)`` (``P = 1``: one dense K×K). Paper parameters count the weights and biases
 of convolutions and fully connected layers; executed parameters are every trainable tensor of the

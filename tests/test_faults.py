@@ -35,7 +35,7 @@ def _trial_worker(driver: psutil.Process) -> psutil.Process | None:
 def test_killed_worker_resumes_from_its_last_epoch(tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     # At the cheapest budget exactly one architecture fits: one trial to kill.
-    budget = SearchSpace("resnet20", 8).min_macs
+    budget = SearchSpace("resnet20", 8, 10, 1).min_macs  # digits: 10 classes, one channel
     command = [sys.executable, "-m", "search.run", "--budget", str(budget), "--backbone",
                "resnet20", "--input-size", "8", "--trials", "1", "--epochs", str(EPOCHS),
                "--storage", storage, "--study", "faulty", "--artifacts-dir", str(tmp_path)]
@@ -75,7 +75,7 @@ def test_killed_worker_resumes_from_its_last_epoch(tmp_path: Path) -> None:
 
 def _search_command(storage: str, study: str, artifacts: Path, trials: int,
                     epochs: int) -> list[str]:
-    budget = SearchSpace("resnet20", 8).max_macs
+    budget = SearchSpace("resnet20", 8, 10, 1).max_macs
     return [sys.executable, "-m", "search.run", "--budget", str(budget), "--backbone",
             "resnet20", "--input-size", "8", "--trials", str(trials), "--epochs", str(epochs),
             "--sampler", "random", "--storage", storage, "--study", study,

@@ -273,7 +273,9 @@ def test_latency_model_reads_the_table_silently_and_predicts_sums(fresh_url: str
         stored = store.layer_rows(spec, [(s, p) for s, layer in zip(shapes, SPACE.layers,
                                                                     strict=True)
                                          for p in layer.allowed_parts])
-        calibration = store.calibration(spec, NetworkKey("resnet20", 8, 10, 1))
+        network = NetworkKey(SPACE.backbone, SPACE.input_size, SPACE.num_classes,
+                             SPACE.in_channels)
+        calibration = store.calibration(spec, network)
     assert calibration.samples == 5 and calibration.ms_per_weight_mb >= 0
     assert model.remainder_ms == calibration.remainder_ms
     parts = SPACE.random_parts(np.random.default_rng(0), 20)

@@ -93,7 +93,7 @@ def test_budgets_need_a_limit_and_a_model_for_latency() -> None:
 def test_tiny_latency_budgeted_search(local_ray, tmp_path, request, backend) -> None:
     storage = (f"sqlite:///{tmp_path / 'latency.db'}" if backend == "sqlite"
                else request.getfixturevalue("postgres_url"))
-    space = SearchSpace(BACKBONE, INPUT_SIZE)
+    space = SearchSpace(BACKBONE, INPUT_SIZE, 10, 1)  # the digits: one channel
     spec = LatencySpec.current("cpu", batch=1, runtime="eager")
     # Profile first (the search reuses the table) to set a budget between fastest and slowest.
     model = latency_model(storage, space, spec, report=lambda line: None)

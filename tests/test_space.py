@@ -41,7 +41,8 @@ def _vectors(backbone: str) -> list[tuple[int, ...]]:
 def _hook_costs(model: nn.Module, input_size: int) -> tuple[int, int]:
     """Paper MACs and parameters, by walking the model's layers during one forward pass.
 
-    HetConv (HETCONV.md): Do²·N·(M·K²/P + M − M/P) MACs, N·(M·K²/P + M − M/P) weights.
+    HetConv (docs/HETCONV.md): Do²·N·(M·K²/P + M − M/P) MACs, N·(M·K²/P + M − M/P)
+    weights.
     Convolutions: Do²·N·(M/groups)·K_h·K_w; linear layers: in·out; biases count as parameters.
     """
     macs = Fraction(0)
