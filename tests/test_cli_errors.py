@@ -12,6 +12,7 @@ import pytest
 
 from search import records
 from space import SearchSpace
+from tests.datasets import write_fashion_mnist, write_imagefolder
 
 MIN_MACS = SearchSpace("vgg16", None, 10, 1).min_macs  # the digits: one channel, 10 classes
 
@@ -70,6 +71,32 @@ def test_search_run_rejects_a_data_directory_of_the_wrong_format(tmp_path: Path)
                   "--storage", f"sqlite:///{tmp_path / 'x.db'}", cwd=tmp_path)
     _assert_one_line_error(result, "data_batch_1")
     assert not (tmp_path / "x.db").exists()
+
+
+def _truncate_an_image(root: Path) -> str:
+    write_imagefolder(root, classes=3, per_class=6, size=24)
+    image = sorted((root / "train").glob("*/*.png"))[4]
+    image.write_bytes(image.read_bytes()[:60])  # the header survives, the pixels do not
+    return image.name
+
+
+def _cut_an_idx_file(root: Path) -> str:
+    write_fashion_mnist(root, train=60, test=20, gz=False)
+    labels = root / "t10k-labels-idx1-ubyte"
+    labels.write_bytes(labels.read_bytes()[:-3])
+    return labels.name
+
+
+@pytest.mark.parametrize(("dataset", "damage"), [("imagefolder", _truncate_an_image),
+                                                 ("fashion-mnist", _cut_an_idx_file)])
+def test_search_run_finds_damaged_data_before_writing_anything(tmp_path: Path, dataset: str,
+                                                               damage) -> None:
+    name = damage(tmp_path / "data")
+    result = _run("search.run", "--budget", "1e9", "--backbone", "resnet20", "--dataset",
+                  dataset, "--data-dir", "data", "--storage", f"sqlite:///{tmp_path / 'x.db'}",
+                  cwd=tmp_path)
+    _assert_one_line_error(result, name)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no database, no artifacts
 
 
 @pytest.mark.parametrize(("storage", "fragment"), [
