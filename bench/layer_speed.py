@@ -426,6 +426,34 @@ def steady_malloc() -> bool:
         return False
 
 
+def add_timing_options(parser: argparse.ArgumentParser, repeats: int,
+                       patience: float) -> None:
+    """The options of the whole-network scripts that time interleaved rounds on one device."""
+    parser.add_argument("--repeats", type=int, default=repeats, help="interleaved rounds (median)")
+    parser.add_argument("--min-sample", type=float, default=0.05,
+                        help="seconds of back-to-back calls per sample")
+    parser.add_argument("--max-busy", type=float, default=0.3,
+                        help="cores other processes may keep busy during a kept round")
+    parser.add_argument("--patience", type=float, default=patience,
+                        help="seconds to wait for quiet rounds before keeping noisy ones")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default="cpu")
+
+
+def machine(device: torch.device, threads: int) -> str:
+    """``cpu, 2 threads of 2 cores`` or the GPU's name: what a figure was measured on."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" \
+        else f"cpu, {threads} threads of {os.cpu_count()} cores"
+
+
+def closing_line(meter: CpuMeter, started: float) -> str:
+    """The load while the script ran, and its wall time: whether the figures can be trusted."""
+    busy = meter.other_cores()
+    return (f"# load average at end: {_load()}; other processes kept "
+            f"{'n/a' if busy is None else f'{busy:.2f}'} cores busy on average over the run; "
+            f"wall time {time.perf_counter() - started:.0f} s")
+
+
 def _load() -> str:
     try:
         return "/".join(f"{v:.2f}" for v in os.getloadavg())
@@ -446,9 +474,8 @@ def main(argv: list[str] | None = None) -> None:
         shapes = [shape for shape in shapes if shape.key() in args.shapes]
     elif args.quick:
         shapes = quick_shapes(shapes)
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" \
-        else f"cpu, {threads} threads of {os.cpu_count()} cores"
-    print(f"# layer_speed: torch {torch.__version__}, {where}, batch {args.batch}, "
+    print(f"# layer_speed: torch {torch.__version__}, {machine(device, threads)}, batch "
+          f"{args.batch}, "
           f"warmup {args.warmup}, repeats {args.repeats} (median), {malloc}, times in ms per call")
     print(f"# load average (1/5/15 min) at start: {_load()}")
     started, meter = time.perf_counter(), CpuMeter()
@@ -465,10 +492,7 @@ def main(argv: list[str] | None = None) -> None:
             precision = "fp32" if amp == "none" else f"autocast {amp}"
             print(f"\n## {precision}\n")
             print(format_table(rows, args.markdown))
-    busy = meter.other_cores()
-    print(f"\n# load average at end: {_load()}; other processes kept "
-          f"{'n/a' if busy is None else f'{busy:.2f}'} cores busy on average over the run; "
-          f"wall time {time.perf_counter() - started:.0f} s")
+    print("\n" + closing_line(meter, started))
 
 
 if __name__ == "__main__":

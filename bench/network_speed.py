@@ -25,11 +25,19 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import torch
-from layer_speed import CpuMeter, Gate, _load, steady_malloc, time_interleaved
+from layer_speed import (
+    CpuMeter,
+    Gate,
+    _load,
+    add_timing_options,
+    closing_line,
+    machine,
+    steady_malloc,
+    time_interleaved,
+)
 from torch import nn
 from torch.utils.benchmark.utils.common import set_torch_threads
 
@@ -163,15 +171,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batches", type=int, nargs="+", default=[64, 1])
     parser.add_argument("--train-batch", type=int, default=64,
                         help="batch of the training-step table (0: skip it)")
-    parser.add_argument("--repeats", type=int, default=7, help="interleaved rounds (median)")
-    parser.add_argument("--min-sample", type=float, default=0.05,
-                        help="seconds of back-to-back calls per sample")
-    parser.add_argument("--max-busy", type=float, default=0.3,
-                        help="cores other processes may keep busy during a kept round")
-    parser.add_argument("--patience", type=float, default=300.0,
-                        help="seconds to wait for quiet rounds before keeping noisy ones")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--device", default="cpu")
+    add_timing_options(parser, repeats=7, patience=300.0)
     parser.add_argument("--markdown", action="store_true")
     return parser.parse_args(argv)
 
@@ -182,10 +182,8 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device)
     threads = args.threads or torch.get_num_threads()
     parts = sorted(set(args.parts))
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" \
-        else f"cpu, {threads} threads of {os.cpu_count()} cores"
     print(f"# network_speed: {BACKBONE} at {INPUT_SIZE}x{INPUT_SIZE}, torch {torch.__version__}, "
-          f"{where}, {args.repeats} interleaved rounds (median), fp32")
+          f"{machine(device, threads)}, {args.repeats} interleaved rounds (median), fp32")
     print(f"# load average at start: {_load()}")
     started, meter = time.perf_counter(), CpuMeter()
     gate = Gate(args.max_busy, args.patience)
@@ -204,10 +202,7 @@ def main(argv: list[str] | None = None) -> None:
             ms = {name: seconds * 1e3 for name, seconds in timing.median_s.items()}
             print(training_table(ms, parts, args.train_batch, args.markdown))
             print(f"\n({timing.describe()})")
-    busy = meter.other_cores()
-    print(f"\n# load average at end: {_load()}; other processes kept "
-          f"{'n/a' if busy is None else f'{busy:.2f}'} cores busy on average; "
-          f"wall time {time.perf_counter() - started:.0f} s")
+    print("\n" + closing_line(meter, started))
 
 
 if __name__ == "__main__":

@@ -7,11 +7,10 @@ step (forward, backward, SGD with momentum and weight decay) with the layer of t
 ("after") and with the layer of a git revision ("before"), side by side.
 
 The "before" layer is read at run time with ``git show REV:hetconv/layer.py``, so no copy of old
-code is kept. ``--before`` defaults to ``HEAD`` while the working tree's ``hetconv/layer.py``
-differs from it, and otherwise to the parent of the last commit that changed that file (the layer
-as it was before its latest change). Each network is built once; the "before" network is a copy
-whose every HetConv layer is replaced by the old class's layer with the same function (through
-the dense kernel), checked on one batch before timing.
+code is kept; ``--before`` names the revision (``HEAD`` while a change to the layer is not
+committed yet; ``3a38838`` is the last over-parameterised layer). Each network is built once;
+the "before" network is a copy whose every HetConv layer is replaced by the old class's layer
+with the same function (through the dense kernel), checked on one batch before timing.
 
 Every variant is timed in the same interleaved rounds, order shuffled each round, with contended
 rounds re-run (``layer_speed.time_interleaved``, as ``network_speed.py`` does); medians reported.
@@ -20,15 +19,13 @@ per cent between before and after are noise; the defaults (15 rounds) take about
 
 Run from the repository root::
 
-    python bench/train_step.py                       # VGG-16 and ResNet-20, P 2 4 8, batch 64
-    python bench/train_step.py --before 3a38838      # against the layer of a given revision
+    python bench/train_step.py --before 3a38838      # VGG-16 and ResNet-20, P 2 4 8, batch 64
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import os
 import subprocess
 import sys
 import time
@@ -37,7 +34,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from layer_speed import CpuMeter, Gate, _load, steady_malloc, time_interleaved
+from layer_speed import (
+    CpuMeter,
+    Gate,
+    _load,
+    add_timing_options,
+    closing_line,
+    machine,
+    steady_malloc,
+    time_interleaved,
+)
 from torch import nn
 from torch.utils.benchmark.utils.common import set_torch_threads
 
@@ -54,13 +60,6 @@ INPUT_SIZE = 32
 def _git(*args: str) -> str:
     return subprocess.run(["git", *args], cwd=ROOT, check=True, capture_output=True,
                           text=True).stdout.strip()
-
-
-def default_before() -> str:
-    """``HEAD`` while the layer has uncommitted changes, else the parent of its last change."""
-    changed = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", LAYER_PATH],
-                             cwd=ROOT).returncode != 0
-    return "HEAD" if changed else _git("log", "-n1", "--format=%H", "--", LAYER_PATH) + "^"
 
 
 def load_layer_module(rev: str) -> types.ModuleType:
@@ -142,37 +141,28 @@ def table(ms: dict[str, float], params: dict[str, int], parts: list[int]) -> str
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--before", default=None, metavar="REV",
-                        help="git revision whose hetconv/layer.py is 'before' (default: HEAD "
-                             "when the working tree's layer differs from it, else the parent "
-                             "of the layer's last change)")
+    parser.add_argument("--before", required=True, metavar="REV",
+                        help="git revision whose hetconv/layer.py is 'before' (HEAD while a "
+                             "layer change is uncommitted; 3a38838: the last layer with "
+                             "duplicated 1x1 weights)")
     parser.add_argument("--parts", type=int, nargs="+", default=[2, 4, 8])
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=15, help="interleaved rounds (median)")
-    parser.add_argument("--min-sample", type=float, default=0.05,
-                        help="seconds of back-to-back steps per sample")
-    parser.add_argument("--max-busy", type=float, default=0.3,
-                        help="cores other processes may keep busy during a kept round")
-    parser.add_argument("--patience", type=float, default=120.0,
-                        help="seconds to wait for quiet rounds before keeping noisy ones")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--device", default="cpu")
+    add_timing_options(parser, repeats=15, patience=120.0)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    rev = args.before or default_before()
+    rev = args.before
     old_class = load_layer_module(rev).HetConv2d
     steady_malloc()
     device = torch.device(args.device)
     threads = args.threads or torch.get_num_threads()
     parts = sorted(set(args.parts))
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" \
-        else f"cpu, {threads} threads of {os.cpu_count()} cores"
     print(f"# train_step: before = {LAYER_PATH} at {rev} ({_git('rev-parse', '--short', rev)}), "
           f"after = working tree; batch {args.batch}, {INPUT_SIZE}x{INPUT_SIZE}, fp32, "
-          f"torch {torch.__version__}, {where}, {args.repeats} interleaved rounds (median)")
+          f"torch {torch.__version__}, {machine(device, threads)}, {args.repeats} interleaved "
+          f"rounds (median)")
     print(f"# load average at start: {_load()}")
     started, meter = time.perf_counter(), CpuMeter()
     with set_torch_threads(threads):
@@ -181,10 +171,7 @@ def main(argv: list[str] | None = None) -> None:
                                   Gate(args.max_busy, args.patience))
     ms = {name: seconds * 1e3 for name, seconds in timing.median_s.items()}
     print("\n" + table(ms, params, parts))
-    busy = meter.other_cores()
-    print(f"\n({timing.describe()})\n# load average at end: {_load()}; other processes kept "
-          f"{'n/a' if busy is None else f'{busy:.2f}'} cores busy on average; "
-          f"wall time {time.perf_counter() - started:.0f} s")
+    print(f"\n({timing.describe()})\n" + closing_line(meter, started))
 
 
 if __name__ == "__main__":
