@@ -234,3 +234,16 @@ def test_a_study_without_latency_has_no_latency_axis(tmp_path, study_name: str) 
     for junk in ("{not json", "[1, 2]", 7):
         assert dataclasses.replace(
             table, attrs={records.STUDY_LATENCY_SPEC: junk}).latency_spec == {}, junk
+
+
+def test_the_facts_name_the_input_shape_and_classes(tmp_path, study_name: str) -> None:
+    from dashboards.page import facts
+
+    storage = f"sqlite:///{tmp_path / 'facts.db'}"
+    write_study(storage, study_name, attrs={records.STUDY_IN_CHANNELS: 1,
+                                            records.STUDY_NUM_CLASSES: 10})
+    labels = dict(facts(load_table(storage, study_name)))
+    assert (labels["input"], labels["classes"]) == ("1×8×8", "10")
+    write_study(storage, study_name + "-old")  # an older study: the size alone
+    labels = dict(facts(load_table(storage, study_name + "-old")))
+    assert labels["input"] == "8×8" and "classes" not in labels
