@@ -1,8 +1,8 @@
 """How long the dashboards take on a big study: 10,000 synthetic trials, report timed end to end.
 
 Fills a study through Optuna's own API (``optuna.create_trial`` + ``Study.add_trials``) with the
-record keys of ``search.records``: VGG-16 part vectors drawn at random and costed with the real
-cost model, the over-budget ones rejected, some early-stopped and failed, the uniform baselines
+record keys of ``search.store.records``: VGG-16 part vectors drawn at random and costed with the
+real cost model, the over-budget ones rejected, some early-stopped and failed, the uniform baselines
 marked, synthetic accuracies and completion times 30 s apart. Then times each step of
 ``python -m dashboards.report`` (read the trials, draw the figures, write the HTML) and the
 live page's answers (the first, a poll with nothing new, a poll after one more trial) and
@@ -34,9 +34,9 @@ from dashboards.optuna_figures import attach_figures
 from dashboards.page import render_report
 from dashboards.server import LiveStudies
 from hetconv.timing import median_seconds
-from search import records
 from search.proposer import param_name
-from search.storage import open_storage
+from search.store import records
+from search.store.storage import open_storage
 from space import Architecture, SearchSpace
 
 BACKBONE = "vgg16"

@@ -5,8 +5,8 @@ Why this exists: a latency budget is only as good as the prediction behind it. T
 plus a constant remainder; the network itself runs as one deployed graph (TorchInductor fuses
 across layers, the call overhead is paid once). This draws random architectures
 (``SearchSpace.random_parts``), measures each end to end as ``deploy(build_model(...))`` with
-the profiler's own timing (``search.profiler.measure_network``), and compares. The latency table
-is read from ``--storage`` and measured first where it is missing.
+the profiler's own timing (``search.profiling.profiler.measure_network``), and compares. The
+latency table is read from ``--storage`` and measured first where it is missing.
 
 Other processes may share the cores; the share of a core they used during each measurement
 is printed (``others``, from ``/proc/stat``) so that a noisy row can be told apart; rerun when
@@ -30,7 +30,7 @@ import numpy as np
 from layer_speed import CpuMeter, _load
 
 from hetconv.errors import ConfigError
-from search.profiler import latency_model, measure_network
+from search.profiling.profiler import latency_model, measure_network
 from space import LatencySpec, SearchSpace
 
 

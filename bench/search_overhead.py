@@ -20,13 +20,13 @@ from typing import Any
 import optuna
 
 from search.budgets import Budgets
-from search.data import load_dataset
 from search.proposer import BudgetedProposer
 from search.runner import connect_ray, run_search
 from search.searcher import DONE, EPOCH, TEST_ACCURACY, TRAIN_SECONDS, VAL_ACCURACY
 from search.settings import SearchSettings
-from search.storage import open_storage
+from search.store.storage import open_storage
 from search.study import create_study
+from search.training.data import load_dataset
 
 BUDGET = 3e8
 

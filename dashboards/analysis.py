@@ -12,7 +12,7 @@ from typing import Literal
 import numpy as np
 
 from dashboards.data import StudyTable
-from search import records
+from search.store import records
 
 # The cost columns of a StudyTable a scatter and its front can be drawn against.
 Cost = Literal["paper_macs", "latency_ms"]

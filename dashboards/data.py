@@ -1,7 +1,7 @@
 """Load a study from a storage URL into columns, with one trial query, for figures and tables.
 
-Everything a trial means is read through :mod:`search.records` (statuses, user-attribute keys),
-so the dashboards never spell a key the search writes. Nothing here writes to the storage.
+Everything a trial means is read through :mod:`search.store.records` (statuses, user-attribute
+keys), so the dashboards never spell a key the search writes. Nothing here writes to the storage.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import numpy as np
 import optuna
 
 from hetconv.errors import ConfigError
-from search import records
-from search.records import TrialRecord
-from search.storage import open_storage
+from search.store import records
+from search.store.records import TrialRecord
+from search.store.storage import open_storage
 
 # Statuses in the order the dashboards list them.
 STATUSES = (records.COMPLETE, records.REJECTED, records.EARLY_STOPPED, records.FAILED,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from search.storage import DEFAULT_STORAGE
+from search.store.storage import DEFAULT_STORAGE
 
 LOOPBACK = "127.0.0.1"
 

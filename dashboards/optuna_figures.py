@@ -14,8 +14,8 @@ import optuna
 
 from dashboards.data import StudyTable, check_not_empty, list_studies, open_study, table_from_study
 from dashboards.figures import FIGURE_IDS, all_figures, figure_ids
-from search import records
-from search.storage import open_storage
+from search.store import records
+from search.store.storage import open_storage
 
 GRAPH_PREFIX = "hetnas-"  # optuna-dashboard ids of the attached figures: hetnas-pareto, ...
 

@@ -21,7 +21,7 @@ from dashboards.analysis import TopRow, top_architectures
 from dashboards.data import STATUSES, StudyTable, load_table
 from dashboards.figures import all_figures, ms, si
 from hetconv.errors import ConfigError
-from search import records
+from search.store import records
 
 # Draws every figure from its JSON block; the same code runs in the report and the live page.
 _BOOT = """

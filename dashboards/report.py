@@ -6,7 +6,7 @@ from pathlib import Path
 
 from dashboards.page import write_report
 from search.cli import OneLineParser, run_cli
-from search.storage import DEFAULT_STORAGE
+from search.store.storage import DEFAULT_STORAGE
 
 PROG = "python -m dashboards.report"
 

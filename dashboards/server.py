@@ -27,7 +27,7 @@ from dashboards.figures import FIGURE_IDS, LATENCY, all_figures
 from dashboards.live_script import LIVE_JS
 from dashboards.page import STYLE, facts
 from hetconv.errors import ConfigError
-from search.storage import open_storage
+from search.store.storage import open_storage
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8050
 POLL_SECONDS = 3  # how often the page asks for news

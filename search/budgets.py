@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from search import records
+from search.store import records
 from space import Architecture
 from space.latency import LatencyModel
 

@@ -8,9 +8,9 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import TextIO
 
-from search import records
 from search.budgets import Budgets
-from search.records import TrialRecord
+from search.store import records
+from search.store.records import TrialRecord
 
 
 def parts_summary(parts: Sequence[int]) -> str:

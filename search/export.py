@@ -6,7 +6,7 @@ from pathlib import Path
 
 from search.cli import OneLineParser, run_cli
 from search.exporter import export_best
-from search.storage import DEFAULT_STORAGE
+from search.store.storage import DEFAULT_STORAGE
 
 PROG = "python -m search.export"
 

@@ -11,11 +11,11 @@ import optuna
 import torch
 
 from hetconv.errors import ConfigError
-from search import records
 from search.arch_files import check_normalization
-from search.records import TrialRecord
-from search.storage import open_storage
-from search.train import load_weights
+from search.store import records
+from search.store.records import TrialRecord
+from search.store.storage import open_storage
+from search.training.trainer import load_weights
 from space import Architecture, Normalization
 
 

@@ -1,8 +1,8 @@
 """``python -m search.profile --backbone vgg16``: the latency table of one backbone on this machine.
 
 Measures each searchable layer at every allowed part in its deploy form (see
-``search.profiler``), stores the figures in the database next to the studies, and prints them
-with the predicted latency of the paper's uniform-P networks. Figures already stored for this
+``search.profiling.profiler``), stores the figures in the database next to the studies, and prints
+them with the predicted latency of the paper's uniform-P networks. Figures already stored for this
 device, batch, dtype, runtime and torch version are reused; ``--force`` measures them again.
 """
 
@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 
 from search.cli import OneLineParser, run_cli
-from search.data import DATASETS, check_dataset
-from search.latency_store import LatencyStore
-from search.profiler import Profile, profile
-from search.storage import DEFAULT_STORAGE
+from search.profiling.profiler import Profile, profile
+from search.store.latency_table import LatencyStore
+from search.store.storage import DEFAULT_STORAGE
+from search.training.data import DATASETS, check_dataset
 from space.latency import DEVICES, RUNTIMES, LatencySpec
 from space.search_space import SearchSpace
 

@@ -15,8 +15,8 @@ import optuna
 from optuna.trial import TrialState
 
 from hetconv.errors import ConfigError
-from search import records
 from search.budgets import Budgets
+from search.store import records
 from space import Architecture, SearchSpace
 
 

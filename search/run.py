@@ -13,11 +13,11 @@ import os
 import optuna
 
 from search.cli import OneLineParser, macs_amount, milliseconds, run_cli
-from search.data import DATASETS
-from search.records import OBJECTIVES
 from search.runner import SearchFailed, run_search
 from search.settings import LATENCY_RUNTIMES, SAMPLERS, SCHEDULERS, SearchSettings
-from search.storage import DEFAULT_STORAGE
+from search.store.records import OBJECTIVES
+from search.store.storage import DEFAULT_STORAGE
+from search.training.data import DATASETS
 
 PROG = "python -m search.run"
 

@@ -18,16 +18,15 @@ from ray.tune import ResultGrid
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from hetconv.errors import ConfigError
-from search import records
 from search.budgets import Budgets
 from search.console import SearchConsole
-from search.data import DataSplits, load_dataset
-from search.profiler import latency_model
+from search.profiling.profiler import latency_model
 from search.proposer import BudgetedProposer
-from search.records import TrialRecord
 from search.searcher import EPOCH, VAL_ACCURACY, BudgetedOptunaSearcher
 from search.settings import SearchSettings
-from search.storage import open_storage
+from search.store import records
+from search.store.records import TrialRecord
+from search.store.storage import open_storage
 from search.study import (
     create_study,
     default_study_name,
@@ -37,6 +36,7 @@ from search.study import (
     trained_count,
 )
 from search.trainable import train_trial
+from search.training.data import DataSplits, load_dataset
 
 _WORKER_WAIT_S = 60
 

@@ -13,7 +13,7 @@ from typing import Any
 from ray.tune.search import Searcher
 
 from search.proposer import BudgetedProposer, Proposal
-from search.records import TrialRecord, from_attrs
+from search.store.records import TrialRecord, from_attrs
 
 EPOCH = "epoch"
 VAL_ACCURACY = "val_accuracy"

@@ -10,9 +10,9 @@ from pathlib import Path
 import torch
 
 from hetconv.errors import ConfigError
-from search import records
-from search.data import DatasetInfo, check_dataset
-from search.storage import DEFAULT_STORAGE
+from search.store import records
+from search.store.storage import DEFAULT_STORAGE
+from search.training.data import DatasetInfo, check_dataset
 from space import SearchSpace
 from space.latency import LatencySpec
 

@@ -10,9 +10,9 @@ import optuna
 from optuna.trial import TrialState
 
 from hetconv.errors import ConfigError
-from search import records
-from search.data import DataSplits
 from search.settings import SearchSettings
+from search.store import records
+from search.training.data import DataSplits
 
 
 def default_study_name(settings: SearchSettings) -> str:

@@ -16,7 +16,6 @@ import ray
 import torch
 from ray import tune
 
-from search.data import DataSplits, load_dataset
 from search.searcher import (
     DONE,
     EPOCH,
@@ -25,7 +24,8 @@ from search.searcher import (
     TRAIN_SECONDS,
     VAL_ACCURACY,
 )
-from search.train import CHECKPOINT_FILE, EpochResult, TrainConfig, train
+from search.training.data import DataSplits, load_dataset
+from search.training.trainer import CHECKPOINT_FILE, EpochResult, TrainConfig, train
 from space import Architecture
 
 

@@ -9,8 +9,8 @@ subtracting their predicted layer sum. The remainder may be negative (each layer
 pays the call overhead that the whole network pays once).
 
 Measurements are only comparable on the same :class:`LatencySpec`: device, batch, dtype,
-runtime and torch version. This module holds no SQL and no Optuna; ``search.profiler`` measures
-and ``search.latency_store`` keeps the numbers.
+runtime and torch version. This module holds no SQL and no Optuna; ``search.profiling.profiler``
+measures and ``search.store.latency_table`` keeps the numbers.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Small data sets written to disk in the real layouts, for tests that load or train on them.
 
-Each writer makes what ``search.data.load_dataset(name, size, root)`` reads: CIFAR's python
+Each writer makes what ``search.training.data.load_dataset(name, size, root)`` reads: CIFAR's python
 batches (as Python 2's cPickle wrote them, or re-saved by Python 3), an image folder of PNGs,
 and Fashion-MNIST's IDX files cut from the real ones of Debian's ``dataset-fashion-mnist``
 package. Without that package a test using them skips, except under CI (``CI=true``), where it
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from search import data as data_module
+from search.training import data as data_module
 
 # -- CIFAR python batches ----------------------------------------------------------------------
 

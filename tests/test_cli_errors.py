@@ -10,7 +10,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from search import records
+from search.store import records
 from space import SearchSpace
 from tests.datasets import write_fashion_mnist, write_imagefolder
 

@@ -40,9 +40,9 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
-from search import records
 from search.run import build_parser
 from search.settings import SearchSettings
+from search.store import records
 from space import Architecture
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -228,7 +228,7 @@ def _storage_urls(services: dict[str, dict]) -> dict[str, str]:
     """Where each service takes its study storage from."""
     search = build_parser().parse_args(find_command(services["search"], "python", "-m",
                                                     "search.run"))
-    urls = {"search": search.storage,
+    urls = {"search": search.store.storage,
             "optuna-dashboard": find_command(services["optuna-dashboard"], "optuna-dashboard")[0],
             "dashboard": options(find_command(services["dashboard"], "python", "-m",
                                               "dashboards.serve"))["--storage"]}

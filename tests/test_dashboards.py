@@ -49,7 +49,7 @@ from dashboards import (
     write_report,
 )
 from dashboards.figures import FIGURE_IDS
-from search import records
+from search.store import records
 
 EVIL = "<script>alert(1)</script>"
 

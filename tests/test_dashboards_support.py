@@ -39,7 +39,7 @@ import pytest
 from optuna.trial import TrialState
 
 from dashboards import load_table, pareto_front, scatter_groups
-from search import records
+from search.store import records
 
 BUDGET = 100e6
 LAYERS = 6

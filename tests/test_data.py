@@ -22,9 +22,9 @@ import torch
 from sklearn.datasets import load_digits
 
 from hetconv import ConfigError
-from search import data as data_module
-from search.augment import crop_padding, random_crop_flip, unit_range
-from search.data import DATASETS, DatasetInfo, check_dataset, load_dataset
+from search.training import data as data_module
+from search.training.augment import crop_padding, random_crop_flip, unit_range
+from search.training.data import DATASETS, DatasetInfo, check_dataset, load_dataset
 from tests.datasets import (
     CIFAR100_NAMES,
     fashion_mnist_source,

@@ -25,12 +25,12 @@ import torch
 from torch import nn
 
 from hetconv.models import BACKBONES
-from search import records
-from search.data import DataSplits, check_dataset, load_dataset
 from search.exporter import export_best
 from search.runner import run_search
 from search.settings import SearchSettings
-from search.train import TrainConfig, train
+from search.store import records
+from search.training.data import DataSplits, check_dataset, load_dataset
+from search.training.trainer import TrainConfig, train
 from space import Architecture
 from tests.datasets import write_cifar, write_fashion_mnist, write_imagefolder
 

@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy
 from optuna.trial import TrialState
 
-from search import records
+from search.store import records
 from space import SearchSpace
 
 EPOCHS = 10
@@ -137,7 +137,7 @@ def test_concurrent_searches_share_one_database(backend: str, request: pytest.Fi
 
 def test_processes_creating_one_new_database_at_once_all_succeed(tmp_path: Path) -> None:
     """Two searches started together on a new file race to create Optuna's tables."""
-    code = (f"from search.storage import open_storage; "
+    code = (f"from search.store.storage import open_storage; "
             f"open_storage('sqlite:///{tmp_path / 'new.db'}')")
     racers = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
               for _ in range(6)]

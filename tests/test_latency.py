@@ -23,14 +23,7 @@ import torch
 from sqlalchemy.engine import make_url
 
 from hetconv.errors import ConfigError
-from search.latency_store import (
-    LAYER_TABLE,
-    NETWORK_TABLE,
-    LatencyStore,
-    LayerShape,
-    NetworkKey,
-)
-from search.profiler import (
+from search.profiling.profiler import (
     deploy_for,
     latency_model,
     layer_shapes,
@@ -38,7 +31,14 @@ from search.profiler import (
     measure_shape,
     profile,
 )
-from search.storage import open_storage
+from search.store.latency_table import (
+    LAYER_TABLE,
+    NETWORK_TABLE,
+    LatencyStore,
+    LayerShape,
+    NetworkKey,
+)
+from search.store.storage import open_storage
 from space import LatencyModel, LatencySpec, SearchSpace
 from space.latency import fit_network_terms
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from search import records
+from search.store import records
 from space import Architecture
 
 BUDGET = Architecture.uniform("resnet20", 2, 8).macs

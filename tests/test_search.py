@@ -15,12 +15,12 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from search import records
-from search.data import load_dataset
 from search.exporter import export_best
 from search.runner import SearchFailed, SearchOutcome, run_search
 from search.settings import SearchSettings
-from search.train import evaluate
+from search.store import records
+from search.training.data import load_dataset
+from search.training.trainer import evaluate
 from space import Architecture
 
 BACKBONE, INPUT_SIZE = "resnet20", 8

@@ -13,12 +13,12 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search import records
 from search.budgets import Budgets
-from search.profiler import latency_model
+from search.profiling.profiler import latency_model
 from search.proposer import BudgetedProposer
 from search.runner import run_search
 from search.settings import SearchSettings
+from search.store import records
 from space import Architecture, LatencyModel, LatencySpec, SearchSpace
 
 BACKBONE, INPUT_SIZE = "resnet20", 8

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from hetconv import ConfigError
-from search.data import DataSplits, load_dataset
-from search.train import (
+from search.training.data import DataSplits, load_dataset
+from search.training.trainer import (
     CHECKPOINT_FILE,
     EpochResult,
     TrainConfig,

@@ -3,7 +3,7 @@
 Every data set comes back as :class:`DataSplits`: images ``uint8 (N, C, S, S)`` at the requested
 input size, labels ``int64``. ``C`` is the data set's own channel count: 1 for the grayscale
 digits and Fashion-MNIST, 3 for CIFAR and image folders (decoded to RGB). Augmentation is
-left to the trainer, per batch on its device (``search.augment``), and normalisation to the
+left to the trainer, per batch on its device (``search.training.augment``), and normalisation to the
 network, with the per-channel statistics computed here; so the data stay four times smaller
 than float. :func:`check_dataset` tells a data set's facts (:class:`DatasetInfo`) without
 loading it.

@@ -39,7 +39,7 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
 
 from hetconv.errors import ConfigError
-from search.storage import DEFAULT_STORAGE, _display, _engine_kwargs
+from search.store.storage import DEFAULT_STORAGE, _display, _engine_kwargs
 from space.latency import LatencySpec
 
 LAYER_TABLE = "hetnas_layer_latency"

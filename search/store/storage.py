@@ -10,7 +10,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
 
 from hetconv.errors import ConfigError
-from search.reconnecting_storage import ReconnectingRDBStorage
+from search.store.reconnecting import ReconnectingRDBStorage
 
 DEFAULT_STORAGE = "sqlite:///hetnas.db"
 

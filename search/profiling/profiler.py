@@ -37,7 +37,13 @@ from hetconv.layer import HetConv2d
 from hetconv.layout import OrderedHetConv2d, is_power_of_two
 from hetconv.models import build_model
 from hetconv.timing import interleaved_samples
-from search.latency_store import Calibration, LatencyStore, LayerShape, Measurement, NetworkKey
+from search.store.latency_table import (
+    Calibration,
+    LatencyStore,
+    LayerShape,
+    Measurement,
+    NetworkKey,
+)
 from space.latency import LatencyModel, LatencySpec, fit_network_terms
 from space.search_space import SearchSpace
 

@@ -36,8 +36,8 @@ import torch
 from torch import nn
 
 from hetconv.errors import ConfigError
-from search.augment import crop_padding, random_crop_flip, unit_range
-from search.data import DataSplits
+from search.training.augment import crop_padding, random_crop_flip, unit_range
+from search.training.data import DataSplits
 from space.architecture import Architecture, Normalization
 
 CHECKPOINT_FILE = "checkpoint.pt"

@@ -1,0 +1,2 @@
+"""Latency profiling: each searchable layer timed in its deploy form on this machine, stored in
+the latency table (``search.store.latency_table``) and turned into a ``space.LatencyModel``."""
