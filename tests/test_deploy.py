@@ -12,6 +12,8 @@ from torch import nn
 from hetconv.deployment import (
     DENSE,
     check_equal,
+    chunk_candidates,
+    chunked,
     deploy,
     equivalent_forms,
     fastest_form,
@@ -63,7 +65,6 @@ def test_compiled_deploy_form_equals_model_and_is_compiled():
     model = _random_model("vgg16", seed=5)
     deployed = deploy(model, torch.randn(16, 3, 32, 32))  # chunks of 8 are tried too
     assert deployed.compiled
-    assert deployed.chunk in (None, 8)
     for batch in (16, 5):
         unseen = torch.randn(batch, 3, 32, 32)
         with torch.no_grad():
@@ -164,11 +165,16 @@ def test_check_equal_names_the_difference():
 def test_a_large_batch_runs_in_the_chunk_size_chosen_and_gives_the_same_outputs():
     model = _random_model("resnet20", seed=9)
     deployed = deploy(model, torch.randn(32, 3, 16, 16), compile=False)
-    assert deployed.chunk in (None, 16, 8)
+    assert chunk_candidates(32) == [None, 16, 8] and chunk_candidates(37) == [None]
+    assert chunk_candidates(16) == [None, 8] and chunk_candidates(8) == [None]
     for batch in (32, 37, 3):  # 37: a last chunk smaller than the others
         x = torch.randn(batch, 3, 16, 16)
         with torch.no_grad():
-            torch.testing.assert_close(deployed(x), model(x), rtol=1e-3, atol=1e-4)
+            expected = model(x)
+            torch.testing.assert_close(deployed(x), expected, rtol=1e-3, atol=1e-4)
+            for chunk in chunk_candidates(32):  # whichever chunk the timing picks
+                torch.testing.assert_close(chunked(deployed.module, chunk)(x), expected,
+                                           rtol=1e-3, atol=1e-4)
 
 
 def test_deployed_network_reorders_no_channels_between_hetconv_layers():

@@ -145,8 +145,8 @@ def test_asha_stopped_trials_never_count_as_best(local_ray, tmp_path) -> None:
         assert study.trials[record.number].state == TrialState.PRUNED
     ranked = records.ranked(outcome.records)
     assert ranked and all(r.epochs_trained == settings.epochs for r in ranked)
-    assert study.best_trial.number == ranked[0].number or \
-        study.best_trial.value == ranked[0].accuracy
+    # Optuna's own best (constraints honoured, pruned trials left out) is HetNAS's best.
+    assert study.best_trial.value == ranked[0].accuracy
 
 
 def test_pareto_objective_with_nsga2(local_ray, tmp_path) -> None:
