@@ -22,6 +22,7 @@ from dashboards.data import STATUSES, StudyTable, load_table
 from dashboards.figures import all_figures, ms, si
 from hetconv.errors import ConfigError
 from search.store import records
+from search.store.files import write_atomic
 
 # Draws every figure from its JSON block; the same code runs in the report and the live page.
 _BOOT = """
@@ -157,7 +158,8 @@ def write_report(storage_url: str, study_name: str | None, out: Path, top: int =
         raise ConfigError(f"--out {out}: not a file in an existing folder")
     table = load_table(storage_url, study_name)
     try:
-        out.write_text(render_report(table, top), encoding="utf-8")
+        text = render_report(table, top)
+        write_atomic(out, lambda path: path.write_text(text, encoding="utf-8"))
     except OSError as error:
         raise ConfigError(f"--out {out}: cannot write it ({error.strerror or error})") from None
     return table

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import optuna
@@ -13,6 +11,7 @@ import torch
 from hetconv.errors import ConfigError
 from search.arch_files import check_normalization
 from search.store import records
+from search.store.files import write_atomic
 from search.store.records import TrialRecord
 from search.store.storage import open_storage
 from search.training.trainer import load_weights
@@ -55,19 +54,6 @@ def trained_architecture(study: optuna.Study, record: TrialRecord) -> Architectu
                            attrs.get(records.STUDY_CLASS_NAMES))
 
 
-def _write_atomic(target: Path, write) -> None:
-    """Write through a temporary file in the same folder, so a failure leaves no half file."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    os.close(handle)
-    try:
-        write(Path(temporary))
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def export_best(storage_url: str, study_name: str, out: Path,
                 weights: Path | None = None) -> TrialRecord:
     """Write the best architecture as JSON (with its input statistics, class names and result)
@@ -88,7 +74,7 @@ def export_best(storage_url: str, study_name: str, out: Path,
                           "accuracy": best.accuracy, "test_accuracy": best.test_accuracy,
                           "paper_macs": best.paper_macs, "executed_macs": best.executed_macs,
                           "params": best.params}
-    _write_atomic(out, lambda path: path.write_text(json.dumps(document, indent=2) + "\n"))
+    write_atomic(out, lambda path: path.write_text(json.dumps(document, indent=2) + "\n"))
     if model is not None:
-        _write_atomic(weights, lambda path: torch.save(model.state_dict(), path))
+        write_atomic(weights, lambda path: torch.save(model.state_dict(), path))
     return best

@@ -57,6 +57,7 @@ import torch
 import torch.nn.functional as F
 
 from hetconv.errors import ConfigError
+from search.store.files import write_atomic
 
 DATASETS: tuple[str, ...] = ("digits", "cifar10", "cifar100", "imagefolder", "fashion-mnist")
 
@@ -875,24 +876,19 @@ def _download(url: str, target: Path, md5: str, explain: Callable[[str], str]) -
     matches, so concurrent loaders see the whole file or none. ``explain(problem)`` words the
     error when the download fails.
     """
-    part: Path | None = None
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-        part = Path(name)
-        with os.fdopen(fd, "wb") as out, \
+    def fetch(part: Path) -> None:
+        with part.open("wb") as out, \
                 urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as response:
             shutil.copyfileobj(response, out, 1 << 20)
         digest = _md5(part)
         if digest != md5:
             raise ConfigError(f"download of {url} was corrupt (md5 {digest}, expected {md5}); "
                               f"try again, or fetch it another way and put it in {target.parent}")
-        os.replace(part, target)
+
+    try:
+        write_atomic(target, fetch)
     except (urllib.error.URLError, OSError, TimeoutError) as error:
         raise ConfigError(explain(f"the download failed ({error})")) from None
-    finally:
-        if part is not None:
-            part.unlink(missing_ok=True)
 
 
 def _md5(path: Path) -> str:

@@ -20,10 +20,9 @@ and primitive containers, so it loads with ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -36,6 +35,7 @@ import torch
 from torch import nn
 
 from hetconv.errors import ConfigError
+from search.store.files import write_atomic
 from search.training.augment import crop_padding, random_crop_flip, unit_range
 from search.training.data import DataSplits
 from space.architecture import Architecture, Normalization
@@ -257,7 +257,8 @@ class _Run:
             self.seconds += result.seconds
             self.history.append(result)
             if checkpoint_dir is not None:
-                _write_atomic(self.state(), Path(checkpoint_dir) / CHECKPOINT_FILE)
+                write_atomic(Path(checkpoint_dir) / CHECKPOINT_FILE,
+                             functools.partial(torch.save, self.state()))
             if on_epoch is not None:
                 on_epoch(result)
         started = time.perf_counter()
@@ -379,21 +380,6 @@ def _cudnn_benchmark(device: torch.device) -> Iterator[None]:
 def _checkpoint_path(path: Path | str) -> Path:
     path = Path(path)
     return path / CHECKPOINT_FILE if path.is_dir() else path
-
-
-def _write_atomic(state: Mapping[str, Any], target: Path) -> None:
-    """Write to a temporary file beside ``target``, then rename: readers never see half a file."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            torch.save(state, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
 
 
 def _read_checkpoint(path: Path) -> dict[str, Any]:
