@@ -16,7 +16,7 @@ from search.cli import OneLineParser, run_cli
 PROG = "python -m dashboards.browse"
 
 
-def main() -> int:
+def build_parser() -> OneLineParser:
     parser = OneLineParser(prog=PROG, description="Add the accuracy-MACs (and accuracy-"
                            "latency), parts and progress figures to the studies, then open "
                            "optuna-dashboard on the storage.")
@@ -26,7 +26,12 @@ def main() -> int:
     add_listen_options(parser, 8080, free_port=False)
     parser.add_argument("--attach-only", action="store_true",
                         help="add the figures and exit, for a dashboard that is already running")
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
     check_port(parser, args.port, free_port=False)
     tables = attach_figures(args.storage, args.study)
     print("figures added to " + ", ".join(f"{t.name} ({len(t)} trials)" for t in tables),

@@ -11,7 +11,7 @@ from search.store.storage import DEFAULT_STORAGE
 PROG = "python -m dashboards.report"
 
 
-def main() -> int:
+def build_parser() -> OneLineParser:
     parser = OneLineParser(prog=PROG, description="Write accuracy-against-MACs, the Pareto "
                            "front's parts and the search progress of a study to one HTML file "
                            "that opens offline.")
@@ -22,7 +22,12 @@ def main() -> int:
                         help="HTML file to write (default report.html)")
     parser.add_argument("--top", type=int, default=10,
                         help="searched architectures in the table (default 10)")
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.top < 1:
         parser.error("--top must be a positive integer")
     table = write_report(args.storage, args.study, args.out, args.top)

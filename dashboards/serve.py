@@ -9,13 +9,18 @@ from search.cli import OneLineParser, run_cli
 PROG = "python -m dashboards.serve"
 
 
-def main() -> int:
+def build_parser() -> OneLineParser:
     parser = OneLineParser(prog=PROG, description="Serve a live page that lists the studies of "
                            "a storage and redraws their figures as trials finish (read-only).")
     add_storage_option(parser)
     parser.add_argument("--study", default=None, help="study shown first (default: the newest)")
     add_listen_options(parser, DEFAULT_PORT, free_port=True)
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
     check_port(parser, args.port, free_port=True)
     server = make_server(args.storage, args.study, args.host, args.port)
     print(f"serving study {server.default_study} at {server.url} (Ctrl+C to stop)", flush=True)

@@ -10,13 +10,17 @@ from search.cli import OneLineParser, run_cli
 PROG = "python -m search.check"
 
 
-def main() -> int:
+def build_parser() -> OneLineParser:
     parser = OneLineParser(prog=PROG, description="Validate an architecture JSON (and its "
                            "weights) and print what it costs.")
     parser.add_argument("architecture", type=Path, help="architecture JSON (search.export)")
     parser.add_argument("--weights", type=Path, default=None,
                         help="state dict to check against the architecture")
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     arch = read_architecture(args.architecture)
     if args.weights is not None:
         load_trained(arch, args.weights)

@@ -11,7 +11,7 @@ from search.store.storage import DEFAULT_STORAGE
 PROG = "python -m search.export"
 
 
-def main() -> int:
+def build_parser() -> OneLineParser:
     parser = OneLineParser(prog=PROG, description="Export the most accurate architecture that "
                            "trained all its epochs within the budget.")
     parser.add_argument("--storage", default=DEFAULT_STORAGE, help="SQLAlchemy URL of the study")
@@ -19,7 +19,11 @@ def main() -> int:
     parser.add_argument("--out", type=Path, required=True, help="architecture JSON to write")
     parser.add_argument("--weights", type=Path, default=None,
                         help="also write its trained weights (a state_dict) here")
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     best = export_best(args.storage, args.study, args.out, args.weights)
     print(f"trial {best.number}: accuracy {best.accuracy:.2%}, {best.paper_macs:.4g} MACs "
           f"-> {args.out}" + (f" and {args.weights}" if args.weights else ""))

@@ -21,7 +21,7 @@ from space.search_space import SearchSpace
 PROG = "python -m search.profile"
 
 
-def parse_args(argv: list[str] | None = None):
+def build_parser() -> OneLineParser:
     parser = OneLineParser(prog=PROG, description="Measure (or read back) the per-layer latency "
                            "table of a backbone on this machine and predict network latency.")
     parser.add_argument("--backbone", default="vgg16", help="model family (default vgg16)")
@@ -39,7 +39,7 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument("--storage", default=DEFAULT_STORAGE,
                         help=f"SQLAlchemy URL of the study database (default {DEFAULT_STORAGE})")
     parser.add_argument("--force", action="store_true", help="measure everything again")
-    return parser.parse_args(argv)
+    return parser
 
 
 def format_table(result: Profile, space: SearchSpace) -> str:
@@ -73,7 +73,7 @@ def format_table(result: Profile, space: SearchSpace) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv)
     # Every check on the input comes before the database is touched: bad input writes nothing.
     info = check_dataset(args.dataset, args.data_dir)
     space = SearchSpace(args.backbone, args.input_size, info.num_classes, info.channels)

@@ -22,7 +22,7 @@ from search.training.data import DATASETS
 PROG = "python -m search.run"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> OneLineParser:
     defaults = SearchSettings()
     parser = OneLineParser(
         prog=PROG,
@@ -94,8 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main() -> int:
-    args = build_parser().parse_args()
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     # The search prints its own trial lines; Ray Tune's tables would drown them.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     logging.getLogger("ray").setLevel(logging.WARNING)
