@@ -36,12 +36,7 @@ def _best_in(study: optuna.Study) -> TrialRecord:
     return ranked[0]
 
 
-def best_record(storage_url: str, study_name: str) -> TrialRecord:
-    """The most accurate trial that trained all its epochs within budget."""
-    return _best_in(_load_study(storage_url, study_name))
-
-
-def trained_architecture(study: optuna.Study, record: TrialRecord) -> Architecture:
+def _exported_architecture(study: optuna.Study, record: TrialRecord) -> Architecture:
     """A trial's architecture with the input statistics and class names of the study's data:
     everything a user of the exported network needs."""
     attrs = study.user_attrs
@@ -60,13 +55,13 @@ def export_best(storage_url: str, study_name: str, out: Path,
     and optionally its weights (which normalise their input too)."""
     study = _load_study(storage_url, study_name)
     best = _best_in(study)
-    arch = trained_architecture(study, best)
+    arch = _exported_architecture(study, best)
     model = None
     if weights is not None:
         if not best.checkpoint or not Path(best.checkpoint).exists():
             raise ConfigError(f"trial {best.number}'s checkpoint {best.checkpoint} is not on "
                               f"this machine; run the export where --artifacts-dir is readable")
-        model = load_weights(Path(best.checkpoint), Architecture.from_json(best.architecture))
+        model = load_weights(Path(best.checkpoint), arch)
         check_normalization(model, arch, f"trial {best.number}'s checkpoint")
     document = arch.to_dict()
     document["result"] = {"study": study_name, "trial": best.number,

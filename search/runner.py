@@ -141,7 +141,7 @@ def _open_study(storage: optuna.storages.BaseStorage, settings: SearchSettings,
                 data: DataSplits) -> tuple[optuna.Study, list[int]]:
     if settings.resume:
         name = settings.study or latest_study_name(storage)
-        study = load_for_resume(storage, name, settings)
+        study = load_for_resume(storage, name, settings, data)
         return study, recover_interrupted(study)
     name = settings.study or default_study_name(settings)
     return create_study(storage, name, settings, data), []
@@ -181,6 +181,8 @@ def run_search(settings: SearchSettings, out: TextIO | None = None,
     budgets = _budgets(settings, out)
     connect_ray(settings.ray_address)
     study, recovered = _open_study(storage, settings, data)
+    sizes = _split_sizes(data)
+    del data  # trials load their own copy; the driver keeps none for the whole search
     space = settings.space
     proposer = BudgetedProposer(study, space, budgets, settings.objective)
     baselines = proposer.enqueue_baselines()
@@ -189,7 +191,7 @@ def run_search(settings: SearchSettings, out: TextIO | None = None,
     console = SearchConsole(budgets, total_trials, out)
     console.print(f"study {study.study_name} in {settings.storage}: {settings.backbone} on "
                   f"{settings.dataset} ({space.in_channels}x{space.input_size}x"
-                  f"{space.input_size} input, {space.num_classes} classes; {_split_sizes(data)}"
+                  f"{space.input_size} input, {space.num_classes} classes; {sizes}"
                   f"), budget {budgets.describe()} (MACs: cheapest "
                   f"{space.min_macs:.4g}, standard {space.max_macs:.4g}"
                   f"{_latency_range(budgets)}), {total_trials} trials of {settings.epochs} "

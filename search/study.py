@@ -101,9 +101,10 @@ def latest_study_name(storage: optuna.storages.BaseStorage) -> str:
     return max(summaries, key=lambda s: s._study_id).study_name
 
 
-def load_for_resume(storage: optuna.storages.BaseStorage, name: str,
-                    settings: SearchSettings) -> optuna.Study:
-    """Reopen ``name`` after checking it was made with the same backbone, budgets and objective."""
+def load_for_resume(storage: optuna.storages.BaseStorage, name: str, settings: SearchSettings,
+                    data: DataSplits) -> optuna.Study:
+    """Reopen ``name`` after checking it was made with the same backbone, budgets and objective,
+    and on the same data (its input statistics and class names, which the export records)."""
     try:
         study = optuna.load_study(study_name=name, storage=storage,
                                   sampler=make_sampler(settings))
@@ -111,6 +112,10 @@ def load_for_resume(storage: optuna.storages.BaseStorage, name: str,
         raise ConfigError(f"--resume: no study named {name!r} in this storage; check --study "
                           f"and --storage") from None
     stored = study.user_attrs
+    if records.STUDY_INPUT_MEAN not in stored:
+        raise ConfigError(f"--resume: study {name!r} was made by HetNAS 0.1 (three-channel "
+                          f"digits, the over-parameterised layer, no input statistics); its "
+                          f"trials cannot be continued: start a new search")
     expected = {records.STUDY_BACKBONE: settings.backbone,
                 records.STUDY_DATASET: settings.dataset,
                 records.STUDY_OBJECTIVE: settings.objective,
@@ -128,7 +133,22 @@ def load_for_resume(storage: optuna.storages.BaseStorage, name: str,
         fix = "leave out --budget" if budget is None else f"pass --budget {budget!r}"
         raise ConfigError(f"--resume: study {name!r} has budget {budget!r} MACs, not {given}; "
                           f"{fix}")
+    if not _same_data(stored, data):
+        raise ConfigError(f"--resume: study {name!r} was run on other {settings.dataset} data "
+                          f"(its input statistics or class names differ: another --seed, or "
+                          f"changed files); pass the same --seed and data, or start a new study")
     return study
+
+
+def _same_data(stored: dict, data: DataSplits) -> bool:
+    def close(a: list[float], b: tuple[float, ...]) -> bool:
+        return len(a) == len(b) and all(math.isclose(x, y, rel_tol=1e-9)
+                                        for x, y in zip(a, b, strict=True))
+
+    names = None if data.class_names is None else list(data.class_names)
+    return close(stored[records.STUDY_INPUT_MEAN], data.mean) \
+        and close(stored[records.STUDY_INPUT_STD], data.std) \
+        and stored.get(records.STUDY_CLASS_NAMES) == names
 
 
 def _same_budget(stored: float | None, given: float | None) -> bool:

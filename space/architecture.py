@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -13,6 +12,7 @@ from torch import nn
 
 from hetconv.errors import ConfigError
 from hetconv.models import build_model
+from hetconv.models.normalize import check_statistics
 from space.search_space import SearchSpace
 
 SCHEMA = "hetnas/architecture"
@@ -22,7 +22,6 @@ _INPUT_KEYS = {"channels", "size", "mean", "std"}
 # Optional: the class names, and free-form notes that travel with the architecture (the export's
 # accuracy, MACs, trial number), read by people and ignored when building.
 _OPTIONAL_KEYS = {"class_names", "result"}
-_STAT_LIMIT = 1e6
 _VERSION_1_LACKS = ("schema version 1 (before HetNAS 0.2) lacks the input channels, the input "
                     "normalisation and the class names, and its weights use the old "
                     "over-parameterised layer; run the search again with this HetNAS and export "
@@ -62,7 +61,7 @@ class Architecture:
         object.__setattr__(self, "in_channels", space.in_channels)
         object.__setattr__(self, "parts", space.check_parts(self.parts))
         if self.normalization is not None:
-            _check_normalization(self.normalization, space.in_channels)
+            check_statistics(space.in_channels, self.normalization.mean, self.normalization.std)
         if self.class_names is not None:
             names = tuple(self.class_names)
             if len(names) != space.num_classes or not all(isinstance(n, str) for n in names):
@@ -81,6 +80,11 @@ class Architecture:
     @property
     def space(self) -> SearchSpace:
         return SearchSpace(self.backbone, self.input_size, self.num_classes, self.in_channels)
+
+    def as_searched(self) -> Architecture:
+        """The network alone, without its data's statistics and class names: what a trial
+        trains and what a checkpoint is checked against."""
+        return replace(self, normalization=None, class_names=None)
 
     def trained_on(self, normalization: Normalization,
                    class_names: Sequence[str] | None) -> Architecture:
@@ -179,20 +183,6 @@ class Architecture:
         except (json.JSONDecodeError, TypeError) as error:
             raise ConfigError(f"architecture file is not valid JSON: {error}") from None
         return cls.from_dict(data)
-
-
-def _check_normalization(norm: Normalization, channels: int) -> None:
-    if len(norm.mean) != channels or len(norm.std) != channels:
-        raise ConfigError(f"input normalisation needs one mean and one std per input channel "
-                          f"({channels}), got {len(norm.mean)} and {len(norm.std)}")
-    values = (*norm.mean, *norm.std)
-    # On the 0..1 scale: a mean or std far outside [1e-6, 1e6] is no image statistic (and
-    # would overflow or divide by zero in float32).
-    if not all(type(v) in (int, float) and math.isfinite(v) and abs(v) <= _STAT_LIMIT
-               for v in values) or not all(v >= 1 / _STAT_LIMIT for v in norm.std):
-        raise ConfigError(f"input normalisation needs means within ±{_STAT_LIMIT:g} and stds in "
-                          f"[{1 / _STAT_LIMIT:g}, {_STAT_LIMIT:g}], got mean {list(norm.mean)}, "
-                          f"std {list(norm.std)}")
 
 
 def _read_normalization(mean: Any, std: Any) -> Normalization | None:

@@ -11,6 +11,7 @@ import optuna
 import pytest
 
 from search.store import records
+from search.training.data import load_dataset
 from space import SearchSpace
 from tests.datasets import write_fashion_mnist, write_imagefolder
 
@@ -142,10 +143,27 @@ def test_export_errors(tmp_path: Path) -> None:
     assert not (tmp_path / "best.json").exists()
 
 
+def _digits_facts() -> list[tuple[str, object]]:
+    """What a search on the digits at seed 0 records about its data."""
+    data = load_dataset("digits", 32, seed=0)
+    return [(records.STUDY_INPUT_MEAN, list(data.mean)), (records.STUDY_INPUT_STD, list(data.std)),
+            (records.STUDY_CLASS_NAMES, list(data.class_names))]
+
+
+def test_resume_of_a_study_made_by_hetnas_0_1_says_so(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'x.db'}"
+    study = optuna.create_study(storage=storage, study_name="old")
+    study.set_user_attr(records.STUDY_BACKBONE, "vgg16")
+    result = _run("search.run", "--budget", "3e8", "--storage", storage, "--resume", "--study",
+                  "old", cwd=tmp_path)
+    _assert_one_line_error(result, "made by HetNAS 0.1", "start a new search")
+
+
 @pytest.mark.parametrize(("options", "fragment"), [
     (["--budget", "2e8"], "has budget 300000000.0 MACs, not 2e+08"),
     (["--budget", "3e8", "--backbone", "resnet56"], "backbone 'vgg16', not 'resnet56'"),
     (["--budget", "3e8", "--dataset", "fashion-mnist"], "dataset 'digits', not 'fashion-mnist'"),
+    (["--budget", "3e8", "--seed", "1"], "run on other digits data"),
 ])
 def test_resume_with_other_settings_than_stored(tmp_path: Path, options: list[str],
                                                 fragment: str) -> None:
@@ -154,7 +172,7 @@ def test_resume_with_other_settings_than_stored(tmp_path: Path, options: list[st
     for key, value in ((records.STUDY_BACKBONE, "vgg16"), (records.STUDY_DATASET, "digits"),
                        (records.STUDY_OBJECTIVE, "accuracy"), (records.STUDY_BUDGET, 3e8),
                        (records.STUDY_INPUT_SIZE, 32), (records.STUDY_NUM_CLASSES, 10),
-                       (records.STUDY_IN_CHANNELS, 1)):
+                       (records.STUDY_IN_CHANNELS, 1), *_digits_facts()):
         study.set_user_attr(key, value)
     result = _run("search.run", *options, "--storage", storage, "--resume", "--study",
                   "stored", cwd=tmp_path)

@@ -8,13 +8,34 @@ else. The trainer feeds it exactly that, so there is one place where normalisati
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from hetconv.errors import ConfigError
+
+STAT_LIMIT = 1e6
+"""Means within ±STAT_LIMIT and stds in [1/STAT_LIMIT, STAT_LIMIT]: on the 0..1 scale anything
+outside is no image statistic (and would overflow or divide by zero in float32)."""
+
+
+def check_statistics(channels: int, mean: Sequence[float], std: Sequence[float]) -> None:
+    """Raise :class:`ConfigError` unless ``mean``/``std`` are plausible per-channel statistics."""
+    if len(mean) != channels or len(std) != channels:
+        raise ConfigError(f"input normalisation needs one mean and one std per input channel "
+                          f"({channels}), got {len(mean)} and {len(std)}")
+
+    def number(value: object, low: float) -> bool:
+        # ``type(...) in``: JSON true is no statistic. The bounds also refuse NaN and infinity,
+        # and compare huge integers exactly, without converting them to float.
+        return type(value) in (int, float) and low <= value <= STAT_LIMIT
+
+    if not all(number(m, -STAT_LIMIT) for m in mean) \
+            or not all(number(s, 1 / STAT_LIMIT) for s in std):
+        raise ConfigError(f"input normalisation needs means within ±{STAT_LIMIT:g} and stds in "
+                          f"[{1 / STAT_LIMIT:g}, {STAT_LIMIT:g}], got mean {list(mean)}, "
+                          f"std {list(std)}")
 
 
 class InputNormalization(nn.Module):
@@ -28,13 +49,7 @@ class InputNormalization(nn.Module):
         super().__init__()
         mean = [0.0] * channels if mean is None else list(mean)
         std = [1.0] * channels if std is None else list(std)
-        if len(mean) != channels or len(std) != channels:
-            raise ConfigError(f"input normalisation needs one mean and one std per input "
-                              f"channel ({channels}), got {len(mean)} and {len(std)}")
-        if not all(math.isfinite(m) for m in mean) \
-                or not all(math.isfinite(s) and s > 0 for s in std):
-            raise ConfigError(f"input normalisation needs finite means and positive finite "
-                              f"stds, got mean {mean} and std {std}")
+        check_statistics(channels, mean, std)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 

@@ -1,7 +1,7 @@
 """VGG-16 for 32×32 inputs as the HetConv paper used it.
 
-Batch norm after every convolution, the first convolution (3 input channels) standard, the 12
-others HetConv, and a 512 → 512 → classes classifier. An adaptive average pool before the
+Batch norm after every convolution, the first convolution (it reads the image's channels) standard,
+the 12 others HetConv, and a 512 → 512 → classes classifier. An adaptive average pool before the
 classifier is the identity at 32×32 and lets larger inputs through. The network starts with its
 input normalisation (:class:`~hetconv.models.normalize.InputNormalization`).
 """

@@ -14,6 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(target: Path, write: Callable[[Path], None]) -> None:
     """Create ``target`` by ``write(temporary)``, then rename the temporary into place.
 
@@ -25,6 +31,7 @@ def write_atomic(target: Path, write: Callable[[Path], None]) -> None:
     os.close(handle)
     temporary = Path(name)
     try:
+        temporary.chmod(0o666 & ~_umask())  # mkstemp's 0600 would hide a report from others
         write(temporary)
         with temporary.open("rb+") as written:
             os.fsync(written.fileno())

@@ -407,12 +407,13 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
 
 def _check_architecture(saved: Mapping[str, Any], arch: Architecture, path: Path) -> None:
     stored = Architecture.from_json(saved["architecture"])
-    if stored != arch:
+    if stored.as_searched() != arch.as_searched():
         raise ConfigError(f"checkpoint {path} was trained for {stored.backbone} with parts "
-                          f"{list(stored.parts)} at {stored.input_size}px, {stored.num_classes} "
-                          f"classes, not {arch.backbone} with parts {list(arch.parts)} at "
-                          f"{arch.input_size}px, {arch.num_classes} classes; pass the "
-                          f"architecture it was trained with")
+                          f"{list(stored.parts)} at {stored.in_channels}x{stored.input_size}px, "
+                          f"{stored.num_classes} classes, not {arch.backbone} with parts "
+                          f"{list(arch.parts)} at {arch.in_channels}x{arch.input_size}px, "
+                          f"{arch.num_classes} classes; pass the architecture it was trained "
+                          f"with")
 
 
 def _check_resumable(saved: Mapping[str, Any], arch: Architecture, data: DataSplits,
