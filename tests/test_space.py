@@ -295,6 +295,8 @@ _R20 = searchable_layers("resnet20")
     (_doc(input_mean=[0.5] * 3, input_std=[0.2, 0.2, 0.0]), "stds"),
     (_doc(input_mean=[0.5, True, 0.5], input_std=[0.2] * 3), "means"),
     (_doc(input_mean=[0.5, 1e300, 0.5], input_std=[0.2] * 3), "means"),
+    (_doc(input_mean=[0.5, 10**400, 0.5], input_std=[0.2] * 3), "means"),  # no OverflowError
+    (_doc(input_mean=[0.5] * 3, input_std=[0.2, float("nan"), 0.2]), "stds"),
     (_doc(input_mean=[0.5, "0", 0.5], input_std=[0.2] * 3), "means"),
     (_doc(class_names=["a"] * 9), "10 strings"),
     (_doc(class_names=[1] * 10), "10 strings"),
