@@ -228,7 +228,7 @@ def _storage_urls(services: dict[str, dict]) -> dict[str, str]:
     """Where each service takes its study storage from."""
     search = build_parser().parse_args(find_command(services["search"], "python", "-m",
                                                     "search.run"))
-    urls = {"search": search.store.storage,
+    urls = {"search": search.storage,
             "optuna-dashboard": find_command(services["optuna-dashboard"], "optuna-dashboard")[0],
             "dashboard": options(find_command(services["dashboard"], "python", "-m",
                                               "dashboards.serve"))["--storage"]}
