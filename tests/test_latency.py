@@ -259,6 +259,8 @@ def test_latency_model_reads_the_table_silently_and_predicts_sums(fresh_url: str
         latency_model(fresh_url, SPACE, spec, measure_missing=False)
     lines: list[str] = []
     measured = latency_model(fresh_url, SPACE, spec, report=lines.append)
+    # One line per layer shape and one for the network; a busy machine may add its warning.
+    lines = [line for line in lines if not line.startswith("latency: warning:")]
     assert len(lines) == 6 and lines[-1].startswith("latency: resnet20 whole network")
     quiet: list[str] = []
     model = latency_model(fresh_url, SPACE, spec, measure_missing=False, report=quiet.append)
