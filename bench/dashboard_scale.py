@@ -35,7 +35,7 @@ from dashboards.page import render_report
 from dashboards.server import LiveStudies
 from hetconv.timing import median_seconds
 from search.proposer import param_name
-from search.store import records
+from search.store import objectives, records
 from search.store.storage import open_storage
 from space import Architecture, SearchSpace
 
@@ -118,7 +118,7 @@ def fill_study(storage: str, count: int) -> tuple[str, float | None]:
     study = optuna.create_study(storage=storage, study_name=name, direction="maximize")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names([records.ACCURACY_METRIC])
+        study.set_metric_names([objectives.ACCURACY_METRIC])
     for key, value in ((records.STUDY_BACKBONE, BACKBONE), (records.STUDY_DATASET, "digits"),
                        (records.STUDY_BUDGET, BUDGET), (records.STUDY_INPUT_SIZE, 32),
                        (records.STUDY_OBJECTIVE, "accuracy"), (records.STUDY_EPOCHS, 4)):

@@ -15,6 +15,7 @@ import optuna
 from dashboards.data import StudyTable, check_not_empty, list_studies, open_study, table_from_study
 from dashboards.figures import FIGURE_IDS, all_figures, figure_ids
 from search.store import records
+from search.store.objectives import ACCURACY_METRIC, MACS_METRIC, OBJECTIVES, PARETO_MACS
 from search.store.storage import open_storage
 
 GRAPH_PREFIX = "hetnas-"  # optuna-dashboard ids of the attached figures: hetnas-pareto, ...
@@ -28,11 +29,10 @@ def graph_ids(table: StudyTable | None = None) -> list[str]:
 
 
 def _metric_names(table: StudyTable, objectives: int) -> list[str]:
-    """Names for a study's values when the search did not set them: accuracy, then MACs or,
-    for a Pareto search on latency, the latency."""
-    on_latency = table.attrs.get(records.STUDY_OBJECTIVE) == records.PARETO_LATENCY
-    second = records.LATENCY_METRIC if on_latency else records.MACS_METRIC
-    return [records.ACCURACY_METRIC, second][:objectives]
+    """Names for a study's values when the search did not set them: those of its recorded
+    objective, or accuracy then MACs when it records none."""
+    recorded = OBJECTIVES.get(table.attrs.get(records.STUDY_OBJECTIVE), PARETO_MACS)
+    return [ACCURACY_METRIC, recorded.cost_metric or MACS_METRIC][:objectives]
 
 
 def attach_to_study(study: optuna.Study) -> StudyTable:

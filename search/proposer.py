@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 from hetconv.errors import ConfigError
 from search.budgets import Budgets
 from search.store import records
+from search.store.objectives import ACCURACY, LATENCY_METRIC, Objective
 from space import Architecture, SearchSpace
 
 
@@ -49,7 +50,7 @@ class BudgetedProposer:
     """Asks Optuna for part vectors, screens them against the budgets, tells results back."""
 
     def __init__(self, study: optuna.Study, space: SearchSpace, budgets: Budgets,
-                 objective: str = "accuracy", max_consecutive_rejections: int = 10_000) -> None:
+                 objective: Objective = ACCURACY, max_consecutive_rejections: int = 10_000) -> None:
         self.study = study
         self.space = space
         self.budgets = budgets
@@ -107,16 +108,14 @@ class BudgetedProposer:
                           f"in a row over the budget of {self.budgets.describe()}; raise it")
 
     def _values(self, accuracy: float, arch: Architecture) -> list[float]:
-        if self.objective == "accuracy":
-            return [accuracy]
-        if self.objective == records.PARETO_LATENCY:
-            return [accuracy, self.budgets.predicted_ms(arch)]
-        return [accuracy, float(arch.macs)]
+        latency = self.budgets.predicted_ms(arch) \
+            if self.objective.cost_metric == LATENCY_METRIC else None
+        return self.objective.values(accuracy, arch.macs, latency)
 
     def report_epoch(self, proposal: Proposal, epoch: int, accuracy: float,
                      node: str | None = None) -> None:
         """Record a validation accuracy as the trial's learning curve, and where it trained."""
-        if self.objective == "accuracy":
+        if not self.objective.is_pareto:  # Optuna's pruners take one value per step
             proposal.trial.report(accuracy, epoch)
         proposal.trial.set_user_attr(records.VAL_ACCURACY, accuracy)
         proposal.trial.set_user_attr(records.EPOCHS_TRAINED, epoch)

@@ -15,7 +15,7 @@ import optuna
 from search.cli import OneLineParser, macs_amount, milliseconds, run_cli
 from search.runner import SearchFailed, run_search
 from search.settings import LATENCY_RUNTIMES, SAMPLERS, SCHEDULERS, SearchSettings
-from search.store.records import OBJECTIVES
+from search.store.objectives import OBJECTIVES
 from search.store.storage import DEFAULT_STORAGE
 from search.training.data import DATASETS
 
@@ -63,7 +63,7 @@ def build_parser() -> OneLineParser:
     add("--epochs", type=int, default=defaults.epochs, help="training epochs per trial")
     add("--batch-size", type=int, default=defaults.batch_size, help="training batch size")
     add("--sampler", default=defaults.sampler, choices=SAMPLERS, help="Optuna sampler")
-    add("--objective", default=defaults.objective, choices=OBJECTIVES,
+    add("--objective", default=defaults.objective, choices=list(OBJECTIVES),
         help="accuracy: maximise accuracy under the budgets; pareto: maximise accuracy and "
              "minimise MACs together; pareto-latency: maximise accuracy and minimise predicted "
              "latency together (budgets are constraints in both)")

@@ -25,6 +25,7 @@ from search.proposer import BudgetedProposer
 from search.searcher import EPOCH, VAL_ACCURACY, BudgetedOptunaSearcher
 from search.settings import SearchSettings
 from search.store import records
+from search.store.objectives import objective_named
 from search.store.records import TrialRecord
 from search.store.storage import open_storage
 from search.study import (
@@ -184,7 +185,7 @@ def run_search(settings: SearchSettings, out: TextIO | None = None,
     sizes = _split_sizes(data)
     del data  # trials load their own copy; the driver keeps none for the whole search
     space = settings.space
-    proposer = BudgetedProposer(study, space, budgets, settings.objective)
+    proposer = BudgetedProposer(study, space, budgets, objective_named(settings.objective))
     baselines = proposer.enqueue_baselines()
     # Every study holds the baselines it must beat, so they set the least number of trials.
     total_trials = max(settings.trials, len(baselines))

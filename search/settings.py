@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from hetconv.errors import ConfigError
-from search.store import records
+from search.store.objectives import OBJECTIVES, PARETO_LATENCY
 from search.store.storage import DEFAULT_STORAGE
 from search.training.data import DatasetInfo, check_dataset
 from space import SearchSpace
@@ -76,7 +76,7 @@ class SearchSettings:
     @property
     def needs_latency(self) -> bool:
         """A latency budget or the accuracy-latency objective needs the latency table."""
-        return self.latency_budget is not None or self.objective == records.PARETO_LATENCY
+        return self.latency_budget is not None or self.objective == PARETO_LATENCY.name
 
     @property
     def latency_spec(self) -> LatencySpec:
@@ -97,7 +97,7 @@ class SearchSettings:
             raise ConfigError(f"--latency-budget must be a positive number of milliseconds, "
                               f"got {self.latency_budget!r}")
         _choice("sampler", self.sampler, SAMPLERS)
-        _choice("objective", self.objective, records.OBJECTIVES)
+        _choice("objective", self.objective, tuple(OBJECTIVES))
         _choice("scheduler", self.scheduler, SCHEDULERS)
         for name in ("trials", "epochs", "batch_size", "max_failures"):
             value = getattr(self, name)

@@ -12,6 +12,7 @@ from optuna.trial import TrialState
 from hetconv.errors import ConfigError
 from search.settings import SearchSettings
 from search.store import records
+from search.store.objectives import objective_named
 from search.training.data import DataSplits
 
 
@@ -30,18 +31,6 @@ def make_sampler(settings: SearchSettings) -> optuna.samplers.BaseSampler:
     if settings.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=settings.seed, population_size=16)
     return optuna.samplers.RandomSampler(seed=settings.seed)
-
-
-def _directions(objective: str) -> list[str]:
-    return ["maximize"] if objective == "accuracy" else ["maximize", "minimize"]
-
-
-def _metric_names(objective: str) -> list[str]:
-    if objective == "accuracy":
-        return [records.ACCURACY_METRIC]
-    if objective == records.PARETO_LATENCY:
-        return [records.ACCURACY_METRIC, records.LATENCY_METRIC]
-    return [records.ACCURACY_METRIC, records.MACS_METRIC]
 
 
 def _latency_attrs(settings: SearchSettings) -> dict[str, object]:
@@ -64,16 +53,17 @@ def create_study(storage: optuna.storages.BaseStorage, name: str, settings: Sear
     """A new study carrying the search's settings, and the input statistics and class names of
     its data (what an exported network needs), as study attributes."""
     space = settings.space
+    objective = objective_named(settings.objective)
     try:
         study = optuna.create_study(storage=storage, study_name=name,
                                     sampler=make_sampler(settings),
-                                    directions=_directions(settings.objective))
+                                    directions=objective.directions)
     except optuna.exceptions.DuplicatedStudyError:
         raise ConfigError(f"study {name!r} already exists in this storage; pass --resume to "
                           f"continue it or --study with a new name") from None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names(_metric_names(settings.objective))
+        study.set_metric_names(objective.metric_names)
     budget = None if settings.budget is None else float(settings.budget)
     for key, value in ((records.STUDY_BACKBONE, settings.backbone),
                        (records.STUDY_DATASET, settings.dataset),

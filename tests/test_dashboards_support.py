@@ -39,7 +39,7 @@ import pytest
 from optuna.trial import TrialState
 
 from dashboards import load_table, pareto_front, scatter_groups
-from search.store import records
+from search.store import objectives, records
 
 BUDGET = 100e6
 LAYERS = 6
@@ -130,11 +130,11 @@ def write_study(storage: str, name: str, objective: str = "accuracy",
     study has no MACs budget (attribute None) and no trial a MACs constraint.
     """
     directions = ["maximize"] if objective == "accuracy" else ["maximize", "minimize"]
-    second = records.LATENCY_METRIC if objective == "pareto-latency" else records.MACS_METRIC
+    second = objectives.LATENCY_METRIC if objective == "pareto-latency" else objectives.MACS_METRIC
     study = optuna.create_study(storage=storage, study_name=name, directions=directions)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names([records.ACCURACY_METRIC, second][:len(directions)])
+        study.set_metric_names([objectives.ACCURACY_METRIC, second][:len(directions)])
     settings = {records.STUDY_BACKBONE: "resnet20", records.STUDY_DATASET: "digits",
                 records.STUDY_BUDGET: BUDGET if macs_budget else None,
                 records.STUDY_INPUT_SIZE: 8, records.STUDY_OBJECTIVE: objective,

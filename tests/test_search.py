@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 from search.exporter import export_best
 from search.runner import SearchFailed, SearchOutcome, run_search
 from search.settings import SearchSettings
-from search.store import records
+from search.store import objectives, records
 from search.training.data import load_dataset
 from search.training.trainer import evaluate
 from space import Architecture
@@ -93,7 +93,7 @@ def test_every_trial_and_the_study_carry_their_attributes(searched) -> None:
     assert study.user_attrs[records.STUDY_BUDGET] == pytest.approx(settings.budget)
     assert study.user_attrs[records.STUDY_INPUT_SIZE] == INPUT_SIZE
     assert set(study.user_attrs[records.STUDY_VERSIONS]) == {"torch", "optuna", "ray"}
-    assert study.metric_names == [records.ACCURACY_METRIC]
+    assert study.metric_names == [objectives.ACCURACY_METRIC]
     for trial in study.get_trials(states=(TrialState.COMPLETE,)):
         attrs = trial.user_attrs
         arch = Architecture.from_json(attrs[records.ARCHITECTURE])
@@ -154,7 +154,7 @@ def test_pareto_objective_with_nsga2(local_ray, tmp_path) -> None:
                              objective="pareto", sampler="nsga2", epochs=1, trials=6)
     outcome = run_search(settings)
     study = _study(outcome)
-    assert study.metric_names == [records.ACCURACY_METRIC, records.MACS_METRIC]
+    assert study.metric_names == [objectives.ACCURACY_METRIC, objectives.MACS_METRIC]
     complete = {r.number: r for r in outcome.records if r.status == records.COMPLETE}
     assert len(complete) == settings.trials
     for trial in study.get_trials(states=(TrialState.COMPLETE,)):

@@ -18,7 +18,7 @@ from search.profiling.profiler import latency_model
 from search.proposer import BudgetedProposer
 from search.runner import run_search
 from search.settings import SearchSettings
-from search.store import records
+from search.store import objectives, records
 from space import Architecture, LatencyModel, LatencySpec, SearchSpace
 
 BACKBONE, INPUT_SIZE = "resnet20", 8
@@ -31,10 +31,10 @@ def _linear_latency(space: SearchSpace) -> LatencyModel:
 
 
 def _proposer(budgets: Budgets, objective: str = "accuracy") -> BudgetedProposer:
-    directions = ["maximize"] if objective == "accuracy" else ["maximize", "minimize"]
-    study = optuna.create_study(directions=directions,
+    chosen = objectives.objective_named(objective)
+    study = optuna.create_study(directions=chosen.directions,
                                 sampler=optuna.samplers.RandomSampler(seed=0))
-    return BudgetedProposer(study, SearchSpace(BACKBONE, INPUT_SIZE), budgets, objective)
+    return BudgetedProposer(study, SearchSpace(BACKBONE, INPUT_SIZE), budgets, chosen)
 
 
 def test_latency_budget_alone_screens_by_predicted_latency() -> None:
@@ -115,7 +115,7 @@ def test_tiny_latency_budgeted_search(local_ray, tmp_path, request, backend) -> 
     outcome = run_search(settings, out=Lines())
     text = "".join(lines)
     study = optuna.load_study(study_name=outcome.study_name, storage=storage)
-    assert study.metric_names == [records.ACCURACY_METRIC, records.LATENCY_METRIC]
+    assert study.metric_names == [objectives.ACCURACY_METRIC, objectives.LATENCY_METRIC]
     assert study.user_attrs[records.STUDY_LATENCY_BUDGET] == budget_ms
     assert study.user_attrs[records.STUDY_BUDGET] is None
     assert LatencySpec.from_json(study.user_attrs[records.STUDY_LATENCY_SPEC]) == spec

@@ -65,19 +65,9 @@ STUDY_IN_CHANNELS = "in_channels"
 STUDY_INPUT_MEAN = "input_mean"  # per channel, 0..1 scale, of the training split (seed-drawn)
 STUDY_INPUT_STD = "input_std"
 STUDY_CLASS_NAMES = "class_names"  # None where the data set has none
-STUDY_OBJECTIVE = "objective"
+STUDY_OBJECTIVE = "objective"  # an Objective's name (search.store.objectives)
 STUDY_EPOCHS = "epochs"
 STUDY_VERSIONS = "versions"
-
-# Objectives (the study attribute STUDY_OBJECTIVE).
-ACCURACY_OBJECTIVE = "accuracy"  # maximise accuracy
-PARETO_MACS = "pareto"  # maximise accuracy, minimise paper MACs
-PARETO_LATENCY = "pareto-latency"  # maximise accuracy, minimise predicted latency
-OBJECTIVES = (ACCURACY_OBJECTIVE, PARETO_MACS, PARETO_LATENCY)
-
-ACCURACY_METRIC = "accuracy"
-MACS_METRIC = "MACs"
-LATENCY_METRIC = "latency_ms"
 
 
 @dataclass(frozen=True)
