@@ -21,8 +21,8 @@ import optuna
 
 from search.budgets import Budgets
 from search.proposer import BudgetedProposer
+from search.protocol import TrialConfig, TrialReport
 from search.runner import connect_ray, run_search
-from search.searcher import DONE, EPOCH, TEST_ACCURACY, TRAIN_SECONDS, VAL_ACCURACY
 from search.settings import SearchSettings
 from search.store.storage import open_storage
 from search.study import create_study
@@ -35,11 +35,11 @@ def idle_trainable(config: dict[str, Any]) -> None:
     """Reports every epoch immediately: the trial costs only what the orchestration adds."""
     from ray import tune
 
-    epochs = int(config["epochs"])
+    epochs = TrialConfig.from_config(config).job.epochs
     for epoch in range(1, epochs):
-        tune.report({EPOCH: epoch, VAL_ACCURACY: 0.5})
-    tune.report({EPOCH: epochs, VAL_ACCURACY: 0.5, TEST_ACCURACY: 0.5, TRAIN_SECONDS: 0.0,
-                 DONE: True})
+        tune.report(TrialReport(epoch, 0.5).to_result())
+    tune.report(TrialReport(epochs, 0.5, test_accuracy=0.5, train_seconds=0.0,
+                            done=True).to_result())
 
 
 def time_search(storage: str, trials: int, epochs: int, workdir: Path) -> float:

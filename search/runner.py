@@ -22,7 +22,8 @@ from search.budgets import Budgets
 from search.console import SearchConsole
 from search.profiling.profiler import latency_model
 from search.proposer import BudgetedProposer
-from search.searcher import EPOCH, VAL_ACCURACY, BudgetedOptunaSearcher
+from search.protocol import EPOCH, VAL_ACCURACY, TrainingJob
+from search.searcher import BudgetedOptunaSearcher
 from search.settings import SearchSettings
 from search.store import records
 from search.store.objectives import objective_named
@@ -276,13 +277,12 @@ def _fit(settings: SearchSettings, study: optuna.Study, proposer: BudgetedPropos
     """Train ``remaining`` trials; the first failure's one-line description, if any failed."""
     artifacts = Path(settings.artifacts_dir).resolve()
     progress = _Progress(console, proposer, trained_count(study))
-    base_config = {
-        "dataset": settings.dataset,
-        "data_dir": str(Path(settings.data_dir).resolve()) if settings.data_dir else None,
-        "epochs": settings.epochs, "batch_size": settings.batch_size, "seed": settings.seed,
-        "threads": max(1, int(settings.cpus_per_trial)),
-    }
-    searcher = BudgetedOptunaSearcher(proposer, base_config,
+    job = TrainingJob(
+        dataset=settings.dataset,
+        data_dir=str(Path(settings.data_dir).resolve()) if settings.data_dir else None,
+        epochs=settings.epochs, batch_size=settings.batch_size, seed=settings.seed,
+        threads=max(1, int(settings.cpus_per_trial)))
+    searcher = BudgetedOptunaSearcher(proposer, job,
                                       str(artifacts / "checkpoints" / study.study_name),
                                       progress.trial_finished)
     resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}

@@ -16,14 +16,7 @@ import ray
 import torch
 from ray import tune
 
-from search.searcher import (
-    DONE,
-    EPOCH,
-    NODE_ID,
-    TEST_ACCURACY,
-    TRAIN_SECONDS,
-    VAL_ACCURACY,
-)
+from search.protocol import TrialConfig, TrialReport
 from search.training.data import DataSplits, load_dataset
 from search.training.trainer import CHECKPOINT_FILE, EpochResult, TrainConfig, train
 from space import Architecture
@@ -40,35 +33,35 @@ def training_seed(search_seed: int, arch: Architecture) -> int:
     return (search_seed + zlib.crc32(arch.to_json().encode())) % 2**31
 
 
-def _resume_file(config: dict[str, Any]) -> Path | None:
-    own = Path(config["checkpoint_dir"]) / CHECKPOINT_FILE
+def _resume_file(config: TrialConfig) -> Path | None:
+    own = Path(config.checkpoint_dir) / CHECKPOINT_FILE
     if own.exists():
         return own
-    earlier = config.get("resume_from")
+    earlier = config.resume_from
     if earlier and Path(earlier).exists():
         return Path(earlier)
     return None
 
 
-def train_trial(config: dict[str, Any]) -> None:
-    """Function trainable; ``config`` is what :class:`BudgetedOptunaSearcher` suggested."""
-    torch.set_num_threads(max(1, int(config["threads"])))
-    arch = Architecture.from_json(config["architecture"])
-    data = _cached_dataset(config["dataset"], arch.input_size, config["data_dir"],
-                           int(config["seed"]))
-    epochs = int(config["epochs"])
-    train_config = TrainConfig(epochs=epochs, batch_size=int(config["batch_size"]),
-                               seed=training_seed(int(config["seed"]), arch))
+def train_trial(ray_config: dict[str, Any]) -> None:
+    """Function trainable; ``ray_config`` is what :class:`BudgetedOptunaSearcher` suggested."""
+    config = TrialConfig.from_config(ray_config)
+    job = config.job
+    torch.set_num_threads(max(1, job.threads))
+    arch = Architecture.from_json(config.architecture)
+    data = _cached_dataset(job.dataset, arch.input_size, job.data_dir, job.seed)
+    train_config = TrainConfig(epochs=job.epochs, batch_size=job.batch_size,
+                               seed=training_seed(job.seed, arch))
 
     node = ray.get_runtime_context().get_node_id()
 
     def report(result: EpochResult) -> None:
-        if result.epoch < epochs:  # the last epoch is reported with the test accuracy below
-            tune.report({EPOCH: result.epoch, VAL_ACCURACY: result.val_accuracy,
-                         "train_loss": result.train_loss, NODE_ID: node})
+        if result.epoch < job.epochs:  # the last epoch is reported with the test accuracy
+            tune.report(TrialReport(result.epoch, result.val_accuracy, node,
+                                    train_loss=result.train_loss).to_result())
 
-    outcome = train(arch, data, train_config, checkpoint_dir=Path(config["checkpoint_dir"]),
+    outcome = train(arch, data, train_config, checkpoint_dir=Path(config.checkpoint_dir),
                     resume_from=_resume_file(config), on_epoch=report)
-    tune.report({EPOCH: outcome.epochs_trained, VAL_ACCURACY: outcome.val_accuracy,
-                 TEST_ACCURACY: outcome.test_accuracy, TRAIN_SECONDS: outcome.seconds,
-                 NODE_ID: node, DONE: True})
+    tune.report(TrialReport(outcome.epochs_trained, outcome.val_accuracy, node,
+                            test_accuracy=outcome.test_accuracy,
+                            train_seconds=outcome.seconds, done=True).to_result())

@@ -1,0 +1,96 @@
+"""What the driver and a Ray trial say to each other: the one home of their keys.
+
+Ray Tune passes a trial a plain ``config`` dict and takes back plain result dicts. Both are
+written and read here, through :class:`TrialConfig` and :class:`TrialReport`, so the searcher,
+the runner and the trainable cannot disagree on a key. Ray's scheduler and ``TuneConfig`` name
+their metrics with :data:`EPOCH` and :data:`VAL_ACCURACY`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+# Result keys a trial reports (Ray metric names).
+EPOCH = "epoch"
+VAL_ACCURACY = "val_accuracy"
+TEST_ACCURACY = "test_accuracy"
+TRAIN_LOSS = "train_loss"
+TRAIN_SECONDS = "train_seconds"
+DONE = "done_training"  # only the final report, after the test split was evaluated
+NODE_ID = "node_id"
+_RESTARTED_ITERATION = "iterations_since_restore"  # Ray's own count, from 1 in every attempt
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    """What every trial of one search shares: the data and the training recipe."""
+
+    dataset: str
+    data_dir: str | None  # absolute, so workers in other folders find it
+    epochs: int
+    batch_size: int
+    seed: int
+    threads: int  # torch threads in the trial's worker
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """Ray's ``config`` for one trial: the shared job plus this trial's architecture and files."""
+
+    job: TrainingJob
+    architecture: str  # Architecture.to_json()
+    trial_number: int
+    checkpoint_dir: str  # the trial's own epoch checkpoints
+    resume_from: str | None  # an earlier trial's checkpoint to continue (a re-queued trial)
+
+    def to_config(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self.job),
+                **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                   if f.name != "job"}}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> TrialConfig:
+        job = TrainingJob(**{f.name: config[f.name] for f in dataclasses.fields(TrainingJob)})
+        return cls(job, **{f.name: config[f.name] for f in dataclasses.fields(cls)
+                           if f.name != "job"})
+
+
+@dataclass(frozen=True)
+class TrialReport:
+    """One result a trial reports: after each epoch, and a final one with the test accuracy."""
+
+    epoch: int
+    val_accuracy: float
+    node_id: str | None = None
+    train_loss: float | None = None
+    test_accuracy: float | None = None
+    train_seconds: float | None = None
+    done: bool = False
+
+    def to_result(self) -> dict[str, Any]:
+        """The metrics dict for ``tune.report``; keys whose value is None are left out."""
+        result = {EPOCH: self.epoch, VAL_ACCURACY: self.val_accuracy, NODE_ID: self.node_id,
+                  TRAIN_LOSS: self.train_loss, TEST_ACCURACY: self.test_accuracy,
+                  TRAIN_SECONDS: self.train_seconds, DONE: self.done or None}
+        return {key: value for key, value in result.items() if value is not None}
+
+    @classmethod
+    def from_result(cls, result: dict[str, Any] | None) -> TrialReport | None:
+        """The report inside a Ray result; None for a result without one (an errored trial)."""
+        if not result or VAL_ACCURACY not in result:
+            return None
+        return cls(epoch=int(result[EPOCH]), val_accuracy=float(result[VAL_ACCURACY]),
+                   node_id=result.get(NODE_ID), train_loss=result.get(TRAIN_LOSS),
+                   test_accuracy=result.get(TEST_ACCURACY),
+                   train_seconds=result.get(TRAIN_SECONDS), done=bool(result.get(DONE)))
+
+
+def continued_after(result: dict[str, Any], report: TrialReport) -> int | None:
+    """Epochs restored from a checkpoint when this is the first report of a restarted attempt
+    that did not start over (Ray counts iterations from 1 again; a later epoch means it
+    continued); None otherwise."""
+    if result.get(_RESTARTED_ITERATION) == 1 and report.epoch > 1:
+        return report.epoch - 1
+    return None
