@@ -49,6 +49,7 @@ from torch.utils.benchmark.utils.common import set_torch_threads
 
 from hetconv.layer import HetConv2d
 from hetconv.models import searchable_layers
+from hetconv.timing import seconds_per_call
 from space import cost_profile
 
 PARTS = (1, 2, 4, 8, 16, 32)
@@ -118,11 +119,6 @@ def quick_shapes(shapes: list[Shape]) -> list[Shape]:
     return list(dict.fromkeys(picked))
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _fwd_step(module: nn.Module, x: torch.Tensor) -> Callable[[], object]:
     return lambda: module(x)
 
@@ -135,16 +131,6 @@ def _fwd_bwd_step(module: nn.Module, x: torch.Tensor,
         x.grad = None
         module(x).backward(grad_out)
     return step
-
-
-def _time_once(fn: Callable[[], object], number: int, device: torch.device) -> float:
-    """Seconds per call of ``fn`` over ``number`` back-to-back calls."""
-    _synchronize(device)
-    start = time.perf_counter()
-    for _ in range(number):
-        fn()
-    _synchronize(device)
-    return (time.perf_counter() - start) / number
 
 
 class CpuMeter:
@@ -219,7 +205,7 @@ class Timing:
                 + (", NOISY (patience ran out)" if self.noisy else ""))
 
 
-def time_interleaved(steps: dict[str, Callable[[], object]], device: torch.device,
+def time_gated_rounds(steps: dict[str, Callable[[], object]], device: torch.device,
                      warmup: int, repeats: int, min_sample_s: float, gate: Gate) -> Timing:
     """Median seconds per call of each step; every round runs each step once, order shuffled.
 
@@ -229,8 +215,8 @@ def time_interleaved(steps: dict[str, Callable[[], object]], device: torch.devic
     names = list(steps)
     for _ in range(warmup):
         for name in names:
-            _time_once(steps[name], 1, device)
-    number = {name: max(1, math.ceil(min_sample_s / _time_once(steps[name], 1, device)))
+            seconds_per_call(steps[name], 1, device)
+    number = {name: max(1, math.ceil(min_sample_s / seconds_per_call(steps[name], 1, device)))
               for name in names}
     samples: dict[str, list[float]] = {name: [] for name in names}
     order = random.Random(0)
@@ -239,7 +225,7 @@ def time_interleaved(steps: dict[str, Callable[[], object]], device: torch.devic
     while len(timing.busy) < repeats:
         order.shuffle(names)
         meter = CpuMeter()
-        times = {name: _time_once(steps[name], number[name], device) for name in names}
+        times = {name: seconds_per_call(steps[name], number[name], device) for name in names}
         busy = meter.other_cores()
         if busy is not None and busy > gate.max_busy:
             if time.perf_counter() < deadline:
@@ -284,11 +270,11 @@ def bench_shape(shape: Shape, parts: list[int], args: argparse.Namespace,
     timings: dict[str, Timing] = {}
     with torch.inference_mode(), _precision(device, amp):
         steps = {name: _fwd_step(mod, x) for name, mod in modules.items()}
-        timings["fwd"] = time_interleaved(steps, device, args.warmup, args.repeats,
+        timings["fwd"] = time_gated_rounds(steps, device, args.warmup, args.repeats,
                                           args.min_sample, gate)
     with _precision(device, amp):
         steps = {name: _fwd_bwd_step(mod, x_grad, grad_out) for name, mod in modules.items()}
-        timings["fwd+bwd"] = time_interleaved(steps, device, args.warmup, args.repeats,
+        timings["fwd+bwd"] = time_gated_rounds(steps, device, args.warmup, args.repeats,
                                               args.min_sample, gate)
     for mode, timing in timings.items():
         print(f"# {shape.label()} {mode}: {timing.describe()}", flush=True)

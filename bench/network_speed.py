@@ -14,7 +14,7 @@ theoretical MACs ratio, for inference at each ``--batches`` size and for a train
 
 Every variant of one batch size is timed in the same interleaved rounds (order shuffled each
 round; rounds during which other processes kept the cores busy are re-run, see
-``layer_speed.time_interleaved``), so before and after are measured side by side.
+``layer_speed.time_gated_rounds``), so before and after are measured side by side.
 
 Run from the repository root::
 
@@ -36,7 +36,7 @@ from layer_speed import (
     closing_line,
     machine,
     steady_malloc,
-    time_interleaved,
+    time_gated_rounds,
 )
 from torch import nn
 from torch.utils.benchmark.utils.common import set_torch_threads
@@ -190,14 +190,14 @@ def main(argv: list[str] | None = None) -> None:
     with set_torch_threads(threads):
         for batch in args.batches:
             steps, forms = inference_steps([1, *parts], batch, device)
-            timing = time_interleaved(steps, device, 2, args.repeats, args.min_sample, gate)
+            timing = time_gated_rounds(steps, device, 2, args.repeats, args.min_sample, gate)
             ms = {name: seconds * 1e3 for name, seconds in timing.median_s.items()}
             print(inference_table(ms, parts, batch, args.markdown))
             print("\nlayer forms chosen: " + "; ".join(f"P{p}: {forms[p]}" for p in parts)
                   + f"\n({timing.describe()})")
         if args.train_batch:
             steps = training_steps([1, *parts], args.train_batch, device)
-            timing = time_interleaved(steps, device, 1, max(3, args.repeats // 2),
+            timing = time_gated_rounds(steps, device, 1, max(3, args.repeats // 2),
                                       args.min_sample, gate)
             ms = {name: seconds * 1e3 for name, seconds in timing.median_s.items()}
             print(training_table(ms, parts, args.train_batch, args.markdown))

@@ -13,7 +13,7 @@ the "before" network is a copy whose every HetConv layer is replaced by the old 
 with the same function (through the dense kernel), checked on one batch before timing.
 
 Every variant is timed in the same interleaved rounds, order shuffled each round, with contended
-rounds re-run (``layer_speed.time_interleaved``, as ``network_speed.py`` does); medians reported.
+rounds re-run (``layer_speed.time_gated_rounds``, as ``network_speed.py`` does); medians reported.
 On a shared 2-core CPU one step varies by about ±10 % from run to run, so differences of a few
 per cent between before and after are noise; the defaults (15 rounds) take about two minutes.
 
@@ -42,7 +42,7 @@ from layer_speed import (
     closing_line,
     machine,
     steady_malloc,
-    time_interleaved,
+    time_gated_rounds,
 )
 from torch import nn
 from torch.utils.benchmark.utils.common import set_torch_threads
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     started, meter = time.perf_counter(), CpuMeter()
     with set_torch_threads(threads):
         steps, params = variants(old_class, parts, args.batch, device)
-        timing = time_interleaved(steps, device, 1, args.repeats, args.min_sample,
+        timing = time_gated_rounds(steps, device, 1, args.repeats, args.min_sample,
                                   Gate(args.max_busy, args.patience))
     ms = {name: seconds * 1e3 for name, seconds in timing.median_s.items()}
     print("\n" + table(ms, params, parts))

@@ -1,6 +1,9 @@
-"""Wall-clock timing shared by the deploy form's layer choice, the latency profiler and bench/.
+"""The one wall-clock timer: the deploy form's layer choice, the latency profiler and every
+script in bench/ time calls with these functions.
 
 A CUDA kernel returns before it runs, so every sample synchronises the device it measures.
+:func:`seconds_per_call` is the primitive (back-to-back calls between two synchronisations);
+:func:`median_seconds` and :func:`interleaved_samples` build on it.
 """
 
 from __future__ import annotations
@@ -16,26 +19,37 @@ T = TypeVar("T")
 K = TypeVar("K")
 
 
-def _synchronize(device: torch.device | None) -> None:
+def synchronize(device: torch.device | None) -> None:
+    """Wait for the work queued on ``device`` (a no-op off CUDA)."""
     if device is not None and device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def seconds_per_call(fn: Callable[[], object], number: int,
+                     device: torch.device | None = None) -> float:
+    """Seconds per call of ``fn`` over ``number`` back-to-back calls: fast GPU kernels are timed
+    as a run, not one launch at a time."""
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(number):
+        fn()
+    synchronize(device)
+    return (time.perf_counter() - start) / number
 
 
 def median_seconds(fn: Callable[[], T], repeats: int, warmup: int = 0,
                    device: torch.device | None = None) -> tuple[float, T]:
     """Median seconds of ``repeats`` calls of ``fn`` (after ``warmup`` untimed ones) and the
     last call's result."""
-    result = None
+    results: list[T] = []
+
+    def call() -> None:
+        results[:] = [fn()]
+
     for _ in range(warmup):
-        result = fn()
-    _synchronize(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        _synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
+        call()
+    times = [seconds_per_call(call, 1, device) for _ in range(max(1, repeats))]
+    return statistics.median(times), results[0]
 
 
 def interleaved_samples(calls: dict[K, Callable[[], object]], device: torch.device | None,

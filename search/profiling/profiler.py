@@ -111,7 +111,7 @@ def deploy_for(model: nn.Module, example: torch.Tensor, spec: LatencySpec) -> De
     return deployed
 
 
-def time_interleaved(calls: dict[K, Callable[[], object]],
+def quickest_ms(calls: dict[K, Callable[[], object]],
                      device: torch.device) -> dict[K, tuple[float, int]]:
     """Milliseconds per call of each of ``calls``, and how many calls were timed.
 
@@ -148,7 +148,7 @@ def measure_shape(shape: LayerShape, parts: list[int],
             layer = OrderedHetConv2d.from_layer(layer)
         module = nn.Sequential(layer, nn.ReLU()).to(spec.torch_device, spec.torch_dtype)
         deployed[part] = deploy_for(module.eval(), x, spec)
-    return time_interleaved({part: (lambda d=d: d(x)) for part, d in deployed.items()},
+    return quickest_ms({part: (lambda d=d: d(x)) for part, d in deployed.items()},
                             spec.torch_device)
 
 
@@ -162,7 +162,7 @@ def measure_network(space: SearchSpace, parts: np.ndarray | tuple[int, ...],
     x = _example((spec.batch, space.in_channels, space.input_size, space.input_size), spec)
     torch._dynamo.reset()
     deployed = deploy_for(model, x, spec)
-    return time_interleaved({0: lambda: deployed(x)}, spec.torch_device)[0]
+    return quickest_ms({0: lambda: deployed(x)}, spec.torch_device)[0]
 
 
 def layer_weight_mb(shape: LayerShape, part: int, spec: LatencySpec) -> float:
