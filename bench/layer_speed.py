@@ -48,9 +48,9 @@ from torch import nn
 from torch.utils.benchmark.utils.common import set_torch_threads
 
 from hetconv.layer import HetConv2d
-from hetconv.models import searchable_layers
 from hetconv.timing import seconds_per_call
 from space import cost_profile
+from space.trace import searchable_layers
 
 PARTS = (1, 2, 4, 8, 16, 32)
 QUICK_PARTS = (1, 4, 32)

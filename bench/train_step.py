@@ -49,7 +49,8 @@ from torch.utils.benchmark.utils.common import set_torch_threads
 
 from hetconv.layer import HetConv2d
 from hetconv.layout import replace_submodule
-from hetconv.models import build_model, searchable_layers
+from hetconv.models import build_model
+from space.trace import searchable_layers
 
 ROOT = Path(__file__).resolve().parent.parent
 LAYER_PATH = "hetconv/layer.py"

@@ -1,8 +1,8 @@
 """The analytical cost model: MACs and parameters of any part vector, vectorised.
 
 A backbone's cost is a constant (stem, shortcuts, classifier, batch norm) plus one term per
-searchable layer. The per-layer sizes come from one trace of the standard network on the meta
-device, so the model cannot drift from what ``hetconv`` builds. After that, costing a batch of
+searchable layer. The per-layer sizes come from the network's one trace (``space.trace``), so the
+model cannot drift from what ``hetconv`` builds. After that, costing a batch of
 part vectors is a few integer numpy operations over an ``(architectures, layers)`` array.
 
 Conventions (see docs/HETCONV.md): *paper* MACs count convolutions and fully connected layers,
@@ -19,12 +19,8 @@ import functools
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from torch import nn
 
-from hetconv.errors import ConfigError
-from hetconv.layer import HetConv2d
-from hetconv.models import build_model, searchable_layers
+from space.trace import trace_backbone
 
 
 @dataclass(frozen=True, eq=False)
@@ -67,52 +63,20 @@ class CostProfile:
         return n * (m * k2 // parts + np.where(parts > 1, m, 0))
 
 
-def _fixed_layer_macs(module: nn.Module, output: torch.Tensor) -> int:
-    """MACs of one non-searchable convolution or linear layer for one sample."""
-    if isinstance(module, nn.Conv2d):
-        k_h, k_w = module.kernel_size
-        per_output = module.in_channels // module.groups * k_h * k_w
-        return output[0].numel() * per_output
-    return output[0].numel() // module.out_features * module.in_features * module.out_features
-
-
 @functools.cache
 def cost_profile(backbone: str, input_size: int, num_classes: int,
                  in_channels: int) -> CostProfile:
-    """Trace the standard network once on the meta device; keep the sizes cost depends on."""
-    with torch.device("meta"):
-        model = build_model(backbone, None, num_classes, in_channels)
-    # Eval mode: the trace is a question of shapes; a training-mode batch norm would reject the
-    # batch of one at a 1×1 map with a ValueError before the real size problem shows.
-    model.eval()
-    pixels: list[int] = []
-    fixed_macs = 0
+    """The sizes cost depends on, from the backbone's one trace (``space.trace``)."""
+    trace = trace_backbone(backbone, input_size, num_classes, in_channels)
+    layers = trace.layers
 
-    def record(module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
-        nonlocal fixed_macs
-        if isinstance(module, HetConv2d):
-            pixels.append(output.shape[-1] * output.shape[-2])
-        else:
-            fixed_macs += _fixed_layer_macs(module, output)
+    def column(values: list[int]) -> np.ndarray:
+        return np.array(values, dtype=np.int64)
 
-    counted = (HetConv2d, nn.Conv2d, nn.Linear)
-    for module in model.modules():
-        if isinstance(module, counted):
-            module.register_forward_hook(record)
-    try:
-        model(torch.empty(1, in_channels, input_size, input_size, device="meta"))
-    except (RuntimeError, ValueError) as error:
-        raise ConfigError(f"input size {input_size} is too small for {backbone} "
-                          f"({error.args[0].splitlines()[0]}); use a larger --input-size") from None
-    layers = searchable_layers(backbone)
-    fixed_params = sum(p.numel() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))
-                       for p in m.parameters(recurse=False))
-    searchable_params = sum(p.numel() for m in model.modules() if isinstance(m, HetConv2d)
-                            for p in m.parameters(recurse=False))
-    other_params = sum(p.numel() for p in model.parameters()) - fixed_params - searchable_params
     return CostProfile(
-        pixels=np.array(pixels, dtype=np.int64),
-        in_channels=np.array([layer.in_channels for layer in layers], dtype=np.int64),
-        out_channels=np.array([layer.out_channels for layer in layers], dtype=np.int64),
-        kernel_area=np.array([layer.kernel_size ** 2 for layer in layers], dtype=np.int64),
-        fixed_macs=fixed_macs, fixed_params=fixed_params, other_params=other_params)
+        pixels=column([layer.out_pixels for layer in layers]),
+        in_channels=column([layer.in_channels for layer in layers]),
+        out_channels=column([layer.out_channels for layer in layers]),
+        kernel_area=column([layer.kernel_size ** 2 for layer in layers]),
+        fixed_macs=trace.fixed_macs, fixed_params=trace.fixed_params,
+        other_params=trace.other_params)

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from hetconv.errors import ConfigError
-from hetconv.models import SearchableLayer, get_backbone, searchable_layers
+from hetconv.models import get_backbone
 from space.cost import CostProfile, cost_profile
+from space.trace import SearchableLayer, trace_backbone
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,9 @@ class SearchSpace:
 
     @property
     def layers(self) -> tuple[SearchableLayer, ...]:
-        return searchable_layers(self.backbone)
+        """The searchable layers as this space's input size feeds them."""
+        return trace_backbone(self.backbone, self.input_size, self.num_classes,
+                              self.in_channels).layers
 
     @property
     def cost(self) -> CostProfile:

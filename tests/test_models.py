@@ -7,14 +7,9 @@ import torch
 from torch import nn
 
 from hetconv import ConfigError, HetConv2d
-from hetconv.models import (
-    BACKBONES,
-    MAX_PART,
-    allowed_parts,
-    build_model,
-    get_backbone,
-    searchable_layers,
-)
+from hetconv.models import BACKBONES, build_model, get_backbone
+from space.parts import MAX_PART, allowed_parts
+from space.trace import searchable_layers
 
 # Searchable layer counts from the architectures themselves: VGG-16 has 13 convolutions of
 # which the first stays standard; ResNet-(6n+2) has 2 per block × 3n blocks; ResNet-18/34 2 per

@@ -15,8 +15,9 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from hetconv import ConfigError, HetConv2d
-from hetconv.models import BACKBONES, searchable_layers
+from hetconv.models import BACKBONES
 from space import SCHEMA, SCHEMA_VERSION, Architecture, Normalization, SearchSpace
+from space.trace import searchable_layers
 
 FAMILIES = ["vgg16", "resnet20", "resnet56", "resnet18", "resnet34", "resnet50"]
 SMALL_INPUT = {"vgg16": 32, "resnet20": 32, "resnet56": 32, "resnet18": 64, "resnet34": 64,

@@ -2,13 +2,9 @@
 
 from hetconv.models.registry import (
     BACKBONES,
-    MAX_PART,
     Backbone,
-    SearchableLayer,
-    allowed_parts,
     build_model,
     get_backbone,
-    searchable_layers,
 )
 from hetconv.models.resnet import resnet18, resnet34, resnet50
 from hetconv.models.resnet_cifar import resnet20, resnet56
@@ -16,10 +12,7 @@ from hetconv.models.vgg import vgg16
 
 __all__ = [
     "BACKBONES",
-    "MAX_PART",
     "Backbone",
-    "SearchableLayer",
-    "allowed_parts",
     "build_model",
     "get_backbone",
     "resnet18",
@@ -27,6 +20,5 @@ __all__ = [
     "resnet34",
     "resnet50",
     "resnet56",
-    "searchable_layers",
     "vgg16",
 ]

@@ -1,22 +1,16 @@
-"""The model families by name, and what each lets the search choose per layer."""
+"""The model families by name: how to build each and the input it was designed for."""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 from hetconv.errors import ConfigError
-from hetconv.layer import HetConv2d
 from hetconv.models.resnet import resnet18, resnet34, resnet50
 from hetconv.models.resnet_cifar import resnet20, resnet56
 from hetconv.models.vgg import vgg16
-
-MAX_PART = 64
-"""Largest part the search offers; admits the paper's P = 64 on VGG-16."""
 
 
 @dataclass(frozen=True)
@@ -29,23 +23,6 @@ class Backbone:
     num_classes: int
     summary: str
     in_channels: int = 3
-
-
-@dataclass(frozen=True)
-class SearchableLayer:
-    """One HetConv layer of a backbone and the parts the search may give it."""
-
-    index: int
-    name: str
-    in_channels: int
-    out_channels: int
-    kernel_size: int
-    stride: int
-    allowed_parts: tuple[int, ...]
-
-    def describe(self) -> str:
-        """Short human form used in error messages: ``layer 3 (features.10, 128->256)``."""
-        return f"layer {self.index} ({self.name}, {self.in_channels}->{self.out_channels})"
 
 
 BACKBONES: dict[str, Backbone] = {
@@ -67,27 +44,6 @@ def get_backbone(name: str) -> Backbone:
     except KeyError:
         raise ConfigError(f"unknown backbone {name!r}; choose one of: "
                           f"{', '.join(BACKBONES)}") from None
-
-
-def allowed_parts(in_channels: int, out_channels: int, cap: int = MAX_PART) -> tuple[int, ...]:
-    """Powers of two that divide both channel counts, up to ``cap``."""
-    parts, part = [], 1
-    while part <= cap and in_channels % part == 0 and out_channels % part == 0:
-        parts.append(part)
-        part *= 2
-    return tuple(parts)
-
-
-@functools.cache
-def searchable_layers(name: str) -> tuple[SearchableLayer, ...]:
-    """The backbone's HetConv layers in part-vector order (built once, on the meta device)."""
-    with torch.device("meta"):
-        model = get_backbone(name).build(None)
-    layers = [m for m in model.named_modules() if isinstance(m[1], HetConv2d)]
-    return tuple(
-        SearchableLayer(i, layer_name, m.in_channels, m.out_channels, m.kernel_size, m.stride,
-                        allowed_parts(m.in_channels, m.out_channels))
-        for i, (layer_name, m) in enumerate(layers))
 
 
 def build_model(name: str, parts: Sequence[int] | None = None, num_classes: int | None = None,

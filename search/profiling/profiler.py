@@ -20,7 +20,6 @@ figure.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -57,33 +56,12 @@ Report = Callable[[str], None]
 K = TypeVar("K")
 
 
-@functools.cache
-def _traced_shapes(backbone: str, input_size: int, num_classes: int,
-                   in_channels: int) -> tuple[tuple[str, LayerShape], ...]:
-    with torch.device("meta"):
-        model = build_model(backbone, None, num_classes, in_channels)
-    model.eval()
-    shapes: dict[str, LayerShape] = {}
-    for name, module in model.named_modules():
-        if isinstance(module, HetConv2d):
-            def keep(m: HetConv2d, args: tuple, name: str = name) -> None:
-                height, width = args[0].shape[-2:]
-                shapes[name] = LayerShape(m.in_channels, m.out_channels, m.kernel_size,
-                                          m.stride, m.padding, int(height), int(width))
-            module.register_forward_pre_hook(keep)
-    model(torch.empty(1, in_channels, input_size, input_size, device="meta"))
-    return tuple(shapes.items())
-
-
 def layer_shapes(space: SearchSpace) -> tuple[LayerShape, ...]:
-    """Each searchable layer's shape as the network feeds it, in part-vector order.
-
-    Traced once on the meta device (no memory, no compute), so the input sizes, strides and
-    paddings are the ones the model really uses.
-    """
-    traced = dict(_traced_shapes(space.backbone, space.input_size, space.num_classes,
-                                 space.in_channels))
-    return tuple(traced[layer.name] for layer in space.layers)
+    """Each searchable layer's shape as the network feeds it, in part-vector order (from the
+    space's one trace, ``space.trace``)."""
+    return tuple(LayerShape(layer.in_channels, layer.out_channels, layer.kernel_size,
+                            layer.stride, layer.padding, layer.in_height, layer.in_width)
+                 for layer in space.layers)
 
 
 def _check_measurable(spec: LatencySpec) -> None:
