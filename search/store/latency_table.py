@@ -26,7 +26,6 @@ Writers never fail on a key another profiler inserted first (``ON CONFLICT DO NO
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -35,16 +34,21 @@ from typing import Any
 import sqlalchemy
 from sqlalchemy import Column, DateTime, Float, Integer, MetaData, String, Table, UniqueConstraint
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
-from hetconv.errors import ConfigError
-from search.store.storage import DEFAULT_STORAGE, _display, _engine_kwargs
+from search.store.database import (
+    DEFAULT_STORAGE,
+    create_engine,
+    create_racing,
+    database_errors,
+    parse_url,
+    share_sqlite,
+)
 from space.latency import LatencySpec
 
 LAYER_TABLE = "hetnas_layer_latency"
 NETWORK_TABLE = "hetnas_network_latency_v2"
-_CREATE_ATTEMPTS = 3
 
 _metadata = MetaData()
 
@@ -148,48 +152,19 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _reason(error: BaseException) -> str:
-    return str(getattr(error, "orig", None) or error).strip().splitlines()[0]
-
-
 class LatencyStore:
     """The latency tables of one database; created (next to any Optuna tables) on first use."""
 
     def __init__(self, url: str = DEFAULT_STORAGE) -> None:
         """Connect and create the tables when missing; a bad URL or unreachable server is a
         :class:`ConfigError`."""
-        try:
-            make_url(url)
-        except ArgumentError:
-            raise ConfigError(f"storage {url!r} is not a SQLAlchemy URL; use e.g. "
-                              f"{DEFAULT_STORAGE} or postgresql://user@host/db") from None
+        parse_url(url)
         self.url = url
-        try:
-            self.engine = sqlalchemy.create_engine(url, **_engine_kwargs(url))
-            self._create_tables()
-        except NoSuchModuleError:
-            raise ConfigError(f"storage {_display(url)}: unknown database scheme; use "
-                              f"sqlite:/// or postgresql:// (with psycopg installed)") from None
-        except (SQLAlchemyError, OSError, ImportError) as error:
-            raise ConfigError(f"cannot open storage {_display(url)}: {_reason(error)}; check "
-                              f"the URL and that the database server is reachable") from None
-
-    def _create_tables(self) -> None:
-        """``CREATE TABLE`` for the missing latency tables only. Two profilers creating them at
-        once: the loser sees "already exists" (or a duplicate catalogue row) and looks again."""
-        for attempt in range(_CREATE_ATTEMPTS):
-            try:
-                _metadata.create_all(self.engine, checkfirst=True)
-                break
-            except SQLAlchemyError as error:
-                lost_race = isinstance(error, IntegrityError) or "already exists" in str(error)
-                if not lost_race or attempt == _CREATE_ATTEMPTS - 1:
-                    raise
-                time.sleep(0.5)
-        if self.engine.dialect.name == "sqlite":
-            # As open_storage does: readers (dashboards) and writers share the file.
-            with self.engine.connect() as connection:
-                connection.execute(sqlalchemy.text("PRAGMA journal_mode=WAL"))
+        with database_errors(url):
+            self.engine = create_engine(url)
+            # CREATE TABLE for the missing latency tables only.
+            create_racing(lambda: _metadata.create_all(self.engine, checkfirst=True))
+        share_sqlite(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
