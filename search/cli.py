@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import NoReturn
 
 from hetconv.errors import ConfigError
@@ -42,15 +42,18 @@ milliseconds = positive_amount("milliseconds", "2.5")  # a latency budget in ms
 
 
 def run_cli(main: Callable[[], int | None], prog: str,
-            failures: tuple[type[Exception], ...] = ()) -> NoReturn:
+            failures: tuple[type[Exception], ...] = (),
+            flags: Mapping[str, str] | None = None) -> NoReturn:
     """Run ``main``; a :class:`ConfigError` becomes one line on stderr and exit status 2.
 
-    Exceptions in ``failures`` (a run that went wrong, not bad input) exit with status 1.
+    The error's parameters are shown as this command's flags: ``flags`` maps the parameters
+    whose flag is not ``--name-with-hyphens``. Exceptions in ``failures`` (a run that went
+    wrong, not bad input) exit with status 1.
     """
     try:
         status = main()
     except ConfigError as error:
-        print(f"{prog}: error: {error}", file=sys.stderr)
+        print(f"{prog}: error: {error.render(flags or {})}", file=sys.stderr)
         sys.exit(USAGE_ERROR)
     except failures as error:
         print(f"{prog}: failed: {error}", file=sys.stderr)

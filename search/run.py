@@ -20,6 +20,9 @@ from search.store.storage import DEFAULT_STORAGE
 from search.training.data import DATASETS
 
 PROG = "python -m search.run"
+# Library parameters whose flag here is not ``--name``: the latency options are prefixed.
+LIBRARY_FLAGS = {"device": "--latency-device", "batch": "--latency-batch",
+                 "runtime": "--latency-runtime"}
 
 
 def build_parser() -> OneLineParser:
@@ -105,4 +108,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    run_cli(main, PROG, failures=(SearchFailed,))
+    run_cli(main, PROG, failures=(SearchFailed,), flags=LIBRARY_FLAGS)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hetconv.errors import ConfigError
+from hetconv.errors import ConfigError, param
 
 DEVICES = ("cpu", "cuda")
 RUNTIMES = ("compiled", "eager")
@@ -74,12 +74,12 @@ class LatencySpec:
                               f"'cuda:'")
         if isinstance(self.batch, bool) or not isinstance(self.batch, int) or self.batch < 1:
             raise ConfigError(f"batch must be a positive integer, got {self.batch!r}; "
-                              f"use e.g. --batch 1")
+                              f"use e.g. {param('batch')} 1")
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype {self.dtype!r} is not supported; use one of {DTYPES}")
         if self.runtime not in RUNTIMES:
-            raise ConfigError(f"runtime {self.runtime!r} is unknown; use --runtime compiled "
-                              f"or --runtime eager")
+            raise ConfigError(f"runtime {self.runtime!r} is unknown; use {param('runtime')} "
+                              f"compiled or {param('runtime')} eager")
         if not isinstance(self.torch, str) or not self.torch:
             raise ConfigError(f"torch version must be a non-empty string, got {self.torch!r}")
 
@@ -88,12 +88,13 @@ class LatencySpec:
                 runtime: str = "compiled") -> LatencySpec:
         """The spec of this machine and process (CPU thread count included)."""
         if device not in DEVICES:
-            raise ConfigError(f"device {device!r} is unknown; use --device cpu or --device cuda")
+            raise ConfigError(f"device {device!r} is unknown; use {param('device')} cpu or "
+                              f"{param('device')} cuda")
         if device == "cuda" and not torch.cuda.is_available():
             build = ("this torch is a CPU-only build" if torch.version.cuda is None
                      else "torch sees no CUDA GPU")
-            raise ConfigError(f"--device cuda was requested but {build} "
-                              f"(torch {torch.__version__}); use --device cpu")
+            raise ConfigError(f"{param('device')} cuda was requested but {build} "
+                              f"(torch {torch.__version__}); use {param('device')} cpu")
         return cls(device=_device_label(device), batch=batch, runtime=runtime)
 
     @property

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hetconv.errors import ConfigError
+from hetconv.errors import ConfigError, param
 from hetconv.models import get_backbone
 from space.cost import CostProfile, cost_profile
 from space.trace import SearchableLayer, trace_backbone
@@ -102,7 +102,7 @@ class SearchSpace:
             raise ConfigError(
                 f"budget {budget:.4g} MACs is below the cheapest {self.backbone} architecture "
                 f"({self.min_macs:.4g} MACs; the standard network needs {self.max_macs:.4g}); "
-                f"raise --budget to at least {self.min_macs}")
+                f"raise {param('budget')} to at least {self.min_macs}")
 
     def random_parts(self, rng: np.random.Generator, count: int) -> np.ndarray:
         """``count`` part vectors drawn uniformly from each layer's allowed parts."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from hetconv.errors import ConfigError
+from hetconv.errors import ConfigError, param
 from hetconv.layer import HetConv2d
 from hetconv.models import build_model, get_backbone
 from space.parts import allowed_parts
@@ -87,7 +87,8 @@ def trace_network(model: nn.Module, input_shape: tuple[int, int, int],
     except (RuntimeError, ValueError) as error:
         size = input_shape[-1]
         raise ConfigError(f"input size {size} is too small for {label} "
-                          f"({error.args[0].splitlines()[0]}); use a larger --input-size") from None
+                          f"({error.args[0].splitlines()[0]}); use a larger "
+                          f"{param('input_size')}") from None
     layers = tuple(
         SearchableLayer(i, name, m.in_channels, m.out_channels, m.kernel_size, m.stride,
                         m.padding, *fed[name], allowed_parts(m.in_channels, m.out_channels))

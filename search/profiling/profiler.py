@@ -31,7 +31,7 @@ from torch import nn
 from torch._dynamo.utils import counters
 
 from hetconv.deployment import DeployedModel, deploy
-from hetconv.errors import ConfigError
+from hetconv.errors import ConfigError, param
 from hetconv.layer import HetConv2d
 from hetconv.layout import OrderedHetConv2d, is_power_of_two
 from hetconv.models import build_model
@@ -85,7 +85,8 @@ def deploy_for(model: nn.Module, example: torch.Tensor, spec: LatencySpec) -> De
     deployed = deploy(model, example, compile=compile)
     if compile and (not deployed.compiled or counters["stats"]["unique_graphs"] == graphs):
         raise ConfigError("TorchInductor did not compile the deploy form on this machine (a C++ "
-                          "compiler is needed on CPU, Triton on CUDA); use --runtime eager")
+                          "compiler is needed on CPU, Triton on CUDA); use "
+                          f"{param('runtime')} eager")
     return deployed
 
 

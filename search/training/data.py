@@ -56,7 +56,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hetconv.errors import ConfigError
+from hetconv.errors import ConfigError, param
 from search.store.files import write_atomic
 
 DATASETS: tuple[str, ...] = ("digits", "cifar10", "cifar100", "imagefolder", "fashion-mnist")
@@ -293,7 +293,8 @@ instead of meeting Pillow's warning (over 89 MP) or its error (over 179 MP)."""
 
 def _data_root(name: str, data_dir: str | Path | None) -> Path:
     if data_dir is None:
-        raise ConfigError(f"dataset {name!r} needs a data directory; pass one (--data-dir)")
+        raise ConfigError(f"dataset {name!r} needs a data directory; pass one "
+                          f"({param('data_dir')})")
     root = Path(data_dir).expanduser()
     if root.exists() and not root.is_dir():
         raise ConfigError(f"data directory {root} is a file; pass the directory that holds "
