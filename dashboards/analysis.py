@@ -139,11 +139,12 @@ def top_architectures(table: StudyTable, limit: int = 10) -> list[TopRow]:
     front = {int(table.number[i]) for i in pareto_front(table)}
     rank = {r.number: k for k, r in enumerate(ranked, start=1)}
     searched = [r for r in ranked if not r.baseline_part][:limit]
-    baselines = sorted((r for r in ranked if r.baseline_part), key=lambda r: r.baseline_part)
+    baselines = sorted((r for r in ranked if r.baseline_part),
+                       key=lambda r: r.baseline_part or 0)
     budget = table.budget
     return [TopRow(rank=rank[r.number], number=r.number,
                    kind=f"uniform P{r.baseline_part}" if r.baseline_part else "searched",
-                   accuracy=r.accuracy, test_accuracy=r.test_accuracy,
+                   accuracy=r.accuracy or 0.0, test_accuracy=r.test_accuracy,
                    paper_macs=float(r.paper_macs or 0),
                    budget_share=(r.paper_macs or 0) / budget if budget else None,
                    params=None if r.params is None else float(r.params),

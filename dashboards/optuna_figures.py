@@ -31,7 +31,7 @@ def graph_ids(table: StudyTable | None = None) -> list[str]:
 def _metric_names(table: StudyTable, objectives: int) -> list[str]:
     """Names for a study's values when the search did not set them: those of its recorded
     objective, or accuracy then MACs when it records none."""
-    recorded = OBJECTIVES.get(table.attrs.get(records.STUDY_OBJECTIVE), PARETO_MACS)
+    recorded = OBJECTIVES.get(str(table.attrs.get(records.STUDY_OBJECTIVE)), PARETO_MACS)
     return [ACCURACY_METRIC, recorded.cost_metric or MACS_METRIC][:objectives]
 
 

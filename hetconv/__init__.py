@@ -1,7 +1,11 @@
-"""The HetConv layer and the model families built from per-layer part vectors.
+"""The HetConv layer (exact trainable form, batch-norm folding, deploy form) and the model
+families built from per-layer part vectors; knows parts, not search spaces or budgets.
 
-The layer, folding and models load on first use, so modules that only need
-:class:`ConfigError` (the storage, the CLIs, the dashboards) do not import torch.
+``hetconv`` is the root of the project's dependency graph, so its error type
+(:mod:`hetconv.errors`, which imports nothing) is the one every package raises. The
+torch-backed names below are exported lazily (PEP 562): ``from hetconv import deploy`` works as
+the README shows, while the torch-free readers (the store, the commands' error handling, the
+dashboards) import :mod:`hetconv.errors` without loading torch.
 """
 
 from __future__ import annotations

@@ -22,9 +22,11 @@ The result is compared with the original network on the example input before it 
 from __future__ import annotations
 
 import copy
+import functools
 import statistics
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import cast
 
 import torch
 from torch import fx, nn
@@ -76,13 +78,14 @@ def fold_batchnorms(graph: fx.GraphModule) -> int:
                 and len(source.users) == 1):
             continue
         conv, bn = modules[source.target], modules[node.target]
+        fused: nn.Module
         if isinstance(conv, HetConv2d):
             fused = fold_batchnorm(conv, bn)
         elif type(conv) is nn.Conv2d:
             fused = fuse_conv_bn_eval(conv, bn)
         else:
             continue
-        replace_submodule(graph, source.target, fused)
+        replace_submodule(graph, str(source.target), fused)
         node.replace_all_uses_with(source)
         graph.graph.erase_node(node)
         folded += 1
@@ -109,7 +112,7 @@ def equivalent_forms(layer: HetConv2d | OrderedHetConv2d) -> dict[str, nn.Module
                          layer.stride, layer.padding, part, bias=layer.bias is not None)
         form = form.to(device=dense.device, dtype=dense.dtype)
         form.load_dense_weight(dense)
-        if layer.bias is not None:
+        if layer.bias is not None and form.bias is not None:
             with torch.no_grad():
                 form.bias.copy_(layer.bias)
         forms[grouped_form_name(part)] = form.eval()
@@ -122,7 +125,7 @@ def memory_format_for(x: torch.Tensor) -> torch.memory_format:
     return torch.channels_last if x.dim() == 4 else torch.contiguous_format
 
 
-def quickest(calls: dict[str, Callable[[], object]],
+def quickest(calls: Mapping[str, Callable[[], object]],
              device: torch.device) -> tuple[str, dict[str, float]]:
     """The name of the quickest of ``calls``, and every call's median seconds.
 
@@ -144,10 +147,10 @@ def fastest_form(layer: HetConv2d | OrderedHetConv2d,
     fmt = memory_format_for(x)
     x = x.contiguous(memory_format=fmt)
     for form in forms.values():
-        form.to(memory_format=fmt)
+        form.to(memory_format=fmt)  # type: ignore[call-overload]  # torch's stubs lack the kwarg
     with torch.no_grad():  # the warm-up calls of the timing let oneDNN / cuDNN pick kernels
-        best, seconds = quickest({name: (lambda f=form: f(x)) for name, form in forms.items()},
-                                 x.device)
+        best, seconds = quickest({name: functools.partial(form, x)
+                                  for name, form in forms.items()}, x.device)
     return best, forms[best], seconds
 
 
@@ -178,7 +181,7 @@ def fastest_chunk(runner: Callable[[torch.Tensor], torch.Tensor],
     if len(sizes) == 1:
         return None
     runs = {str(size): chunked(runner, size) for size in sizes}
-    calls = {name: (lambda run=run: run(example_input)) for name, run in runs.items()}
+    calls = {name: functools.partial(run, example_input) for name, run in runs.items()}
     with torch.no_grad():
         best, _ = quickest(calls, example_input.device)
     return None if best == "None" else int(best)
@@ -209,6 +212,8 @@ class DeployedModel(nn.Module):
     ``chunk`` is the number of images run at a time (``None``: the whole batch);
     ``compiled`` says whether TorchInductor runs it.
     """
+
+    _runner: Callable[[torch.Tensor], torch.Tensor]
 
     def __init__(self, module: fx.GraphModule, forms: dict[str, str],
                  memory_format: torch.memory_format, chunk: int | None, compiled: bool,
@@ -274,9 +279,9 @@ def deploy(model: nn.Module, example_input: torch.Tensor, compile: bool = True) 
              if isinstance(module, HetConv2d) and module.part == 1}
     with torch.no_grad():
         to_class_order(graph, example_input)
-    graph.to(memory_format=fmt)
+    graph.to(memory_format=fmt)  # type: ignore[call-overload]  # torch's stubs lack the kwarg
     for name, x in _layer_inputs(graph, example_input).items():
-        form_name, form, _ = fastest_form(graph.get_submodule(name), x)
+        form_name, form, _ = fastest_form(cast(HetConv2d, graph.get_submodule(name)), x)
         replace_submodule(graph, name, form)
         forms[name] = form_name
     graph.recompile()

@@ -101,7 +101,7 @@ def conv_with_kernel(weight: torch.Tensor, bias: torch.Tensor | None, stride: in
                      bias=bias is not None, device=weight.device, dtype=weight.dtype)
     with torch.no_grad():
         conv.weight.copy_(weight)
-        if bias is not None:
+        if bias is not None and conv.bias is not None:
             conv.bias.copy_(bias)
     return conv
 
@@ -175,6 +175,12 @@ class HetConv2d(nn.Module):
             grouped.unflatten(1, (p, self.out_channels // p)).transpose(1, 2))
         return out
 
+    def _pointwise_branch(self) -> tuple[nn.Parameter, torch.Tensor]:
+        """The 1×1 weights and where they go; only layers with part > 1 have them."""
+        if self.pointwise is None or self.pointwise_channels is None:
+            raise ValueError(f"a part-{self.part} HetConv layer has no 1×1 branch")
+        return self.pointwise, self.pointwise_channels
+
     def pointwise_weight(self) -> torch.Tensor:
         """The dense ``(out, in, 1, 1)`` 1×1 kernel: ``pointwise`` off the pattern, zeros on it.
 
@@ -186,9 +192,10 @@ class HetConv2d(nn.Module):
         1.9-2.2 ms for ``masked_scatter``.
         """
         p = self.part
-        rows = self.pointwise.view(self.out_channels // p, p, -1)  # [i, r]: filter i*p + r
+        pointwise, channels = self._pointwise_branch()
+        rows = pointwise.view(self.out_channels // p, p, -1)  # [i, r]: filter i*p + r
         dense = rows.new_zeros(self.out_channels // p, p, self.in_channels)
-        dense = dense.scatter(2, self.pointwise_channels.expand(rows.shape[0], -1, -1), rows)
+        dense = dense.scatter(2, channels.expand(rows.shape[0], -1, -1), rows)
         return dense.view(self.out_channels, self.in_channels, 1, 1)
 
     # -- conversions -------------------------------------------------------------------------
@@ -229,8 +236,9 @@ class HetConv2d(nn.Module):
         diagonal = blocks.diagonal(dim1=1, dim2=3)  # (i, c, x, y, r)
         self.weight.copy_(diagonal.permute(4, 0, 1, 2, 3).reshape_as(self.weight))
         centre = dense[:, :, k // 2, k // 2].reshape(n_per, p, self.in_channels)
-        columns = self.pointwise_channels.to(dense.device).expand(n_per, -1, -1)
-        self.pointwise.copy_(centre.gather(2, columns).reshape_as(self.pointwise))
+        pointwise, channels = self._pointwise_branch()
+        columns = channels.to(dense.device).expand(n_per, -1, -1)
+        pointwise.copy_(centre.gather(2, columns).reshape_as(pointwise))
 
     def to_dense(self) -> nn.Conv2d:
         """Export as one :class:`torch.nn.Conv2d` computing the same function."""
@@ -244,7 +252,7 @@ class HetConv2d(nn.Module):
         ref = ref.to(device=self.weight.device, dtype=self.weight.dtype)
         with torch.no_grad():
             ref.weight.copy_(self.dense_weight())
-            if self.bias is not None:
+            if self.bias is not None and ref.bias is not None:
                 ref.bias.copy_(self.bias)
         return ref
 
@@ -255,7 +263,7 @@ class HetConv2d(nn.Module):
                     ref.part, ref.bias is not None)
         layer = layer.to(device=ref.weight.device, dtype=ref.weight.dtype)
         layer.load_dense_weight(ref.weight.detach() * ref.mask)
-        if ref.bias is not None:
+        if ref.bias is not None and layer.bias is not None:
             with torch.no_grad():
                 layer.bias.copy_(ref.bias)
         return layer

@@ -21,6 +21,7 @@ in natural order through one ``index_select``.
 
 from __future__ import annotations
 
+import copy
 import operator
 from collections import Counter
 
@@ -138,12 +139,10 @@ def _reordered_conv(conv: nn.Conv2d, in_ordered: bool, out_ordered: bool) -> nn.
     weight = conv.weight.detach()[out_order]
     if in_ordered:
         weight = weight[:, class_order(conv.in_channels).to(device)]
-    new = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
-                    conv.padding, conv.dilation, bias=conv.bias is not None,
-                    padding_mode=conv.padding_mode, device=device, dtype=weight.dtype)
+    new = copy.deepcopy(conv)  # same geometry, device and dtype; the weights are replaced below
     with torch.no_grad():
         new.weight.copy_(weight)
-        if conv.bias is not None:
+        if conv.bias is not None and new.bias is not None:
             new.bias.copy_(conv.bias.detach()[out_order])
     return new
 
@@ -232,18 +231,18 @@ class _Rewriter:
                 or type(module) is nn.Conv2d and module.groups == 1)
 
     def visit(self, node: fx.Node) -> None:
-        module = self._module(node)
-        if self._is_hetconv(node):
+        module, target = self._module(node), str(node.target)
+        if self._is_hetconv(node) and isinstance(module, HetConv2d):
             self._inputs_to(node, to_ordered=True)
-            replace_submodule(self.graph, node.target, OrderedHetConv2d.from_layer(module))
+            replace_submodule(self.graph, target, OrderedHetConv2d.from_layer(module))
             self.ordered.add(node)
-        elif self._is_dense_conv(node):
+        elif self._is_dense_conv(node) and isinstance(module, (HetConv2d, nn.Conv2d)):
             conv = module.to_dense() if isinstance(module, HetConv2d) else module
             in_ordered, out_ordered = node.args[0] in self.ordered, node in self.wanted
             if in_ordered or out_ordered:
                 conv = _reordered_conv(conv, in_ordered, out_ordered)
             if conv is not module:
-                replace_submodule(self.graph, node.target, conv)
+                replace_submodule(self.graph, target, conv)
             if out_ordered:
                 self.ordered.add(node)
         elif self._is_channelwise(node):

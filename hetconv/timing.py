@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TypeVar
 
 import torch
@@ -52,7 +52,7 @@ def median_seconds(fn: Callable[[], T], repeats: int, warmup: int = 0,
     return statistics.median(times), results[0]
 
 
-def interleaved_samples(calls: dict[K, Callable[[], object]], device: torch.device | None,
+def interleaved_samples(calls: Mapping[K, Callable[[], object]], device: torch.device | None,
                         rounds: int, sample_seconds: float, min_calls: int = 3,
                         max_calls: int = 400) -> dict[K, tuple[list[float], int]]:
     """Each call's median seconds in each of ``rounds`` rounds, and its calls per round.

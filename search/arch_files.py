@@ -5,11 +5,13 @@ from __future__ import annotations
 import pickle
 import zipfile
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
 
 from hetconv.errors import ConfigError
+from hetconv.models.normalize import InputNormalization
 from space import Architecture
 
 
@@ -52,7 +54,8 @@ def check_normalization(model: nn.Module, arch: Architecture, source: str) -> No
     if norm is None:
         return
     stated = [torch.tensor(values, dtype=torch.float32) for values in (norm.mean, norm.std)]
-    held = [buffer.flatten() for buffer in (model.normalize.mean, model.normalize.std)]
+    normalize = cast(InputNormalization, model.normalize)
+    held = [buffer.flatten() for buffer in (normalize.mean, normalize.std)]
     if not all(torch.allclose(a, b) for a, b in zip(stated, held, strict=True)):
         raise ConfigError(f"{source} was trained on inputs normalised by mean "
                           f"{held[0].tolist()} and std {held[1].tolist()}, not the architecture's "

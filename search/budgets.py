@@ -57,7 +57,7 @@ class Budgets:
         constraints = {}
         if self.macs is not None:
             constraints[records.BUDGET_CONSTRAINT] = float(arch.macs - self.macs)
-        if self.latency_ms is not None:
+        if self.latency_ms is not None and latency_ms is not None:
             constraints[records.LATENCY_CONSTRAINT] = latency_ms - self.latency_ms
         return Screening(latency_ms, constraints)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from collections.abc import Callable, Mapping
 from typing import NoReturn
@@ -21,24 +20,22 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def positive_amount(unit: str, example: str) -> Callable[[str], float]:
-    """An argparse type for a positive, finite number of ``unit`` (``example`` in the hint)."""
+def number_of(unit: str, example: str) -> Callable[[str], float]:
+    """An argparse type for a number of ``unit`` (``example`` in the hint). Whether the value is
+    acceptable is the library's rule (``SearchSpace.check_budget``,
+    ``space.latency.check_latency_budget``), checked once, where the settings are validated."""
     def parse(text: str) -> float:
         try:
-            value = float(text)
+            return float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(
                 f"{text!r} is not a number of {unit}; write e.g. {example}") from None
-        if not math.isfinite(value) or value <= 0:
-            raise argparse.ArgumentTypeError(
-                f"{text!r} must be a positive, finite number of {unit}")
-        return value
 
     return parse
 
 
-macs_amount = positive_amount("MACs", "3e8")  # a MACs budget such as 3e8
-milliseconds = positive_amount("milliseconds", "2.5")  # a latency budget in ms
+macs_amount = number_of("MACs", "3e8")  # a MACs budget such as 3e8
+milliseconds = number_of("milliseconds", "2.5")  # a latency budget in ms
 
 
 def run_cli(main: Callable[[], int | None], prog: str,

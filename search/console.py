@@ -76,8 +76,8 @@ class SearchConsole:
         for record in searched + sorted(baselines, key=lambda r: r.baseline_part or 0):
             kind = f"uniform P{record.baseline_part}" if record.baseline_part else "searched"
             marker = "*" if ranked and record is ranked[0] else " "
-            share = (f"{record.paper_macs / self.budgets.macs:9.1%}" if self.budgets.macs
-                     else f"{'-':>9s}")
+            share = (f"{record.paper_macs / self.budgets.macs:9.1%}"
+                     if self.budgets.macs and record.paper_macs is not None else f"{'-':>9s}")
             latency = ("" if not with_latency else f"{'-':>10s}  " if record.latency_ms is None
                        else f"{record.latency_ms:10.4g}  ")
             self.print(f"{marker} {record.number:5d}  {kind:<12s} {record.accuracy:8.2%} "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from hetconv.models import BACKBONES
 from search.cli import OneLineParser, run_cli
 from search.profiling.profiler import Profile, profile
 from search.store.latency_table import LatencyStore
@@ -24,7 +25,8 @@ PROG = "python -m search.profile"
 def build_parser() -> OneLineParser:
     parser = OneLineParser(prog=PROG, description="Measure (or read back) the per-layer latency "
                            "table of a backbone on this machine and predict network latency.")
-    parser.add_argument("--backbone", default="vgg16", help="model family (default vgg16)")
+    parser.add_argument("--backbone", default="vgg16",
+                        help=f"model family: {', '.join(BACKBONES)} (default vgg16)")
     parser.add_argument("--device", default="cpu", choices=DEVICES)
     parser.add_argument("--batch", type=int, default=1, help="images per call (default 1)")
     parser.add_argument("--runtime", default="compiled", choices=RUNTIMES,
@@ -64,7 +66,8 @@ def format_table(result: Profile, space: SearchSpace) -> str:
                  f"({'measured' if result.calibration_measured else 'cached'})")
     lines.append("")
     lines.append(f"predicted latency of {space.backbone} at {space.input_size}x"
-                 f"{space.input_size} on {model.spec.describe()}:")
+                 f"{space.input_size} on "
+                 f"{model.spec.describe() if model.spec else 'this machine'}:")
     for part in space.uniform_choices():
         parts = np.array(space.uniform_parts(part))
         lines.append(f"  uniform P{part:<4}{float(model.predict_ms(parts)):>10.4f} ms")

@@ -12,12 +12,14 @@ import os
 
 import optuna
 
+from hetconv.models import BACKBONES
 from search.cli import OneLineParser, macs_amount, milliseconds, run_cli
 from search.runner import SearchFailed, run_search
-from search.settings import LATENCY_RUNTIMES, SAMPLERS, SCHEDULERS, SearchSettings
+from search.settings import SAMPLERS, SCHEDULERS, SearchSettings
 from search.store.objectives import OBJECTIVES
 from search.store.storage import DEFAULT_STORAGE
 from search.training.data import DATASETS
+from space.latency import DEVICES, RUNTIMES
 
 PROG = "python -m search.run"
 # Library parameters whose flag here is not ``--name``: the latency options are prefixed.
@@ -43,14 +45,14 @@ def build_parser() -> OneLineParser:
         help="latency budget in ms for one batch of --latency-batch in the deploy form, "
              "predicted from the latency table (measured first where it lacks layers); "
              "alone or with --budget")
-    add("--latency-device", default=defaults.latency_device, choices=("cpu", "cuda"),
+    add("--latency-device", default=defaults.latency_device, choices=DEVICES,
         help="device the latencies are measured on (this machine's)")
     add("--latency-batch", type=int, default=defaults.latency_batch,
         help="batch size the latencies are measured at")
-    add("--latency-runtime", default=defaults.latency_runtime, choices=LATENCY_RUNTIMES,
+    add("--latency-runtime", default=defaults.latency_runtime, choices=RUNTIMES,
         help="compiled: the deploy form under TorchInductor; eager: without it")
     add("--backbone", default=defaults.backbone,
-        help="model family: vgg16, resnet20, resnet56, resnet18, resnet34 or resnet50")
+        help=f"model family: {', '.join(BACKBONES)}")
     add("--dataset", default=defaults.dataset, choices=DATASETS,
         help="digits (bundled with scikit-learn), fashion-mnist (IDX files in --data-dir, else "
              "Debian's dataset-fashion-mnist, else downloaded), cifar10, cifar100 (python-batch "
@@ -67,9 +69,8 @@ def build_parser() -> OneLineParser:
     add("--batch-size", type=int, default=defaults.batch_size, help="training batch size")
     add("--sampler", default=defaults.sampler, choices=SAMPLERS, help="Optuna sampler")
     add("--objective", default=defaults.objective, choices=list(OBJECTIVES),
-        help="accuracy: maximise accuracy under the budgets; pareto: maximise accuracy and "
-             "minimise MACs together; pareto-latency: maximise accuracy and minimise predicted "
-             "latency together (budgets are constraints in both)")
+        help="; ".join(f"{o.name}: {o.description}" for o in OBJECTIVES.values())
+        + " (the budgets are constraints in each)")
     add("--storage", default=DEFAULT_STORAGE,
         help="SQLAlchemy URL of the study database (sqlite:///file.db or postgresql://...)")
     add("--study", default=None,

@@ -87,7 +87,7 @@ def connect_ray(address: str | None) -> None:
     if ray.is_initialized():
         return
     # Ray's start-up chatter would bury the search's own lines; errors still show.
-    quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
+    quiet: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.ERROR}
     if address:
         _check_ray_address(address)
         try:
@@ -246,7 +246,8 @@ class _Progress:
         self.console.print(self.console.trial_line(record))
         if record.status in (records.COMPLETE, records.EARLY_STOPPED):
             self.trained += 1
-        if record.is_full_result and (self.best is None or record.accuracy > self.best.accuracy):
+        if record.is_full_result and record.accuracy is not None and (
+                self.best is None or record.accuracy > (self.best.accuracy or 0.0)):
             self.best = record
         self.console.print(self.console.progress_line(self.trained, self.proposer.rejected,
                                                       self.best))
@@ -264,7 +265,8 @@ def _error_line(error: BaseException) -> str:
 
 def _first_failure(grid: ResultGrid) -> str | None:
     """The first errored trial's exception in one line, and where its full log is."""
-    for result in grid:
+    for index in range(len(grid)):
+        result = grid[index]
         if result.error is not None:
             log = Path(result.path) / "error.txt"
             return f"{_error_line(result.error)} (full log: {log})"

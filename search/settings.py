@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,11 +13,10 @@ from search.store.objectives import OBJECTIVES, PARETO_LATENCY
 from search.store.storage import DEFAULT_STORAGE
 from search.training.data import DatasetInfo, check_dataset
 from space import SearchSpace
-from space.latency import LatencySpec
+from space.latency import RUNTIMES, LatencySpec, check_latency_budget
 
 SAMPLERS = ("tpe", "nsga2", "random")
 SCHEDULERS = ("fifo", "asha")
-LATENCY_RUNTIMES = ("compiled", "eager")
 
 
 def _positive_int(name: str, value: object) -> None:
@@ -92,10 +90,8 @@ class SearchSettings:
             raise ConfigError("give --budget MACS, --latency-budget MS, or both")
         if self.budget is not None:
             self.space.check_budget(self.budget)
-        if self.latency_budget is not None and not (
-                math.isfinite(self.latency_budget) and self.latency_budget > 0):
-            raise ConfigError(f"--latency-budget must be a positive number of milliseconds, "
-                              f"got {self.latency_budget!r}")
+        if self.latency_budget is not None:
+            check_latency_budget(self.latency_budget)
         _choice("sampler", self.sampler, SAMPLERS)
         _choice("objective", self.objective, tuple(OBJECTIVES))
         _choice("scheduler", self.scheduler, SCHEDULERS)
@@ -114,7 +110,7 @@ class SearchSettings:
                                   "machine; profile on the GPU machine or use --latency-device "
                                   "cpu")
             _positive_int("latency-batch", self.latency_batch)
-            _choice("latency-runtime", self.latency_runtime, LATENCY_RUNTIMES)
+            _choice("latency-runtime", self.latency_runtime, RUNTIMES)
             self.latency_spec  # noqa: B018 (validates --latency-device on this machine)
         if self.scheduler == "asha" and self.epochs < 2:
             raise ConfigError("--scheduler asha needs --epochs 2 or more to stop anything early")

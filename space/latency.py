@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import device as TorchDevice  # the field ``LatencySpec.torch`` shadows the module
+from torch import dtype as TorchDType
 
 from hetconv.errors import ConfigError, param
 
@@ -103,11 +105,11 @@ class LatencySpec:
         return self.device.partition(":")[0]
 
     @property
-    def torch_device(self) -> torch.device:
-        return torch.device(self.device_type)
+    def torch_device(self) -> TorchDevice:
+        return TorchDevice(self.device_type)
 
     @property
-    def torch_dtype(self) -> torch.dtype:
+    def torch_dtype(self) -> TorchDType:
         return getattr(torch, self.dtype)
 
     def describe(self) -> str:
@@ -212,10 +214,7 @@ class LatencyModel:
 
     def check_budget(self, ms: float) -> None:
         """Reject a latency budget that is not a positive number or that no architecture meets."""
-        if isinstance(ms, bool) or not isinstance(ms, numbers.Real) \
-                or not math.isfinite(ms) or ms <= 0:
-            raise ConfigError(f"latency budget must be a positive number of milliseconds, "
-                              f"got {ms!r}")
+        check_latency_budget(ms)
         if ms < self.min_ms:
             where = f" on {self.spec.describe()}" if self.spec is not None else ""
             raise ConfigError(
@@ -223,6 +222,15 @@ class LatencyModel:
                 f"({self.min_ms:.4g} ms predicted{where}; the slowest needs "
                 f"{self.max_ms:.4g} ms); raise the latency budget to at least "
                 f"{math.ceil(self.min_ms * 1000) / 1000:.3f} ms")
+
+
+def check_latency_budget(ms: object) -> None:
+    """The one rule for a latency budget's value: a positive, finite number of milliseconds
+    (whether any architecture meets it is :meth:`LatencyModel.check_budget`'s question)."""
+    if isinstance(ms, bool) or not isinstance(ms, numbers.Real) \
+            or not math.isfinite(ms) or ms <= 0:
+        raise ConfigError(f"{param('latency_budget')} must be a positive number of "
+                          f"milliseconds, got {ms!r}")
 
 
 def fit_network_terms(measured_ms: np.ndarray, layer_sum_ms: np.ndarray,

@@ -16,7 +16,7 @@ from space.cost import CostProfile, cost_profile
 from space.trace import SearchableLayer, trace_backbone
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class SearchSpace:
     """One part per searchable layer, each from that layer's allowed parts.
 
@@ -26,18 +26,22 @@ class SearchSpace:
     """
 
     backbone: str
-    input_size: int | None = None
-    num_classes: int | None = None
-    in_channels: int | None = None
+    input_size: int
+    num_classes: int
+    in_channels: int
 
-    def __post_init__(self) -> None:
-        spec = get_backbone(self.backbone)
-        for field in ("input_size", "num_classes", "in_channels"):
-            if getattr(self, field) is None:
-                object.__setattr__(self, field, getattr(spec, field))
-            value = getattr(self, field)
+    def __init__(self, backbone: str, input_size: int | None = None,
+                 num_classes: int | None = None, in_channels: int | None = None) -> None:
+        """``None`` takes the backbone's own value."""
+        spec = get_backbone(backbone)
+        object.__setattr__(self, "backbone", backbone)
+        given = {"input_size": input_size, "num_classes": num_classes,
+                 "in_channels": in_channels}
+        for field, value in given.items():
+            value = getattr(spec, field) if value is None else value
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{field} must be a positive integer, got {value!r}")
+            object.__setattr__(self, field, value)
         self.cost  # noqa: B018 - fail now, not later, on an input size the backbone cannot take
 
     @property
@@ -97,7 +101,8 @@ class SearchSpace:
         """Reject a MACs budget that is not a positive number or that no architecture meets."""
         if isinstance(budget, bool) or not isinstance(budget, numbers.Real) \
                 or not math.isfinite(budget) or budget <= 0:
-            raise ConfigError(f"budget must be a positive number of MACs, got {budget!r}")
+            raise ConfigError(f"{param('budget')} must be a positive number of MACs, "
+                              f"got {budget!r}")
         if budget < self.min_macs:
             raise ConfigError(
                 f"budget {budget:.4g} MACs is below the cheapest {self.backbone} architecture "

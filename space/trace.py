@@ -51,7 +51,7 @@ class NetworkTrace:
     other_params: int  # everything else trainable (batch norm)
 
 
-def _fixed_layer_macs(module: nn.Module, output: torch.Tensor) -> int:
+def _fixed_layer_macs(module: nn.Conv2d | nn.Linear, output: torch.Tensor) -> int:
     """MACs of one non-searchable convolution or linear layer for one sample."""
     if isinstance(module, nn.Conv2d):
         k_h, k_w = module.kernel_size
@@ -69,7 +69,8 @@ def trace_network(model: nn.Module, input_shape: tuple[int, int, int],
     fed: dict[str, tuple[int, int, int]] = {}  # name -> (height, width, output pixels)
     fixed_macs = 0
 
-    def record_fixed(module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+    def record_fixed(module: nn.Conv2d | nn.Linear, _inputs: tuple,
+                     output: torch.Tensor) -> None:
         nonlocal fixed_macs
         fixed_macs += _fixed_layer_macs(module, output)
 
@@ -79,9 +80,9 @@ def trace_network(model: nn.Module, input_shape: tuple[int, int, int],
             height, width = inputs[0].shape[-2:]
             fed[name] = (int(height), int(width), int(output.shape[-1] * output.shape[-2]))
         module.register_forward_hook(record)
-    for module in model.modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            module.register_forward_hook(record_fixed)
+    for fixed in model.modules():
+        if isinstance(fixed, (nn.Conv2d, nn.Linear)):
+            fixed.register_forward_hook(record_fixed)
     try:
         model(torch.empty(1, *input_shape, device="meta"))
     except (RuntimeError, ValueError) as error:

@@ -29,7 +29,7 @@ def check_statistics(channels: int, mean: Sequence[float], std: Sequence[float])
     def number(value: object, low: float) -> bool:
         # ``type(...) in``: JSON true is no statistic. The bounds also refuse NaN and infinity,
         # and compare huge integers exactly, without converting them to float.
-        return type(value) in (int, float) and low <= value <= STAT_LIMIT
+        return (type(value) is int or type(value) is float) and low <= value <= STAT_LIMIT
 
     if not all(number(m, -STAT_LIMIT) for m in mean) \
             or not all(number(s, 1 / STAT_LIMIT) for s in std):

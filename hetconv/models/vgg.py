@@ -47,7 +47,7 @@ def vgg16(parts: Sequence[int] | None = None, num_classes: int = 10, in_channels
     layers: list[nn.Module] = []
     channels = in_channels
     for item in VGG16_PLAN:
-        if item == "M":
+        if isinstance(item, str):  # "M": a max pool
             layers.append(nn.MaxPool2d(2))
             continue
         conv = (nn.Conv2d(channels, item, 3, padding=1, bias=False) if not layers

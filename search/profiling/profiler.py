@@ -20,6 +20,7 @@ figure.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -104,6 +105,16 @@ def quickest_ms(calls: dict[K, Callable[[], object]],
             for key, (rounds, calls_per_round) in samples.items()}
 
 
+def _profiled_layer(shape: LayerShape, part: int) -> nn.Module:
+    """The searchable layer as a deployed network holds it (class order for power-of-two
+    parts), with the bias batch-norm folding gives it."""
+    layer = HetConv2d(shape.in_channels, shape.out_channels, shape.kernel_size, shape.stride,
+                      shape.padding, part, bias=True)
+    if part > 1 and is_power_of_two(part):
+        return OrderedHetConv2d.from_layer(layer)
+    return layer
+
+
 def _example(shape: tuple[int, ...], spec: LatencySpec) -> torch.Tensor:
     x = torch.randn(shape, device=spec.torch_device, dtype=spec.torch_dtype)
     return x.contiguous(memory_format=torch.channels_last)
@@ -121,14 +132,11 @@ def measure_shape(shape: LayerShape, parts: list[int],
     torch._dynamo.reset()  # once per shape: the previous shapes' graphs are done with
     deployed = {}
     for part in parts:
-        layer = HetConv2d(shape.in_channels, shape.out_channels, shape.kernel_size,
-                          shape.stride, shape.padding, part, bias=True)
-        if part > 1 and is_power_of_two(part):
-            layer = OrderedHetConv2d.from_layer(layer)
-        module = nn.Sequential(layer, nn.ReLU()).to(spec.torch_device, spec.torch_dtype)
+        module = nn.Sequential(_profiled_layer(shape, part), nn.ReLU())
+        module = module.to(spec.torch_device, spec.torch_dtype)
         deployed[part] = deploy_for(module.eval(), x, spec)
-    return quickest_ms({part: (lambda d=d: d(x)) for part, d in deployed.items()},
-                            spec.torch_device)
+    return quickest_ms({part: functools.partial(d, x) for part, d in deployed.items()},
+                       spec.torch_device)
 
 
 def measure_network(space: SearchSpace, parts: np.ndarray | tuple[int, ...],
@@ -151,10 +159,7 @@ def layer_weight_mb(shape: LayerShape, part: int, spec: LatencySpec) -> float:
     included), not on the trainable layer, which stores only the paper's weights.
     """
     with torch.device("meta"):
-        layer = HetConv2d(shape.in_channels, shape.out_channels, shape.kernel_size,
-                          shape.stride, shape.padding, part, bias=True)
-        if part > 1 and is_power_of_two(part):
-            layer = OrderedHetConv2d.from_layer(layer)
+        layer = _profiled_layer(shape, part)
     return sum(p.numel() for p in layer.parameters()) * spec.torch_dtype.itemsize / 1e6
 
 
@@ -226,6 +231,8 @@ def profile(store: LatencyStore, space: SearchSpace, spec: LatencySpec,
         remainder, per_mb, count = calibrate_network(space, spec, alone, weights, report)
         store.add_calibration(spec, network, remainder, per_mb, count, replace=True)
         calibration = store.calibration(spec, network)
+    assert calibration is not None, "stored before (checked above), or measured just now"
+    if calibrate:
         report(f"latency: {space.backbone} whole network = layers alone + "
                f"{calibration.remainder_ms:.3f} ms + {calibration.ms_per_weight_mb:.4f} ms per "
                f"MB of layer weights")

@@ -20,7 +20,7 @@ def _umask() -> int:
     return mask
 
 
-def write_atomic(target: Path, write: Callable[[Path], None]) -> None:
+def write_atomic(target: Path, write: Callable[[Path], object]) -> None:
     """Create ``target`` by ``write(temporary)``, then rename the temporary into place.
 
     ``target``'s folder is created if missing. Anything ``write`` raises propagates after the

@@ -9,6 +9,7 @@ asks the :class:`Objective` of that name instead of branching on the string.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from hetconv.errors import ConfigError
 
@@ -31,7 +32,7 @@ class Objective:
         return self.cost_metric is not None
 
     @property
-    def directions(self) -> list[str]:
+    def directions(self) -> list[Literal["maximize", "minimize"]]:
         return ["maximize", "minimize"] if self.is_pareto else ["maximize"]
 
     @property

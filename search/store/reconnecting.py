@@ -25,8 +25,9 @@ ATTEMPTS = 5
 _FIRST_WAIT_S = 0.2
 
 
-def _lost_connection(error: BaseException) -> bool:
-    """True when ``error`` (or what caused it) says the database connection was lost."""
+def _lost_connection(raised: BaseException) -> bool:
+    """True when ``raised`` (or what caused it) says the database connection was lost."""
+    error: BaseException | None = raised
     while error is not None:
         if isinstance(error, DBAPIError) and error.connection_invalidated:
             return True

@@ -132,4 +132,4 @@ def read_records(study: optuna.Study) -> list[TrialRecord]:
 def ranked(records: Iterable[TrialRecord]) -> list[TrialRecord]:
     """Full, feasible results, best accuracy first (fewer MACs breaks ties)."""
     full = [r for r in records if r.is_full_result and r.accuracy is not None]
-    return sorted(full, key=lambda r: (-r.accuracy, r.paper_macs or 0, r.number))
+    return sorted(full, key=lambda r: (-(r.accuracy or 0.0), r.paper_macs or 0, r.number))
