@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from search.training import data as data_module
+from search.training.datasets import fashion_mnist
 
 # -- CIFAR python batches ----------------------------------------------------------------------
 
@@ -148,8 +148,8 @@ def write_imagefolder(root: Path, classes: int | Mapping[str, tuple[int, int, in
 
 def fashion_mnist_source() -> Path:
     """Debian's Fashion-MNIST folder; without it the calling test skips, or fails under CI."""
-    folder = data_module._FASHION_SYSTEM_DIR
-    _, missing = data_module._idx_files(folder)
+    folder = fashion_mnist._FASHION_SYSTEM_DIR
+    _, missing = fashion_mnist._idx_files(folder)
     if missing:
         reason = (f"Fashion-MNIST files {missing} are missing in {folder}; "
                   f"apt-get install dataset-fashion-mnist")
@@ -174,11 +174,11 @@ def write_fashion_mnist(root: Path, train: int = 300, test: int = 100,
     Reads only the prefix it needs of Debian's files, through the loader's header parser.
     Returns each file's items by name (``train-images-idx3-ubyte``: ``uint8 (train, 28, 28)``).
     """
-    present, _ = data_module._idx_files(fashion_mnist_source())
+    present, _ = fashion_mnist._idx_files(fashion_mnist_source())
     written = {}
-    for pair, count in zip(data_module._FASHION_SPLITS, (train, test), strict=True):
-        for stem, kind in zip(pair, data_module._IDX_KINDS, strict=True):
-            with data_module._idx_opened(present[stem], kind) as (file, total):
+    for pair, count in zip(fashion_mnist._FASHION_SPLITS, (train, test), strict=True):
+        for stem, kind in zip(pair, fashion_mnist._IDX_KINDS, strict=True):
+            with fashion_mnist._idx_opened(present[stem], kind) as (file, total):
                 assert count <= total, f"{stem} holds only {total} items"
                 body = file.read(count * math.prod(kind.item_shape))
             items = np.frombuffer(bytearray(body), dtype=np.uint8).reshape(count, *kind.item_shape)

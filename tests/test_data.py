@@ -22,9 +22,9 @@ import torch
 from sklearn.datasets import load_digits
 
 from hetconv import ConfigError
-from search.training import data as data_module
 from search.training.augment import crop_padding, random_crop_flip, unit_range
 from search.training.data import DATASETS, DatasetInfo, check_dataset, load_dataset
+from search.training.datasets import cifar, downloads, fashion_mnist, splits
 from tests.datasets import (
     CIFAR100_NAMES,
     fashion_mnist_source,
@@ -97,11 +97,11 @@ def test_digits_resize_keeps_the_picture():
 
 def test_stratified_split_is_a_partition():
     labels = np.repeat(np.arange(5), [1, 2, 10, 30, 57])
-    kept, held = data_module._stratified_split(labels, 0.25, seed=3)
+    kept, held = splits._stratified_split(labels, 0.25, seed=3)
     assert np.array_equal(np.sort(np.concatenate([kept, held])), np.arange(labels.size))
     assert set(labels[kept]) == set(range(5))  # every class keeps an image
     assert collections.Counter(labels[held].tolist()) == {2: 2, 3: 8, 4: 14}
-    again, _ = data_module._stratified_split(labels, 0.25, seed=3)
+    again, _ = splits._stratified_split(labels, 0.25, seed=3)
     assert np.array_equal(kept, again)
 
 
@@ -299,7 +299,7 @@ def test_offline_download_is_a_config_error(tmp_path, monkeypatch):
         assert url.startswith("https://www.cs.toronto.edu/~kriz/") and timeout <= 60
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(data_module.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(downloads.urllib.request, "urlopen", offline)
     root = tmp_path / "data"
     with pytest.raises(ConfigError, match=r"the files are missing and the download failed "
                                           r"\(<urlopen error no network>\); "
@@ -318,8 +318,8 @@ def _tarball(path: Path, members: dict[str, bytes]) -> str:
 
 
 def _use_md5(monkeypatch, md5: str) -> None:
-    spec = dataclasses.replace(data_module._CIFAR["cifar10"], md5=md5)
-    monkeypatch.setitem(data_module._CIFAR, "cifar10", spec)
+    spec = dataclasses.replace(cifar._CIFAR["cifar10"], md5=md5)
+    monkeypatch.setitem(cifar._CIFAR, "cifar10", spec)
 
 
 def test_downloaded_tarball_is_checked_and_extracted(tmp_path, monkeypatch):
@@ -333,7 +333,7 @@ def test_downloaded_tarball_is_checked_and_extracted(tmp_path, monkeypatch):
     def fake_urlopen(url, timeout):
         return io.BytesIO(tarball.read_bytes())
 
-    monkeypatch.setattr(data_module.urllib.request, "urlopen", fake_urlopen)
+    monkeypatch.setattr(downloads.urllib.request, "urlopen", fake_urlopen)
     root = tmp_path / "data"
     with pytest.raises(ConfigError, match=f"download of .* was corrupt \\(md5 {md5}, expected "
                                           f"c58f30108f"):
@@ -580,7 +580,7 @@ def test_fashion_mnist_resizes_other_sizes(fashion, size):
     root, written = fashion
     d = load_dataset("fashion-mnist", size, root, download=False)
     raw = torch.from_numpy(written["t10k-images-idx3-ubyte"]).unsqueeze(1)
-    assert torch.equal(d.test_x, data_module._resize(raw, size))
+    assert torch.equal(d.test_x, splits.resize(raw, size))
 
 
 def test_fashion_mnist_plain_and_gz_files_read_alike(fashion, tmp_path):
@@ -632,19 +632,19 @@ def _serve(monkeypatch, files: dict[str, bytes]) -> list[str]:
 
     def fake_urlopen(url, timeout):
         asked.append(url)
-        name = url.removeprefix(data_module._FASHION_URL)
+        name = url.removeprefix(fashion_mnist._FASHION_URL)
         if name not in files:
             raise urllib.error.URLError("no network")
         return io.BytesIO(files[name])
 
-    monkeypatch.setattr(data_module.urllib.request, "urlopen", fake_urlopen)
+    monkeypatch.setattr(downloads.urllib.request, "urlopen", fake_urlopen)
     return asked
 
 
 @pytest.fixture
 def no_debian_files(monkeypatch, tmp_path) -> Path:
     """Debian's folder absent; the per-user cache under ``tmp_path``: returns the cache folder."""
-    monkeypatch.setattr(data_module, "_FASHION_SYSTEM_DIR", tmp_path / "no-such-dir")
+    monkeypatch.setattr(fashion_mnist, "_FASHION_SYSTEM_DIR", tmp_path / "no-such-dir")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     return tmp_path / "cache" / "hetnas" / "fashion-mnist"
 
@@ -661,11 +661,11 @@ def test_fashion_mnist_downloads_to_the_cache_md5_checked(fashion, monkeypatch, 
         load_dataset("fashion-mnist", 32)
     assert list(no_debian_files.iterdir()) == []  # nothing partial or corrupt left
     for name, payload in files.items():
-        monkeypatch.setitem(data_module._FASHION_MD5, name.removesuffix(".gz"),
+        monkeypatch.setitem(fashion_mnist._FASHION_MD5, name.removesuffix(".gz"),
                             hashlib.md5(payload).hexdigest())
     asked.clear()
     info = load_dataset("fashion-mnist", 28).info  # what the search driver does first
-    assert sorted(asked) == sorted(data_module._FASHION_URL + name for name in files)
+    assert sorted(asked) == sorted(fashion_mnist._FASHION_URL + name for name in files)
     assert sorted(p.name for p in no_debian_files.iterdir()) == sorted(files)
     asked.clear()
     d = load_dataset("fashion-mnist", 28, download=False)  # what each trial does
@@ -677,7 +677,7 @@ def test_fashion_mnist_downloads_only_what_the_data_dir_lacks(fashion, monkeypat
     root, _ = fashion
     files = {f"{stem}.gz": (root / f"{stem}.gz").read_bytes() for stem in _FASHION_STEMS}
     for name, payload in files.items():
-        monkeypatch.setitem(data_module._FASHION_MD5, name.removesuffix(".gz"),
+        monkeypatch.setitem(fashion_mnist._FASHION_MD5, name.removesuffix(".gz"),
                             hashlib.md5(payload).hexdigest())
     data_dir = tmp_path / "data"
     data_dir.mkdir()
@@ -685,7 +685,7 @@ def test_fashion_mnist_downloads_only_what_the_data_dir_lacks(fashion, monkeypat
         (data_dir / f"{stem}.gz").write_bytes(files[f"{stem}.gz"])
     asked = _serve(monkeypatch, files)
     d = load_dataset("fashion-mnist", 32, data_dir)
-    assert sorted(asked) == sorted(f"{data_module._FASHION_URL}{stem}.gz"
+    assert sorted(asked) == sorted(f"{fashion_mnist._FASHION_URL}{stem}.gz"
                                    for stem in _FASHION_STEMS[2:])
     assert d.sizes[2] == 100
 
@@ -781,7 +781,7 @@ def test_damaged_fashion_mnist_files_are_config_errors(fashion, tmp_path, damage
 
 
 def test_fashion_mnist_writer_skips_without_debian_files(monkeypatch, tmp_path):
-    monkeypatch.setattr(data_module, "_FASHION_SYSTEM_DIR", tmp_path / "absent")
+    monkeypatch.setattr(fashion_mnist, "_FASHION_SYSTEM_DIR", tmp_path / "absent")
     monkeypatch.setenv("CI", "false")
     with pytest.raises(pytest.skip.Exception, match="apt-get install dataset-fashion-mnist"):
         write_fashion_mnist(tmp_path)
