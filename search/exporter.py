@@ -14,7 +14,7 @@ from search.store import records
 from search.store.files import write_atomic
 from search.store.records import TrialRecord
 from search.store.storage import open_storage
-from search.training.trainer import load_weights
+from search.training.checkpoint import load_weights
 from space import Architecture, Normalization
 
 

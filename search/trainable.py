@@ -17,8 +17,9 @@ import torch
 from ray import tune
 
 from search.protocol import TrialConfig, TrialReport
+from search.training.checkpoint import CHECKPOINT_FILE
 from search.training.data import DataSplits, load_dataset
-from search.training.trainer import CHECKPOINT_FILE, EpochResult, TrainConfig, train
+from search.training.trainer import EpochResult, TrainConfig, train
 from space import Architecture
 
 

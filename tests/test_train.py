@@ -11,16 +11,9 @@ import pytest
 import torch
 
 from hetconv import ConfigError
+from search.training.checkpoint import CHECKPOINT_FILE, load_weights
 from search.training.data import DataSplits, load_dataset
-from search.training.trainer import (
-    CHECKPOINT_FILE,
-    EpochResult,
-    TrainConfig,
-    evaluate,
-    learning_rate,
-    load_weights,
-    train,
-)
+from search.training.trainer import EpochResult, TrainConfig, evaluate, learning_rate, train
 from space import Architecture
 
 # Small HetConv network (every searchable layer at part 2) that trains in seconds on 8x8 digits.

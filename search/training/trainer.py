@@ -12,16 +12,14 @@ std), so the trainer feeds it float images in ``[0, 1]``, exactly what a user of
 network feeds it.
 
 Runs are deterministic on CPU for a given seed and thread count, and a run resumed from its
-checkpoint ends exactly where the uninterrupted run would: the checkpoint holds the model,
-optimizer, step, epoch and every random state that training draws from. It holds only tensors
-and primitive containers, so it loads with ``torch.load(weights_only=True)``.
+checkpoint ends exactly where the uninterrupted run would: the checkpoint
+(``search.training.checkpoint``) holds the model, optimizer, step, epoch and every random state
+that training draws from.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import hashlib
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -35,17 +33,12 @@ import torch
 from torch import nn
 
 from hetconv.errors import ConfigError
-from search.store.files import write_atomic
 from search.training.augment import crop_padding, random_crop_flip, unit_range
+from search.training.checkpoint import fingerprint, read_resumable, write_checkpoint
 from search.training.data import DataSplits
 from space.architecture import Architecture, Normalization
 
-CHECKPOINT_FILE = "checkpoint.pt"
-_FORMAT = "hetnas/checkpoint"
-_FORMAT_VERSION = 2  # 2: the paper's exact layer (compact 1×1 weights), input normalisation
 _RESIDENT_BYTES = 2 << 30  # data sets up to this size live on the GPU for the whole run
-_RESULT_FIELDS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "seed", "nesterov",
-                  "label_smoothing", "warmup_epochs")  # what a resumed run must share
 
 
 @dataclass(frozen=True)
@@ -184,31 +177,10 @@ def train(arch: Architecture, data: DataSplits, config: TrainConfig,
         raise ConfigError(f"dataset {data.name!r} has splits of sizes {data.sizes}; training "
                           f"needs at least 2 training images and 1 each for val and test")
     device = resolve_device(config.device)
-    saved = _read_checkpoint(_checkpoint_path(resume_from)) if resume_from is not None else None
-    if saved is not None:
-        _check_resumable(saved, arch, data, config, _checkpoint_path(resume_from))
+    saved = (read_resumable(resume_from, arch, data, dataclasses.asdict(config))
+             if resume_from is not None else None)
     with _isolated_rng(device), _cudnn_benchmark(device):
         return _Run(arch, data, config, device).fit(saved, checkpoint_dir, on_epoch)
-
-
-def load_weights(checkpoint_file: Path, arch: Architecture) -> nn.Module:
-    """``arch`` built with the trained weights of a checkpoint, on the CPU, in eval mode.
-
-    The weights include the input normalisation the network was trained with.
-    ``checkpoint_file`` may also be the folder that holds :data:`CHECKPOINT_FILE`.
-    """
-    path = _checkpoint_path(checkpoint_file)
-    saved = _read_checkpoint(path)
-    _check_architecture(saved, arch, path)
-    with torch.random.fork_rng(devices=[]):
-        model = arch.build()
-    try:
-        model.load_state_dict(saved["model"])
-    except (RuntimeError, KeyError, TypeError) as error:
-        raise ConfigError(f"checkpoint {path} does not fit architecture {arch.backbone} "
-                          f"({str(error).splitlines()[0]}); pass the architecture it was "
-                          f"trained with") from None
-    return model.eval()
 
 
 # -- the training run ---------------------------------------------------------------------
@@ -257,8 +229,7 @@ class _Run:
             self.seconds += result.seconds
             self.history.append(result)
             if checkpoint_dir is not None:
-                write_atomic(Path(checkpoint_dir) / CHECKPOINT_FILE,
-                             functools.partial(torch.save, self.state()))
+                write_checkpoint(checkpoint_dir, self.state())
             if on_epoch is not None:
                 on_epoch(result)
         started = time.perf_counter()
@@ -305,9 +276,8 @@ class _Run:
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {
-            "format": _FORMAT, "version": _FORMAT_VERSION,
             "architecture": self.arch.to_json(), "dataset": self.data.name,
-            "splits": _fingerprint(self.data),
+            "splits": fingerprint(self.data),
             "config": dataclasses.asdict(self.config),
             "epoch": self.epoch, "step": self.step, "seconds": self.seconds,
             "history": [dataclasses.asdict(r) for r in self.history],
@@ -343,14 +313,6 @@ def _amp_dtype(device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def _fingerprint(data: DataSplits) -> str:
-    """Split sizes and a hash of the labels in order: tells a different seed or split apart."""
-    digest = hashlib.sha1(usedforsecurity=False)
-    for labels in (data.train_y, data.val_y, data.test_y):
-        digest.update(labels.cpu().numpy().tobytes())
-    return f"{data.sizes}:{digest.hexdigest()[:16]}"
-
-
 def _nbytes(data: DataSplits) -> int:
     return data.train_x.numel() * data.train_x.element_size()
 
@@ -372,62 +334,3 @@ def _cudnn_benchmark(device: torch.device) -> Iterator[None]:
         yield
     finally:
         torch.backends.cudnn.benchmark = previous
-
-
-# -- checkpoint files -----------------------------------------------------------------------
-
-
-def _checkpoint_path(path: Path | str) -> Path:
-    path = Path(path)
-    return path / CHECKPOINT_FILE if path.is_dir() else path
-
-
-def _read_checkpoint(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"checkpoint {path} does not exist; pass a {CHECKPOINT_FILE} written "
-                          f"by a training run (or the folder holding it)")
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated, foreign or unsafe: the file's fault either way
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ConfigError(f"cannot read checkpoint {path} ({reason}); pass a {CHECKPOINT_FILE} "
-                          f"written by a training run") from None
-    if not isinstance(saved, dict) or saved.get("format") != _FORMAT:
-        raise ConfigError(f"{path} is not a HetNAS checkpoint; pass a {CHECKPOINT_FILE} written "
-                          f"by a training run")
-    if saved.get("version") == 1:
-        raise ConfigError(f"checkpoint {path} was written by HetNAS 0.1, whose layer kept "
-                          f"duplicate 1x1 weights and whose networks took normalised input; "
-                          f"train it again with this HetNAS")
-    if saved.get("version") != _FORMAT_VERSION:
-        raise ConfigError(f"checkpoint {path} has format version {saved.get('version')!r}; this "
-                          f"HetNAS reads version {_FORMAT_VERSION}")
-    return saved
-
-
-def _check_architecture(saved: Mapping[str, Any], arch: Architecture, path: Path) -> None:
-    stored = Architecture.from_json(saved["architecture"])
-    if stored.as_searched() != arch.as_searched():
-        raise ConfigError(f"checkpoint {path} was trained for {stored.backbone} with parts "
-                          f"{list(stored.parts)} at {stored.in_channels}x{stored.input_size}px, "
-                          f"{stored.num_classes} classes, not {arch.backbone} with parts "
-                          f"{list(arch.parts)} at {arch.in_channels}x{arch.input_size}px, "
-                          f"{arch.num_classes} classes; pass the architecture it was trained "
-                          f"with")
-
-
-def _check_resumable(saved: Mapping[str, Any], arch: Architecture, data: DataSplits,
-                     config: TrainConfig, path: Path) -> None:
-    _check_architecture(saved, arch, path)
-    if saved["dataset"] != data.name:
-        raise ConfigError(f"checkpoint {path} was trained on {saved['dataset']!r}, not "
-                          f"{data.name!r}; resume with the same data set")
-    if saved["splits"] != _fingerprint(data):
-        raise ConfigError(f"checkpoint {path} was trained on other {data.name} splits (sizes or "
-                          f"order differ); resume with the same data seed and val_fraction")
-    ours = dataclasses.asdict(config)
-    changed = [f"{k}: {saved['config'].get(k)!r} -> {ours[k]!r}" for k in _RESULT_FIELDS
-               if saved["config"].get(k) != ours[k]]
-    if changed:
-        raise ConfigError(f"checkpoint {path} was written with other training settings "
-                          f"({', '.join(changed)}); resume with the settings it was written with")

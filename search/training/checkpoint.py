@@ -1,0 +1,127 @@
+"""The checkpoint file a training run writes after every epoch: its name, format and version,
+the atomic writer, and the readers that refuse a checkpoint of another architecture, data set
+or training settings.
+
+A checkpoint holds what the trainer needs to continue exactly (model, optimizer, step, epoch and
+every random state that training draws from) and what it was trained with (architecture, data
+set, a fingerprint of the splits, settings), stamped with the format and its version. It holds
+only tensors and primitive containers, so it loads with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from hetconv.errors import ConfigError
+from search.store.files import write_atomic
+from search.training.data import DataSplits
+from space.architecture import Architecture
+
+CHECKPOINT_FILE = "checkpoint.pt"
+_FORMAT = "hetnas/checkpoint"
+_FORMAT_VERSION = 2  # 2: the paper's exact layer (compact 1×1 weights), input normalisation
+_RESULT_FIELDS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "seed", "nesterov",
+                  "label_smoothing", "warmup_epochs")  # what a resumed run must share
+
+
+def write_checkpoint(folder: Path, state: Mapping[str, Any]) -> None:
+    """Replace ``folder/CHECKPOINT_FILE`` with ``state`` stamped with the format, atomically, so
+    a crash mid-write leaves the previous epoch's checkpoint."""
+    stamped = {"format": _FORMAT, "version": _FORMAT_VERSION, **state}
+    write_atomic(Path(folder) / CHECKPOINT_FILE, functools.partial(torch.save, stamped))
+
+
+def fingerprint(data: DataSplits) -> str:
+    """Split sizes and a hash of the labels in order: tells a different seed or split apart."""
+    digest = hashlib.sha1(usedforsecurity=False)
+    for labels in (data.train_y, data.val_y, data.test_y):
+        digest.update(labels.cpu().numpy().tobytes())
+    return f"{data.sizes}:{digest.hexdigest()[:16]}"
+
+
+def read_resumable(path: Path | str, arch: Architecture, data: DataSplits,
+                   settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The checkpoint at ``path`` (the file or its folder), refused unless it was written for
+    ``arch`` on the same ``data`` splits with the same result-shaping training ``settings``
+    (the trainer's config as a dict)."""
+    path = _checkpoint_path(path)
+    saved = _read_checkpoint(path)
+    _check_architecture(saved, arch, path)
+    if saved["dataset"] != data.name:
+        raise ConfigError(f"checkpoint {path} was trained on {saved['dataset']!r}, not "
+                          f"{data.name!r}; resume with the same data set")
+    if saved["splits"] != fingerprint(data):
+        raise ConfigError(f"checkpoint {path} was trained on other {data.name} splits (sizes or "
+                          f"order differ); resume with the same data seed and val_fraction")
+    changed = [f"{k}: {saved['config'].get(k)!r} -> {settings[k]!r}" for k in _RESULT_FIELDS
+               if saved["config"].get(k) != settings[k]]
+    if changed:
+        raise ConfigError(f"checkpoint {path} was written with other training settings "
+                          f"({', '.join(changed)}); resume with the settings it was written with")
+    return saved
+
+
+def load_weights(checkpoint_file: Path, arch: Architecture) -> nn.Module:
+    """``arch`` built with the trained weights of a checkpoint, on the CPU, in eval mode.
+
+    The weights include the input normalisation the network was trained with.
+    ``checkpoint_file`` may also be the folder that holds :data:`CHECKPOINT_FILE`.
+    """
+    path = _checkpoint_path(checkpoint_file)
+    saved = _read_checkpoint(path)
+    _check_architecture(saved, arch, path)
+    with torch.random.fork_rng(devices=[]):
+        model = arch.build()
+    try:
+        model.load_state_dict(saved["model"])
+    except (RuntimeError, KeyError, TypeError) as error:
+        raise ConfigError(f"checkpoint {path} does not fit architecture {arch.backbone} "
+                          f"({str(error).splitlines()[0]}); pass the architecture it was "
+                          f"trained with") from None
+    return model.eval()
+
+
+def _checkpoint_path(path: Path | str) -> Path:
+    path = Path(path)
+    return path / CHECKPOINT_FILE if path.is_dir() else path
+
+
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"checkpoint {path} does not exist; pass a {CHECKPOINT_FILE} written "
+                          f"by a training run (or the folder holding it)")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated, foreign or unsafe: the file's fault either way
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ConfigError(f"cannot read checkpoint {path} ({reason}); pass a {CHECKPOINT_FILE} "
+                          f"written by a training run") from None
+    if not isinstance(saved, dict) or saved.get("format") != _FORMAT:
+        raise ConfigError(f"{path} is not a HetNAS checkpoint; pass a {CHECKPOINT_FILE} written "
+                          f"by a training run")
+    if saved.get("version") == 1:
+        raise ConfigError(f"checkpoint {path} was written by HetNAS 0.1, whose layer kept "
+                          f"duplicate 1x1 weights and whose networks took normalised input; "
+                          f"train it again with this HetNAS")
+    if saved.get("version") != _FORMAT_VERSION:
+        raise ConfigError(f"checkpoint {path} has format version {saved.get('version')!r}; this "
+                          f"HetNAS reads version {_FORMAT_VERSION}")
+    return saved
+
+
+def _check_architecture(saved: Mapping[str, Any], arch: Architecture, path: Path) -> None:
+    stored = Architecture.from_json(saved["architecture"])
+    if stored.as_searched() != arch.as_searched():
+        raise ConfigError(f"checkpoint {path} was trained for {stored.backbone} with parts "
+                          f"{list(stored.parts)} at {stored.in_channels}x{stored.input_size}px, "
+                          f"{stored.num_classes} classes, not {arch.backbone} with parts "
+                          f"{list(arch.parts)} at {arch.in_channels}x{arch.input_size}px, "
+                          f"{arch.num_classes} classes; pass the architecture it was trained "
+                          f"with")
