@@ -17,6 +17,7 @@ $(VENV)/.installed: pyproject.toml
 
 test: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest
 
 search: setup

@@ -40,6 +40,9 @@ def _exported_architecture(study: optuna.Study, record: TrialRecord) -> Architec
     """A trial's architecture with the input statistics and class names of the study's data:
     everything a user of the exported network needs."""
     attrs = study.user_attrs
+    if record.architecture is None:
+        raise ConfigError(f"trial {record.number} of study {study.study_name!r} records no "
+                          f"architecture; it was not written by a HetNAS search")
     arch = Architecture.from_json(record.architecture)
     mean, std = attrs.get(records.STUDY_INPUT_MEAN), attrs.get(records.STUDY_INPUT_STD)
     if mean is None or std is None:
@@ -70,6 +73,6 @@ def export_best(storage_url: str, study_name: str, out: Path,
                           "paper_macs": best.paper_macs, "executed_macs": best.executed_macs,
                           "params": best.params}
     write_atomic(out, lambda path: path.write_text(json.dumps(document, indent=2) + "\n"))
-    if model is not None:
+    if model is not None and weights is not None:
         write_atomic(weights, lambda path: torch.save(model.state_dict(), path))
     return best

@@ -197,7 +197,8 @@ class _Run:
         torch.manual_seed(config.seed)  # model init and dropout; _isolated_rng restores after
         self.model = trained_architecture(arch, data).build().to(device)
         if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+            # Module.to takes memory_format; torch's type stubs lack the overload.
+            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config.peak_lr,
                                          momentum=config.momentum, nesterov=config.nesterov,
                                          weight_decay=config.weight_decay)

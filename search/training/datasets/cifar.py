@@ -5,6 +5,7 @@ constructs nothing but numpy arrays and bytes."""
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import pickle
 import shutil
@@ -65,12 +66,11 @@ _CIFAR = {
 
 def _multiarray() -> Any:
     try:
-        import numpy._core.multiarray as multiarray
-        import numpy._core.numeric as numeric
+        return importlib.import_module("numpy._core.multiarray"), \
+            importlib.import_module("numpy._core.numeric")
     except ImportError:  # numpy < 2
-        import numpy.core.multiarray as multiarray
-        import numpy.core.numeric as numeric
-    return multiarray, numeric
+        return importlib.import_module("numpy.core.multiarray"), \
+            importlib.import_module("numpy.core.numeric")
 
 
 def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 import numpy as np
 import torch
@@ -144,7 +144,7 @@ def _idx_opened(path: Path, kind: _IdxKind) -> Iterator[tuple[IO[bytes], int]]:
     try:
         with path.open("rb") as probe:
             gzipped = probe.read(2) == b"\x1f\x8b"
-        with (gzip.open(path, "rb") if gzipped else path.open("rb")) as file:
+        with cast(IO[bytes], gzip.open(path, "rb") if gzipped else path.open("rb")) as file:
             head = file.read(kind.header_bytes)
             if len(head) < kind.header_bytes:
                 raise ConfigError(f"{path} is truncated: {len(head)} bytes, shorter than an IDX "
