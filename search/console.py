@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import statistics
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -11,6 +12,7 @@ from typing import TextIO
 from search.budgets import Budgets
 from search.store import records
 from search.store.records import TrialRecord
+from search.store.uncertainty import Estimate, estimate, verdict
 
 
 def parts_summary(parts: Sequence[int]) -> str:
@@ -30,13 +32,29 @@ def _share(value: float | None, budget: float | None) -> str:
     return f"{value / budget:6.1%} of budget" if budget else f"{value:.4g}"
 
 
-class SearchConsole:
-    """Prints the search's story to ``out`` (stdout by default)."""
+def duration(seconds: float) -> str:
+    """``1:02:03`` or ``2:03``."""
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
-    def __init__(self, budgets: Budgets, total_trials: int, out: TextIO | None = None) -> None:
+
+def command(module: str, *args: str) -> str:
+    """A next command, run by the interpreter that ran this search (a venv's python works even
+    when the venv is not on PATH)."""
+    return " ".join([shlex.quote(sys.executable), "-m", module, *(shlex.quote(a) for a in args)])
+
+
+class SearchConsole:
+    """Prints the search's story to ``out`` (stdout by default), one line at a time: lines stay
+    readable in a terminal, a CI log and a file alike."""
+
+    def __init__(self, budgets: Budgets, out: TextIO | None = None,
+                 val_images: int | None = None, test_images: int | None = None) -> None:
         self.budgets = budgets
-        self.total_trials = total_trials
         self.out = out
+        self.val_images = val_images
+        self.test_images = test_images
 
     def __getstate__(self) -> dict:
         # Ray Tune pickles the searcher (and so this) into its experiment state; a stream
@@ -47,50 +65,96 @@ class SearchConsole:
         print(text, file=self.out or sys.stdout, flush=True)
 
     def trial_line(self, record: TrialRecord) -> str:
-        baseline = f" (uniform P{record.baseline_part})" if record.baseline_part else ""
+        kind = f" ({record.kind})" if record.baseline_part or record.replicate else ""
         latency = ("" if record.latency_ms is None else
                    f"latency {record.latency_ms:.3g} ms"
                    + (f" ({_share(record.latency_ms, self.budgets.latency_ms).strip()})"
                       if self.budgets.latency_ms else "") + "  ")
         return (f"trial {record.number:4d}  {parts_summary(record.parts):<28s} "
                 f"MACs {_share(record.paper_macs, self.budgets.macs)}  {latency}"
-                f"acc {_accuracy(record.accuracy)}  {record.status}{baseline}")
-
-    def progress_line(self, trained: int, rejected: int, best: TrialRecord | None) -> str:
-        best_text = "none yet" if best is None else (
-            f"{best.accuracy:.2%} (trial {best.number})")
-        return (f"  progress: {trained}/{self.total_trials} trained, {rejected} proposals "
-                f"rejected over the budgets, best {best_text}")
+                f"acc {_accuracy(record.accuracy)}  {record.status}{kind}")
 
     def summary(self, all_records: list[TrialRecord], storage: str, study: str,
                 top: int = 5) -> None:
-        """The top architectures against the uniform baselines, then what to run next."""
+        """The top architectures against the uniform baselines with their 95 % intervals, the
+        confirmed ones over seeds, a verdict in words, then what to run next."""
         ranked = records.ranked(all_records)
         baselines = [r for r in ranked if r.baseline_part]
         searched = [r for r in ranked if not r.baseline_part][:top]
         with_latency = any(r.latency_ms is not None for r in ranked)
         self.print()
-        self.print(f"{'':2s}{'trial':>5s}  {'kind':<12s} {'accuracy':>8s} {'test':>7s} "
+        self.print(f"single runs (validation {self._images(self.val_images)}, test "
+                   f"{self._images(self.test_images)}; [95% Wilson interval]):")
+        self.print(f"{'':2s}{'trial':>5s}  {'kind':<12s} {'validation':<24s} {'test':<24s} "
                    f"{'MACs':>10s} {'of budget':>9s}  "
                    + (f"{'latency ms':>10s}  " if with_latency else "") + "parts")
         for record in searched + sorted(baselines, key=lambda r: r.baseline_part or 0):
-            kind = f"uniform P{record.baseline_part}" if record.baseline_part else "searched"
             marker = "*" if ranked and record is ranked[0] else " "
             share = (f"{record.paper_macs / self.budgets.macs:9.1%}"
                      if self.budgets.macs and record.paper_macs is not None else f"{'-':>9s}")
             latency = ("" if not with_latency else f"{'-':>10s}  " if record.latency_ms is None
                        else f"{record.latency_ms:10.4g}  ")
-            self.print(f"{marker} {record.number:5d}  {kind:<12s} {record.accuracy:8.2%} "
-                       f"{_accuracy(record.test_accuracy):>7s} {record.paper_macs:10.4g} "
+            val = self._estimate([record.accuracy], self.val_images)
+            test = self._estimate([record.test_accuracy], self.test_images)
+            self.print(f"{marker} {record.number:5d}  {record.kind:<12s} "
+                       f"{val.describe() if val else '-':<24s} "
+                       f"{test.describe() if test else '-':<24s} {record.paper_macs or 0:10.4g} "
                        f"{share}  {latency}{parts_summary(record.parts)}")
         if not ranked:
             self.print("  no trial finished within the budgets")
+        confirmed = [g for g in records.runs_by_architecture(all_records) if g.confirmed]
+        if confirmed:
+            self.print()
+            self.print("confirmed over seeds (mean ± standard deviation; best by validation):")
+            for group in confirmed:
+                val = self._estimate(group.val_accuracies, self.val_images)
+                test = self._estimate(group.test_accuracies, self.test_images)
+                self.print(f"  {group.first.number:5d}  {group.first.kind:<12s} "
+                           f"{val.describe() if val else '-':<24s} "
+                           f"{test.describe() if test else '-':<24s} "
+                           f"{group.first.paper_macs or 0:10.4g}  "
+                           f"{parts_summary(group.first.parts)}")
+        line = self._verdict(all_records)
+        if line:
+            self.print()
+            self.print(line)
         counts = Counter(r.status for r in all_records)
         self.print()
         self.print("trials: " + ", ".join(f"{counts[s]} {s}" for s in sorted(counts)))
         self.print(f"storage: {storage}   study: {study}")
-        self.print(f"browse:  python -m dashboards.browse --storage {shlex.quote(storage)}")
-        self.print(f"report:  python -m dashboards.report --storage {shlex.quote(storage)} "
-                   f"--study {shlex.quote(study)} --out report.html")
-        self.print(f"export:  python -m search.export --storage {shlex.quote(storage)} "
-                   f"--study {shlex.quote(study)} --out best.json --weights best.pt")
+        self.print("browse:  " + command("dashboards.browse", "--storage", storage))
+        self.print("report:  " + command("dashboards.report", "--storage", storage, "--study",
+                                         study, "--out", "report.html"))
+        self.print("export:  " + command("search.export", "--storage", storage, "--study", study,
+                                         "--out", "best.json", "--weights", "best.pt"))
+
+    @staticmethod
+    def _images(count: int | None) -> str:
+        return "images unknown" if count is None else f"{count} images"
+
+    @staticmethod
+    def _estimate(values: Sequence[float | None], images: int | None) -> Estimate | None:
+        runs = [v for v in values if v is not None]
+        return estimate(runs, images) if runs else None
+
+    def _verdict(self, all_records: list[TrialRecord]) -> str | None:
+        """Whether the best searched architecture beats the best uniform one at or below its
+        cost, on the held-out test split, over seeds where it was confirmed."""
+        groups = records.runs_by_architecture(all_records)
+        searched = [g for g in groups if not g.first.baseline_part]
+        if not searched:
+            return None
+        best = searched[0]
+        cost = best.first.paper_macs or 0
+        cheaper = [g for g in groups if g.first.baseline_part
+                   and (g.first.paper_macs or 0) <= cost and g.test_accuracies]
+        if not cheaper or not best.test_accuracies:
+            return ("no uniform baseline at or below the best searched architecture's cost was "
+                    "tested; nothing to compare it with")
+        # Confirmed baselines first (like the searched side), then the most accurate.
+        rival = max(cheaper, key=lambda g: (g.confirmed, statistics.fmean(g.test_accuracies)))
+        mine = estimate(best.test_accuracies, self.test_images)
+        theirs = estimate(rival.test_accuracies, self.test_images)
+        return verdict(mine, theirs, f"the best searched architecture (trial {best.first.number})",
+                       f"the best uniform baseline at or below its cost ({rival.first.kind}, trial "
+                       f"{rival.first.number})", "the test split")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from search.cli import OneLineParser, run_cli
@@ -13,7 +14,8 @@ PROG = "python -m search.export"
 
 def build_parser() -> OneLineParser:
     parser = OneLineParser(prog=PROG, description="Export the most accurate architecture that "
-                           "trained all its epochs within the budget.")
+                           "trained all its epochs within the budget: by its mean over seeds "
+                           "where the search confirmed architectures, else by its single run.")
     parser.add_argument("--storage", default=DEFAULT_STORAGE, help="SQLAlchemy URL of the study")
     parser.add_argument("--study", required=True, help="study name")
     parser.add_argument("--out", type=Path, required=True, help="architecture JSON to write")
@@ -25,8 +27,12 @@ def build_parser() -> OneLineParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     best = export_best(args.storage, args.study, args.out, args.weights)
-    print(f"trial {best.number}: accuracy {best.accuracy:.2%}, {best.paper_macs:.4g} MACs "
-          f"-> {args.out}" + (f" and {args.weights}" if args.weights else ""))
+    confirmed = json.loads(args.out.read_text())["result"].get("confirmed")
+    noise = "" if confirmed is None else (
+        f" (confirmed: mean {confirmed['accuracy_mean']:.2%} ± "
+        f"{100 * (confirmed['accuracy_std'] or 0):.2f} over {confirmed['runs']} seeds)")
+    print(f"trial {best.number}: accuracy {best.accuracy:.2%}{noise}, {best.paper_macs:.4g} "
+          f"MACs -> {args.out}" + (f" and {args.weights}" if args.weights else ""))
     return 0
 
 

@@ -12,8 +12,9 @@ from hetconv.errors import ConfigError
 from search.arch_files import check_normalization
 from search.store import records
 from search.store.files import write_atomic
-from search.store.records import TrialRecord
+from search.store.records import ArchitectureRuns, TrialRecord
 from search.store.storage import open_storage
+from search.store.uncertainty import estimate, wilson_interval
 from search.training.checkpoint import load_weights
 from space import Architecture, Normalization
 
@@ -28,12 +29,47 @@ def _load_study(storage_url: str, study_name: str) -> optuna.Study:
                           f"{', '.join(names) or 'none'}") from None
 
 
-def _best_in(study: optuna.Study) -> TrialRecord:
-    ranked = records.ranked(records.read_records(study))
+def _best_in(study: optuna.Study) -> ArchitectureRuns:
+    """The best architecture with all its runs: by the mean over seeds of the confirmed ones
+    where the study has any (the confirmation stage exists to make this choice), else by the
+    single runs' validation accuracy."""
+    every = records.read_records(study)
+    ranked = records.ranked(every)
     if not ranked:
         raise ConfigError(f"study {study.study_name!r} has no trial that finished within budget "
                           f"yet; run or resume the search first")
-    return ranked[0]
+    groups = records.runs_by_architecture(every)
+    if groups[0].confirmed:
+        return groups[0]
+    return next(g for g in groups if g.first.number == ranked[0].number)
+
+
+def _result(study: optuna.Study, runs: ArchitectureRuns, shipped: TrialRecord) -> dict:
+    """What the exported file says about the result, with its noise: the 95 % Wilson interval
+    of a single run, or the mean, spread and seeds of a confirmed architecture."""
+    attrs = study.user_attrs
+    val_images, test_images = (attrs.get(records.STUDY_VAL_IMAGES),
+                               attrs.get(records.STUDY_TEST_IMAGES))
+    result: dict = {"study": study.study_name, "trial": shipped.number,
+                    "dataset": attrs.get(records.STUDY_DATASET),
+                    "accuracy": shipped.accuracy, "test_accuracy": shipped.test_accuracy,
+                    "paper_macs": shipped.paper_macs, "executed_macs": shipped.executed_macs,
+                    "params": shipped.params, "val_images": val_images,
+                    "test_images": test_images}
+    for key, value, images in (("accuracy", shipped.accuracy, val_images),
+                               ("test_accuracy", shipped.test_accuracy, test_images)):
+        if value is not None and images:
+            result[f"{key}_interval"] = list(wilson_interval(value, images))
+    if runs.confirmed:
+        val, test = estimate(runs.val_accuracies, val_images), (
+            estimate(runs.test_accuracies, test_images) if runs.test_accuracies else None)
+        result["confirmed"] = {
+            "runs": len(runs.runs), "trials": [r.number for r in runs.runs],
+            "replicates": [r.replicate for r in runs.runs],
+            "accuracy_mean": val.mean, "accuracy_std": val.spread,
+            "test_accuracy_mean": None if test is None else test.mean,
+            "test_accuracy_std": None if test is None else test.spread}
+    return result
 
 
 def _exported_architecture(study: optuna.Study, record: TrialRecord) -> Architecture:
@@ -57,7 +93,8 @@ def export_best(storage_url: str, study_name: str, out: Path,
     """Write the best architecture as JSON (with its input statistics, class names and result)
     and optionally its weights (which normalise their input too)."""
     study = _load_study(storage_url, study_name)
-    best = _best_in(study)
+    runs = _best_in(study)
+    best = runs.best_run  # the weights shipped: the best of its runs on validation
     arch = _exported_architecture(study, best)
     model = None
     if weights is not None:
@@ -67,11 +104,7 @@ def export_best(storage_url: str, study_name: str, out: Path,
         model = load_weights(Path(best.checkpoint), arch)
         check_normalization(model, arch, f"trial {best.number}'s checkpoint")
     document = arch.to_dict()
-    document["result"] = {"study": study_name, "trial": best.number,
-                          "dataset": study.user_attrs.get(records.STUDY_DATASET),
-                          "accuracy": best.accuracy, "test_accuracy": best.test_accuracy,
-                          "paper_macs": best.paper_macs, "executed_macs": best.executed_macs,
-                          "params": best.params}
+    document["result"] = _result(study, runs, best)
     write_atomic(out, lambda path: path.write_text(json.dumps(document, indent=2) + "\n"))
     if model is not None and weights is not None:
         write_atomic(weights, lambda path: torch.save(model.state_dict(), path))

@@ -8,7 +8,7 @@ a budget is never handed out for training; its Optuna trial is completed at once
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import optuna
@@ -19,6 +19,8 @@ from search.budgets import Budgets
 from search.store import records
 from search.store.objectives import ACCURACY, LATENCY_METRIC, Objective
 from space import Architecture, SearchSpace
+
+_REJECTION_NOTICE = 1000  # a line per this many proposals in a row over the budgets
 
 
 def param_name(index: int) -> str:
@@ -45,22 +47,29 @@ class Proposal:
     def resume_from(self) -> str | None:
         return self.trial.user_attrs.get(records.RESUME_FROM)
 
+    @property
+    def replicate(self) -> int:
+        """0 for the search's own run; k for confirmation run k (trained with another seed)."""
+        return int(self.trial.user_attrs.get(records.REPLICATE, 0))
+
 
 class BudgetedProposer:
     """Asks Optuna for part vectors, screens them against the budgets, tells results back."""
 
     def __init__(self, study: optuna.Study, space: SearchSpace, budgets: Budgets,
-                 objective: Objective = ACCURACY, max_consecutive_rejections: int = 10_000) -> None:
+                 objective: Objective = ACCURACY, max_consecutive_rejections: int = 10_000,
+                 report: Callable[[str], None] | None = None) -> None:
         self.study = study
         self.space = space
         self.budgets = budgets
         self.objective = objective
         self.max_consecutive_rejections = max_consecutive_rejections
+        self.report = report
         self.rejected = 0
 
-    def enqueue_baselines(self) -> list[int]:
-        """Queue every uniform-P network within the budgets (the paper's), each once per study."""
-        queued, seen = [], set()
+    def baselines_within(self) -> list[tuple[int, Architecture]]:
+        """Every distinct uniform-P network within the budgets (the paper's), cheapest last."""
+        found, seen = [], set()
         for part in self.space.uniform_choices():
             parts = self.space.uniform_parts(part)
             if parts in seen:
@@ -69,11 +78,28 @@ class BudgetedProposer:
             arch = Architecture(self.space.backbone, parts, self.space.input_size,
                                 self.space.num_classes, self.space.in_channels)
             if self.budgets.screen(arch).fits:
-                self.study.enqueue_trial(parts_to_params(parts),
-                                         user_attrs={records.BASELINE_PART: part},
-                                         skip_if_exists=True)
-                queued.append(part)
-        return queued
+                found.append((part, arch))
+        return found
+
+    def enqueue_baselines(self, which: str = "all") -> list[int]:
+        """Queue the uniform-P networks within the budgets, each once per study: ``all``,
+        ``near`` (the two costliest: what a searched network at the budget must beat) or
+        ``none``."""
+        within = self.baselines_within()
+        chosen = {"all": within, "near": within[:2], "none": []}[which]
+        for part, arch in chosen:
+            self.study.enqueue_trial(parts_to_params(arch.parts),
+                                     user_attrs={records.BASELINE_PART: part},
+                                     skip_if_exists=True)
+        return [part for part, _ in chosen]
+
+    def enqueue_confirmation(self, parts: Sequence[int], baseline_part: int | None,
+                             replicate: int) -> None:
+        """Queue confirmation run ``replicate`` of an architecture (trained with another seed)."""
+        attrs: dict[str, int] = {records.REPLICATE: replicate}
+        if baseline_part:
+            attrs[records.BASELINE_PART] = baseline_part
+        self.study.enqueue_trial(parts_to_params(parts), user_attrs=attrs)
 
     def _suggest_parts(self, trial: optuna.Trial) -> tuple[int, ...]:
         return tuple(
@@ -82,7 +108,7 @@ class BudgetedProposer:
 
     def propose(self) -> Proposal:
         """The next architecture to train. Over-budget proposals are told infeasible and skipped."""
-        for _ in range(self.max_consecutive_rejections):
+        for attempt in range(self.max_consecutive_rejections):
             trial = self.study.ask()
             arch = Architecture(self.space.backbone, self._suggest_parts(trial),
                                 self.space.input_size, self.space.num_classes,
@@ -104,6 +130,11 @@ class BudgetedProposer:
             trial.set_user_attr(records.EPOCHS_TRAINED, 0)
             self.study.tell(trial, self._values(0.0, arch))
             self.rejected += 1
+            in_a_row = attempt + 1
+            if self.report is not None and in_a_row % _REJECTION_NOTICE == 0:
+                self.report(f"  {in_a_row} proposals in a row over the budget of "
+                            f"{self.budgets.describe()}; still asking the sampler "
+                            f"(gives up at {self.max_consecutive_rejections})")
         raise ConfigError(f"the sampler proposed {self.max_consecutive_rejections} architectures "
                           f"in a row over the budget of {self.budgets.describe()}; raise it")
 
@@ -126,6 +157,10 @@ class BudgetedProposer:
         """Record that an attempt of this trial continued from a checkpoint (worker died)."""
         earlier = proposal.trial.user_attrs.get(records.CONTINUED_AFTER, [])
         proposal.trial.set_user_attr(records.CONTINUED_AFTER, [*earlier, epochs_restored])
+
+    def set_seed(self, proposal: Proposal, seed: int) -> None:
+        """Record the seed the trial trains with (confirmation runs differ only in it)."""
+        proposal.trial.set_user_attr(records.SEED, seed)
 
     def set_checkpoint(self, proposal: Proposal, path: str) -> None:
         proposal.trial.set_user_attr(records.CHECKPOINT, path)

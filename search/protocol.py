@@ -9,6 +9,7 @@ their metrics with :data:`EPOCH` and :data:`VAL_ACCURACY`.
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,14 @@ class TrialConfig:
     trial_number: int
     checkpoint_dir: str  # the trial's own epoch checkpoints
     resume_from: str | None  # an earlier trial's checkpoint to continue (a re-queued trial)
+    replicate: int = 0  # confirmation run k > 0 trains the architecture with another seed
+
+    @property
+    def training_seed(self) -> int:
+        """One seed per architecture, so a retried trial can continue the first one's
+        checkpoint; confirmation run ``replicate`` gets a seed of its own (same data splits)."""
+        return (self.job.seed + zlib.crc32(self.architecture.encode())
+                + 1_000_003 * self.replicate) % 2**31
 
     def to_config(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self.job),

@@ -15,7 +15,7 @@ import optuna
 from hetconv.models import BACKBONES
 from search.cli import OneLineParser, macs_amount, milliseconds, run_cli
 from search.runner import SearchFailed, run_search
-from search.settings import SAMPLERS, SCHEDULERS, SearchSettings
+from search.settings import BASELINES, SAMPLERS, SCHEDULERS, SearchSettings
 from search.store.objectives import OBJECTIVES
 from search.store.storage import DEFAULT_STORAGE
 from search.training.data import DATASETS
@@ -64,7 +64,16 @@ def build_parser() -> OneLineParser:
         help="image side the network sees; images are resized to it (default: the "
              "backbone's own, 32 for vgg16 and the CIFAR ResNets, 224 for the ImageNet ones)")
     add("--trials", type=int, default=defaults.trials,
-        help="architectures to train in the study (rejected proposals do not count)")
+        help="searched architectures to train (rejected proposals, the uniform baselines and "
+             "the confirmation runs come on top)")
+    add("--baselines", default=defaults.baselines, choices=BASELINES,
+        help="uniform-P networks trained beside the search: all within the budgets, near (the "
+             "two costliest within them) or none")
+    add("--confirm-top", type=int, default=defaults.confirm_top,
+        help="after the search, train the best N searched architectures and the uniform "
+             "baselines nearest them in cost again with more seeds (0: no confirmation)")
+    add("--confirm-seeds", type=int, default=defaults.confirm_seeds,
+        help="runs per confirmed architecture, the search's own included")
     add("--epochs", type=int, default=defaults.epochs, help="training epochs per trial")
     add("--batch-size", type=int, default=defaults.batch_size, help="training batch size")
     add("--sampler", default=defaults.sampler, choices=SAMPLERS, help="Optuna sampler")

@@ -19,10 +19,11 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from hetconv.errors import ConfigError
 from search.budgets import Budgets
-from search.console import SearchConsole
+from search.confirmation import confirmation_plan
+from search.console import SearchConsole, duration
 from search.profiling.profiler import latency_model
 from search.proposer import BudgetedProposer
-from search.protocol import EPOCH, VAL_ACCURACY, TrainingJob
+from search.protocol import EPOCH, VAL_ACCURACY, TrainingJob, TrialReport
 from search.searcher import BudgetedOptunaSearcher
 from search.settings import SearchSettings
 from search.store import records
@@ -30,12 +31,13 @@ from search.store.objectives import objective_named
 from search.store.records import TrialRecord
 from search.store.storage import open_storage
 from search.study import (
+    TrialCounts,
     create_study,
     default_study_name,
     latest_study_name,
     load_for_resume,
     recover_interrupted,
-    trained_count,
+    trial_counts,
 )
 from search.trainable import train_trial
 from search.training.data import DataSplits, load_dataset
@@ -172,7 +174,9 @@ def run_search(settings: SearchSettings, out: TextIO | None = None,
     ``trainable`` is replaceable so ``bench/search_overhead.py`` can time the orchestration
     alone.
     """
+    started = time.monotonic()
     settings.validate()
+    _say(out, f"loading {settings.dataset} and starting Ray ...")
     # The whole data set is read once here (downloaded where it may be), so a corrupt file is
     # one line before anything is written, and the study can record the input statistics.
     data = load_dataset(settings.dataset, settings.space.input_size, settings.data_dir,
@@ -186,39 +190,81 @@ def run_search(settings: SearchSettings, out: TextIO | None = None,
     sizes = _split_sizes(data)
     del data  # trials load their own copy; the driver keeps none for the whole search
     space = settings.space
-    proposer = BudgetedProposer(study, space, budgets, objective_named(settings.objective))
-    baselines = proposer.enqueue_baselines()
-    # Every study holds the baselines it must beat, so they set the least number of trials.
-    total_trials = max(settings.trials, len(baselines))
-    console = SearchConsole(budgets, total_trials, out)
+    console = SearchConsole(budgets, out, study.user_attrs.get(records.STUDY_VAL_IMAGES),
+                            study.user_attrs.get(records.STUDY_TEST_IMAGES))
+    proposer = BudgetedProposer(study, space, budgets, objective_named(settings.objective),
+                                report=console.print)
+    baselines = proposer.enqueue_baselines(settings.baselines)
     console.print(f"study {study.study_name} in {settings.storage}: {settings.backbone} on "
                   f"{settings.dataset} ({space.in_channels}x{space.input_size}x"
                   f"{space.input_size} input, {space.num_classes} classes; {sizes}"
                   f"), budget {budgets.describe()} (MACs: cheapest "
                   f"{space.min_macs:.4g}, standard {space.max_macs:.4g}"
-                  f"{_latency_range(budgets)}), {total_trials} trials of {settings.epochs} "
-                  f"epochs")
+                  f"{_latency_range(budgets)})")
     if recovered:
         console.print(f"resumed: trials {recovered} were left running and are queued again")
-    console.print("uniform baselines within the budgets, trained first: "
-                  + (" ".join(f"P{p}" for p in baselines) or "none"))
-    if total_trials > settings.trials:
-        console.print(f"--trials {settings.trials} raised to {total_trials} to fit the baselines")
+    counts = trial_counts(study)
+    searched_left = max(0, settings.trials - counts.searched)
+    console.print(_plan_line(settings, baselines, counts, searched_left))
 
-    remaining = total_trials - trained_count(study)
+    progress = _Progress(console, proposer, settings.epochs, started)
     failure = None
-    if remaining > 0:
-        failure = _fit(settings, study, proposer, console, remaining, trainable)
+    stage = counts.queued_baselines + searched_left
+    if stage > 0:
+        failure = _fit(settings, study, proposer, progress, stage, trainable, study.study_name)
+    if settings.confirm_top:
+        failure = _confirm(settings, study, proposer, progress, trainable) or failure
     all_records = records.read_records(study)
     console.summary(all_records, settings.storage, study.study_name)
     if failure is not None:
         console.print(f"first failed trial: {failure}")
+    done = trial_counts(study)
+    console.print(f"finished in {duration(time.monotonic() - started)}: {done.trained} trained "
+                  f"({done.baselines} uniform baselines, {done.searched} searched, "
+                  f"{done.confirmations} confirmation runs), {proposer.rejected} proposals "
+                  f"rejected over the budgets")
     if not records.ranked(all_records) and any(r.status == records.FAILED for r in all_records):
         raise SearchFailed("every trial failed" + (f"; the first: {failure}" if failure else
                            f"; the trials' errors are in the Ray logs under "
                            f"{Path(settings.artifacts_dir).resolve() / 'ray'}"))
     return SearchOutcome(study.study_name, settings.storage, all_records, proposer.rejected,
                          baselines, recovered)
+
+
+def _say(out: TextIO | None, line: str) -> None:
+    print(line, file=out or sys.stdout, flush=True)
+
+
+def _plan_line(settings: SearchSettings, baselines: list[int], counts: TrialCounts,
+               searched_left: int) -> str:
+    """What this run will train, said before it starts."""
+    queued = counts.queued_baselines
+    chosen = " ".join(f"P{p}" for p in baselines) or "none within the budgets"
+    text = (f"will train {queued} uniform baselines first ({settings.baselines}: {chosen}"
+            f"{'; the others are trained already' if queued < len(baselines) else ''}), then "
+            f"{searched_left} searched architectures (--trials {settings.trials}"
+            f"{f', {counts.searched} trained already' if counts.searched else ''}), "
+            f"{settings.epochs} epochs each")
+    if settings.confirm_top:
+        text += (f"; then confirmation: the best {settings.confirm_top} searched and the "
+                 f"uniform baselines nearest them in cost, {settings.confirm_seeds} seeds each")
+    return text
+
+
+def _confirm(settings: SearchSettings, study: optuna.Study, proposer: BudgetedProposer,
+             progress: _Progress, trainable: Callable[[dict[str, Any]], None]) -> str | None:
+    """Queue and train the confirmation runs (those not done or queued already)."""
+    for run in confirmation_plan(records.read_records(study), settings.confirm_top,
+                                 settings.confirm_seeds):
+        proposer.enqueue_confirmation(run.parts, run.baseline_part, run.replicate)
+    queued = trial_counts(study).queued_confirmations
+    if not queued:
+        return None
+    progress.console.print(f"confirmation: {queued} more runs (seeds) of the best "
+                           f"{settings.confirm_top} searched architectures and their nearest "
+                           f"uniform baselines")
+    return _fit(settings, study, proposer, progress, queued, trainable,
+                f"{study.study_name}-confirmation")
 
 
 def _split_sizes(data: DataSplits) -> str:
@@ -234,23 +280,49 @@ def _latency_range(budgets: Budgets) -> str:
 
 
 class _Progress:
-    """Prints each finished trial and where the study stands."""
+    """Prints a line per finished epoch and per finished trial, with the time spent and an
+    estimate of the time left in the current stage (search or confirmation)."""
 
-    def __init__(self, console: SearchConsole, proposer: BudgetedProposer, trained: int) -> None:
+    def __init__(self, console: SearchConsole, proposer: BudgetedProposer, epochs: int,
+                 started: float) -> None:
         self.console = console
         self.proposer = proposer
-        self.trained = trained
+        self.epochs = epochs
+        self.started = started
         self.best: TrialRecord | None = None
+        self.start_stage(0)
+
+    def start_stage(self, trials: int) -> None:
+        self.stage_trials, self.stage_done = trials, 0
+        self.stage_started, self.stage_epochs = time.monotonic(), 0
+
+    def _clock(self) -> str:
+        now = time.monotonic()
+        text = (f"{self.stage_done}/{self.stage_trials} trials, "
+                f"{duration(now - self.started)} elapsed")
+        planned = self.stage_trials * self.epochs
+        if self.stage_epochs and planned > self.stage_epochs:
+            per_epoch = (now - self.stage_started) / self.stage_epochs
+            text += f", ~{duration(per_epoch * (planned - self.stage_epochs))} left"
+        return text
+
+    def epoch_finished(self, number: int, report: TrialReport) -> None:
+        self.stage_epochs += 1
+        self.console.print(f"  epoch {report.epoch}/{self.epochs} of trial {number}: "
+                           f"val {report.val_accuracy:6.2%}   [{self._clock()}]")
 
     def trial_finished(self, record: TrialRecord) -> None:
+        self.stage_done += 1
+        # A trial stopped early frees the epochs it did not train.
+        self.stage_epochs += max(0, self.epochs - record.epochs_trained)
         self.console.print(self.console.trial_line(record))
-        if record.status in (records.COMPLETE, records.EARLY_STOPPED):
-            self.trained += 1
-        if record.is_full_result and record.accuracy is not None and (
-                self.best is None or record.accuracy > (self.best.accuracy or 0.0)):
+        if record.is_full_result and record.accuracy is not None and not record.replicate \
+                and (self.best is None or record.accuracy > (self.best.accuracy or 0.0)):
             self.best = record
-        self.console.print(self.console.progress_line(self.trained, self.proposer.rejected,
-                                                      self.best))
+        best = "none yet" if self.best is None else (
+            f"{self.best.accuracy:.2%} (trial {self.best.number})")
+        self.console.print(f"  progress: {self._clock()}, {self.proposer.rejected} proposals "
+                           f"rejected over the budgets, best {best}")
 
 
 def _error_line(error: BaseException) -> str:
@@ -274,11 +346,12 @@ def _first_failure(grid: ResultGrid) -> str | None:
 
 
 def _fit(settings: SearchSettings, study: optuna.Study, proposer: BudgetedProposer,
-         console: SearchConsole, remaining: int,
-         trainable: Callable[[dict[str, Any]], None]) -> str | None:
-    """Train ``remaining`` trials; the first failure's one-line description, if any failed."""
+         progress: _Progress, remaining: int, trainable: Callable[[dict[str, Any]], None],
+         experiment: str) -> str | None:
+    """Train ``remaining`` trials as the Ray experiment ``experiment``; the first failure's
+    one-line description, if any failed."""
     artifacts = Path(settings.artifacts_dir).resolve()
-    progress = _Progress(console, proposer, trained_count(study))
+    progress.start_stage(remaining)
     job = TrainingJob(
         dataset=settings.dataset,
         data_dir=str(Path(settings.data_dir).resolve()) if settings.data_dir else None,
@@ -286,15 +359,16 @@ def _fit(settings: SearchSettings, study: optuna.Study, proposer: BudgetedPropos
         threads=max(1, int(settings.cpus_per_trial)))
     searcher = BudgetedOptunaSearcher(proposer, job,
                                       str(artifacts / "checkpoints" / study.study_name),
-                                      progress.trial_finished)
+                                      progress.trial_finished, progress.epoch_finished)
     resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
     tuner = tune.Tuner(
         tune.with_resources(trainable, resources),
         tune_config=tune.TuneConfig(metric=VAL_ACCURACY, mode="max", search_alg=searcher,
                                     scheduler=_scheduler(settings), num_samples=remaining,
-                                    max_concurrent_trials=_max_concurrent(settings, console),
+                                    max_concurrent_trials=_max_concurrent(settings,
+                                                                          progress.console),
                                     reuse_actors=True),
-        run_config=tune.RunConfig(name=study.study_name, storage_path=str(artifacts / "ray"),
+        run_config=tune.RunConfig(name=experiment, storage_path=str(artifacts / "ray"),
                                   failure_config=tune.FailureConfig(settings.max_failures),
                                   verbose=0, log_to_file=True))
     return _first_failure(tuner.fit())

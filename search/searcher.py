@@ -17,18 +17,21 @@ from search.protocol import TrainingJob, TrialConfig, TrialReport, continued_aft
 from search.store.records import TrialRecord, from_attrs
 
 FinishedHook = Callable[[TrialRecord], None]
+EpochHook = Callable[[int, TrialReport], None]  # trial number, the epoch's report
 
 
 class BudgetedOptunaSearcher(Searcher):
     """Hands Ray one within-budget architecture per trial and records every outcome."""
 
     def __init__(self, proposer: BudgetedProposer, job: TrainingJob,
-                 checkpoint_root: str, on_finished: FinishedHook | None = None) -> None:
+                 checkpoint_root: str, on_finished: FinishedHook | None = None,
+                 on_epoch: EpochHook | None = None) -> None:
         super().__init__()
         self.proposer = proposer
         self.job = job
         self.checkpoint_root = checkpoint_root
         self.on_finished = on_finished
+        self.on_epoch = on_epoch
         self._live: dict[str, Proposal] = {}
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
@@ -36,8 +39,10 @@ class BudgetedOptunaSearcher(Searcher):
         checkpoint_dir = f"{self.checkpoint_root}/trial-{proposal.number:05d}"
         self.proposer.set_checkpoint(proposal, f"{checkpoint_dir}/checkpoint.pt")
         self._live[trial_id] = proposal
-        return TrialConfig(self.job, proposal.architecture.to_json(), proposal.number,
-                           checkpoint_dir, proposal.resume_from).to_config()
+        config = TrialConfig(self.job, proposal.architecture.to_json(), proposal.number,
+                             checkpoint_dir, proposal.resume_from, proposal.replicate)
+        self.proposer.set_seed(proposal, config.training_seed)
+        return config.to_config()
 
     def save(self, checkpoint_path: str) -> None:
         """Nothing to save: the Optuna study in the database is the search state."""
@@ -54,6 +59,8 @@ class BudgetedOptunaSearcher(Searcher):
         if restored is not None:
             self.proposer.note_continued(proposal, restored)
         self.proposer.report_epoch(proposal, report.epoch, report.val_accuracy, report.node_id)
+        if self.on_epoch is not None:
+            self.on_epoch(proposal.number, report)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:

@@ -17,6 +17,7 @@ from space.latency import RUNTIMES, LatencySpec, check_latency_budget
 
 SAMPLERS = ("tpe", "nsga2", "random")
 SCHEDULERS = ("fifo", "asha")
+BASELINES = ("all", "near", "none")  # which uniform-P networks are trained beside the search
 
 
 def _positive_int(name: str, value: object) -> None:
@@ -42,7 +43,10 @@ class SearchSettings:
     dataset: str = "digits"
     data_dir: str | None = None
     input_size: int | None = None
-    trials: int = 10
+    trials: int = 10  # searched architectures; baselines and confirmation runs come on top
+    baselines: str = "all"
+    confirm_top: int = 2
+    confirm_seeds: int = 3
     epochs: int = 4
     batch_size: int = 32
     sampler: str = "tpe"
@@ -95,7 +99,24 @@ class SearchSettings:
         _choice("sampler", self.sampler, SAMPLERS)
         _choice("objective", self.objective, tuple(OBJECTIVES))
         _choice("scheduler", self.scheduler, SCHEDULERS)
-        for name in ("trials", "epochs", "batch_size", "max_failures"):
+        _choice("baselines", self.baselines, BASELINES)
+        if isinstance(self.confirm_top, bool) or not isinstance(self.confirm_top, int) \
+                or self.confirm_top < 0:
+            raise ConfigError(f"--confirm-top must be 0 (no confirmation) or a positive "
+                              f"integer, got {self.confirm_top!r}")
+        if self.confirm_top and (isinstance(self.confirm_seeds, bool)
+                                 or not isinstance(self.confirm_seeds, int)
+                                 or self.confirm_seeds < 2):
+            raise ConfigError(f"--confirm-seeds must be 2 or more (the search's run plus at "
+                              f"least one more seed), got {self.confirm_seeds!r}; or pass "
+                              f"--confirm-top 0")
+        if isinstance(self.trials, bool) or not isinstance(self.trials, int) or self.trials < 0:
+            raise ConfigError(f"--trials must be 0 (the uniform baselines alone) or a positive "
+                              f"integer, got {self.trials!r}")
+        if self.trials == 0 and self.baselines == "none":
+            raise ConfigError("--trials 0 with --baselines none trains nothing; give --trials "
+                              "N or train the baselines")
+        for name in ("epochs", "batch_size", "max_failures"):
             value = getattr(self, name)
             if name == "max_failures" and value == 0:
                 continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import math
 import warnings
+from dataclasses import dataclass
 
 import optuna
 from optuna.trial import TrialState
@@ -77,6 +78,10 @@ def create_study(storage: optuna.storages.BaseStorage, name: str, settings: Sear
                         else list(data.class_names)),
                        (records.STUDY_OBJECTIVE, settings.objective),
                        (records.STUDY_EPOCHS, settings.epochs),
+                       (records.STUDY_BATCH_SIZE, settings.batch_size),
+                       (records.STUDY_SAMPLER, settings.sampler),
+                       (records.STUDY_VAL_IMAGES, data.sizes[1]),
+                       (records.STUDY_TEST_IMAGES, data.sizes[2]),
                        (records.STUDY_VERSIONS, library_versions()),
                        *_latency_attrs(settings).items()):
         study.set_user_attr(key, value)
@@ -117,6 +122,14 @@ def load_for_resume(storage: optuna.storages.BaseStorage, name: str, settings: S
         if stored.get(key) != value:
             raise ConfigError(f"--resume: study {name!r} was run with {key} "
                               f"{stored.get(key)!r}, not {value!r}; pass the same options")
+    # Settings that make trials incomparable; studies made before they were recorded lack them.
+    for key, flag, value in ((records.STUDY_EPOCHS, "--epochs", settings.epochs),
+                             (records.STUDY_BATCH_SIZE, "--batch-size", settings.batch_size),
+                             (records.STUDY_SAMPLER, "--sampler", settings.sampler)):
+        if key in stored and stored[key] != value:
+            raise ConfigError(f"--resume: study {name!r} was run with {flag} {stored[key]}, "
+                              f"not {value}; its trials would not be comparable: pass {flag} "
+                              f"{stored[key]}, or start a new study")
     budget = stored.get(records.STUDY_BUDGET)
     if not _same_budget(budget, settings.budget):
         given = "none" if settings.budget is None else f"{settings.budget:g}"
@@ -157,7 +170,7 @@ def recover_interrupted(study: optuna.Study) -> list[int]:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study.tell(trial.number, state=TrialState.FAIL)
         attrs = {key: trial.user_attrs[key]
-                 for key in (records.BASELINE_PART,) if key in trial.user_attrs}
+                 for key in (records.BASELINE_PART, records.REPLICATE) if key in trial.user_attrs}
         if trial.user_attrs.get(records.CHECKPOINT):
             attrs[records.RESUME_FROM] = trial.user_attrs[records.CHECKPOINT]
         study.enqueue_trial(trial.params, user_attrs=attrs)
@@ -165,11 +178,37 @@ def recover_interrupted(study: optuna.Study) -> list[int]:
     return recovered
 
 
-def trained_count(study: optuna.Study) -> int:
-    """Trials that used a training slot and finished: complete or stopped early."""
-    count = 0
-    for trial in study.get_trials(deepcopy=False,
-                                  states=(TrialState.COMPLETE, TrialState.PRUNED)):
-        if trial.user_attrs.get(records.STATUS) != records.REJECTED:
-            count += 1
-    return count
+@dataclass(frozen=True)
+class TrialCounts:
+    """Trials that used a training slot and finished (complete or stopped early), by role, and
+    the baselines and confirmation runs still queued."""
+
+    baselines: int
+    searched: int
+    confirmations: int
+    queued_baselines: int
+    queued_confirmations: int
+
+    @property
+    def trained(self) -> int:
+        return self.baselines + self.searched + self.confirmations
+
+
+def _role(attrs: dict) -> str:
+    if attrs.get(records.REPLICATE):
+        return "confirmations"
+    return "baselines" if attrs.get(records.BASELINE_PART) else "searched"
+
+
+def trial_counts(study: optuna.Study) -> TrialCounts:
+    """What the study has trained and has queued, by role (baseline, searched, confirmation)."""
+    done = {"baselines": 0, "searched": 0, "confirmations": 0}
+    queued = {"baselines": 0, "searched": 0, "confirmations": 0}
+    for trial in study.get_trials(deepcopy=False):
+        if trial.state == TrialState.WAITING:
+            queued[_role(trial.user_attrs)] += 1
+        elif trial.state in (TrialState.COMPLETE, TrialState.PRUNED) \
+                and trial.user_attrs.get(records.STATUS) != records.REJECTED:
+            done[_role(trial.user_attrs)] += 1
+    return TrialCounts(**done, queued_baselines=queued["baselines"],
+                       queued_confirmations=queued["confirmations"])

@@ -8,7 +8,6 @@ driver (shared storage on a cluster), so when Ray restarts a trial after its wor
 from __future__ import annotations
 
 import functools
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +28,6 @@ def _cached_dataset(name: str, input_size: int, data_dir: str | None, seed: int)
     return load_dataset(name, input_size, data_dir, seed=seed, download=False)
 
 
-def training_seed(search_seed: int, arch: Architecture) -> int:
-    """One seed per architecture, so a retried trial can continue the first one's checkpoint."""
-    return (search_seed + zlib.crc32(arch.to_json().encode())) % 2**31
-
-
 def _resume_file(config: TrialConfig) -> Path | None:
     own = Path(config.checkpoint_dir) / CHECKPOINT_FILE
     if own.exists():
@@ -52,7 +46,7 @@ def train_trial(ray_config: dict[str, Any]) -> None:
     arch = Architecture.from_json(config.architecture)
     data = _cached_dataset(job.dataset, arch.input_size, job.data_dir, job.seed)
     train_config = TrainConfig(epochs=job.epochs, batch_size=job.batch_size,
-                               seed=training_seed(job.seed, arch))
+                               seed=config.training_seed)
 
     node = ray.get_runtime_context().get_node_id()
 

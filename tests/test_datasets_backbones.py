@@ -89,8 +89,8 @@ def test_the_network_fits_the_data_and_trains_an_epoch(backbone, kind, data_dirs
 
 def _search(data_dirs, tmp_path: Path, storage: str, **options) -> tuple:
     settings = SearchSettings(storage=storage, study=f"kinds-{uuid.uuid4().hex[:8]}",
-                              artifacts_dir=str(tmp_path / "artifacts"), epochs=1, trials=2,
-                              batch_size=32, max_concurrent=2, seed=1,
+                              artifacts_dir=str(tmp_path / "artifacts"), epochs=1, trials=1,
+                              batch_size=32, max_concurrent=2, seed=1, confirm_top=0,
                               data_dir=data_dirs[options["dataset"]], **options)
     # Just above the cheapest network: only the largest-part baseline fits, so the trials
     # are few.

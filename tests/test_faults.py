@@ -37,7 +37,7 @@ def test_killed_worker_resumes_from_its_last_epoch(tmp_path: Path) -> None:
     # At the cheapest budget exactly one architecture fits: one trial to kill.
     budget = SearchSpace("resnet20", 8, 10, 1).min_macs  # digits: 10 classes, one channel
     command = [sys.executable, "-m", "search.run", "--budget", str(budget), "--backbone",
-               "resnet20", "--input-size", "8", "--trials", "1", "--epochs", str(EPOCHS),
+               "resnet20", "--input-size", "8", "--trials", "0", "--epochs", str(EPOCHS),
                "--storage", storage, "--study", "faulty", "--artifacts-dir", str(tmp_path)]
     driver = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE,
                               stderr=subprocess.DEVNULL, text=True, start_new_session=True,
@@ -79,7 +79,7 @@ def _search_command(storage: str, study: str, artifacts: Path, trials: int,
     return [sys.executable, "-m", "search.run", "--budget", str(budget), "--backbone",
             "resnet20", "--input-size", "8", "--trials", str(trials), "--epochs", str(epochs),
             "--sampler", "random", "--storage", storage, "--study", study,
-            "--artifacts-dir", str(artifacts), "--max-concurrent", "1"]
+            "--artifacts-dir", str(artifacts), "--max-concurrent", "1", "--confirm-top", "0"]
 
 
 def _trained(storage: str, study: str) -> list[records.TrialRecord]:
@@ -91,7 +91,7 @@ def test_search_survives_its_database_connections_being_terminated(
         postgres_url: str, study_name: str, tmp_path: Path) -> None:
     tag = f"hetnas-{study_name}"  # lets the test terminate this search's sessions only
     storage = f"{postgres_url}?application_name={tag}"
-    driver = subprocess.Popen(_search_command(storage, study_name, tmp_path, 8, 2),
+    driver = subprocess.Popen(_search_command(storage, study_name, tmp_path, 1, 2),
                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, env={**os.environ, "RAY_AIR_NEW_OUTPUT": "0"})
     admin = sqlalchemy.create_engine(postgres_url)
@@ -121,7 +121,7 @@ def test_concurrent_searches_share_one_database(backend: str, request: pytest.Fi
                else request.getfixturevalue("postgres_url"))
     studies = [f"{request.getfixturevalue('study_name')}-{i}" for i in range(2)]
     # At the standard network's budget all 7 uniform baselines fit: 7 trials each.
-    drivers = [subprocess.Popen(_search_command(storage, study, tmp_path / study, 7, 1),
+    drivers = [subprocess.Popen(_search_command(storage, study, tmp_path / study, 0, 1),
                                 cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, env={**os.environ, "RAY_AIR_NEW_OUTPUT": "0"})
                for study in studies]

@@ -20,7 +20,7 @@ BUDGET = Architecture.uniform("resnet20", 2, 8).macs
 
 def _command(storage: str, artifacts: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "search.run", "--budget", str(BUDGET), "--backbone",
-            "resnet20", "--input-size", "8", "--trials", "7", "--epochs", "3",
+            "resnet20", "--input-size", "8", "--trials", "1", "--epochs", "3", "--confirm-top", "0",
             "--max-concurrent", "1", "--storage", storage, "--study", "killed",
             "--artifacts-dir", str(artifacts), "--seed", "1", *extra]
 

@@ -5,8 +5,11 @@ Small settings keep it fast: ResNet-20 on the bundled digits at their native 8×
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
 import re
+import sys
 import uuid
 from pathlib import Path
 
@@ -15,10 +18,13 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
+from hetconv.errors import ConfigError
 from search.exporter import export_best
 from search.runner import SearchFailed, SearchOutcome, run_search
 from search.settings import SearchSettings
 from search.store import objectives, records
+from search.store.storage import open_storage
+from search.study import create_study, load_for_resume
 from search.training.data import load_dataset
 from search.training.trainer import evaluate
 from space import Architecture
@@ -29,9 +35,10 @@ BUDGET = Architecture.uniform(BACKBONE, 4, INPUT_SIZE, 10, 1).macs  # digits: 1 
 
 
 def tiny_settings(storage: str, study: str, artifacts: Path, **overrides) -> SearchSettings:
-    options = dict(budget=BUDGET, backbone=BACKBONE, input_size=INPUT_SIZE, trials=7, epochs=2,
+    # Five uniform baselines fit under uniform P4 (P4 ... P64); --trials counts the rest.
+    options = dict(budget=BUDGET, backbone=BACKBONE, input_size=INPUT_SIZE, trials=2, epochs=2,
                    batch_size=64, sampler="random", storage=storage, study=study,
-                   artifacts_dir=str(artifacts), max_concurrent=2, seed=3)
+                   artifacts_dir=str(artifacts), max_concurrent=2, seed=3, confirm_top=0)
     options.update(overrides)
     return SearchSettings(**options)
 
@@ -45,7 +52,13 @@ def searched(request, tmp_path_factory, local_ray) -> tuple[SearchOutcome, Searc
     else:
         storage = request.getfixturevalue("postgres_url")
     settings = tiny_settings(storage, f"search-{request.param}-{uuid.uuid4().hex[:8]}", artifacts)
-    return run_search(settings), settings
+    out = io.StringIO()
+    outcome = run_search(settings, out=out)
+    OUTPUT[outcome.study_name] = out.getvalue()
+    return outcome, settings
+
+
+OUTPUT: dict[str, str] = {}  # what each shared search printed, by study name
 
 
 def _study(outcome: SearchOutcome) -> optuna.Study:
@@ -57,7 +70,9 @@ def test_over_budget_proposals_are_rejected_without_training(searched) -> None:
     rejected = [r for r in outcome.records if r.status == records.REJECTED]
     trained = [r for r in outcome.records if r.status == records.COMPLETE]
     assert outcome.rejected == len(rejected) > 0
-    assert len(trained) == settings.trials
+    # --trials counts searched architectures; the uniform baselines come on top.
+    assert len([r for r in trained if not r.baseline_part]) == settings.trials
+    assert len([r for r in trained if r.baseline_part]) == len(outcome.baselines) == 5
     for record in rejected:
         assert record.paper_macs > settings.budget
         assert record.epochs_trained == 0 and record.checkpoint is None
@@ -135,7 +150,7 @@ def test_export_round_trip_rebuilds_the_trained_network(searched, tmp_path) -> N
 
 def test_asha_stopped_trials_never_count_as_best(local_ray, tmp_path) -> None:
     settings = tiny_settings(f"sqlite:///{tmp_path / 'asha.db'}", "asha", tmp_path,
-                             scheduler="asha", epochs=3, trials=6, max_concurrent=1)
+                             scheduler="asha", epochs=3, trials=1, max_concurrent=1)
     outcome = run_search(settings)
     stopped = [r for r in outcome.records if r.status == records.EARLY_STOPPED]
     assert stopped, "ASHA stopped no trial; the test needs at least one"
@@ -151,12 +166,12 @@ def test_asha_stopped_trials_never_count_as_best(local_ray, tmp_path) -> None:
 
 def test_pareto_objective_with_nsga2(local_ray, tmp_path) -> None:
     settings = tiny_settings(f"sqlite:///{tmp_path / 'pareto.db'}", "pareto", tmp_path,
-                             objective="pareto", sampler="nsga2", epochs=1, trials=6)
+                             objective="pareto", sampler="nsga2", epochs=1, trials=1)
     outcome = run_search(settings)
     study = _study(outcome)
     assert study.metric_names == [objectives.ACCURACY_METRIC, objectives.MACS_METRIC]
     complete = {r.number: r for r in outcome.records if r.status == records.COMPLETE}
-    assert len(complete) == settings.trials
+    assert len(complete) == settings.trials + len(outcome.baselines)
     for trial in study.get_trials(states=(TrialState.COMPLETE,)):
         if trial.number in complete:
             assert trial.values == [complete[trial.number].accuracy,
@@ -169,7 +184,7 @@ def test_failed_trials_are_named_in_one_line_with_their_log(local_ray, tmp_path)
     def _failing_trainable(config: dict) -> None:  # nested: Ray ships it by value
         raise RuntimeError(f"trial {config['trial_number']} ran out of memory")
 
-    settings = tiny_settings(f"sqlite:///{tmp_path / 'fail.db'}", "fail", tmp_path, trials=2,
+    settings = tiny_settings(f"sqlite:///{tmp_path / 'fail.db'}", "fail", tmp_path, trials=1,
                              epochs=1, max_failures=0)
     with pytest.raises(SearchFailed) as info:
         run_search(settings, trainable=_failing_trainable)
@@ -179,3 +194,80 @@ def test_failed_trials_are_named_in_one_line_with_their_log(local_ray, tmp_path)
                      r"\(full log: .*error\.txt\)", message), message
     log = Path(re.search(r"full log: (.*error\.txt)\)", message).group(1))
     assert "ran out of memory" in log.read_text()
+
+
+def test_progress_is_printed_per_epoch_line_by_line(searched) -> None:
+    outcome, settings = searched
+    text = OUTPUT[outcome.study_name]
+    assert "\r" not in text and "\x1b" not in text  # plain lines: a log file reads as a terminal
+    assert text.splitlines()[0] == "loading digits and starting Ray ..."
+    assert (f"will train 5 uniform baselines first (all: P4 P8 P16 P32 P64), then "
+            f"{settings.trials} searched architectures") in text
+    trained = [r for r in outcome.records if r.status == records.COMPLETE]
+    for record in trained:
+        for epoch in range(1, settings.epochs + 1):
+            assert f"epoch {epoch}/{settings.epochs} of trial {record.number}: val" in text
+    assert re.search(r"\d+/\d+ trials, \d+:\d\d elapsed, ~\d+:\d\d left", text)
+    assert re.search(rf"finished in \d+:\d\d: {len(trained)} trained \(5 uniform baselines, "
+                     rf"{settings.trials} searched, 0 confirmation runs\), "
+                     rf"{outcome.rejected} proposals rejected", text)
+    assert f"export:  {sys.executable} -m search.export --storage" in text
+    assert re.search(r"the best searched architecture \(trial \d+\) (beats|is worse than|is not "
+                     r"distinguishable from) the best uniform baseline at or below its cost "
+                     r"\(uniform P\d+, trial \d+\)( beyond noise)?: [+-]\d+\.\d\d points on the "
+                     r"test split, 95% interval \[", text)
+
+
+def test_confirmation_runs_more_seeds_and_export_uses_their_mean(local_ray, tmp_path) -> None:
+    settings = tiny_settings(f"sqlite:///{tmp_path / 'confirm.db'}", "confirm", tmp_path,
+                             trials=1, epochs=1, baselines="near", confirm_top=1,
+                             confirm_seeds=2)
+    outcome = run_search(settings)
+    complete = [r for r in outcome.records if r.status == records.COMPLETE]
+    originals = [r for r in complete if not r.replicate]
+    reruns = [r for r in complete if r.replicate]
+    assert len([r for r in originals if not r.baseline_part]) == settings.trials
+    best_searched = next(r for r in records.ranked(outcome.records) if not r.baseline_part)
+    # The best searched architecture and the baselines nearest it in cost got one more seed.
+    assert best_searched.parts in {r.parts for r in reruns}
+    assert {r.baseline_part for r in reruns} - {None} <= set(outcome.baselines)
+    assert all(r.replicate == 1 for r in reruns) and len(reruns) >= 2
+    trials = _study(outcome).trials
+    for rerun in reruns:
+        (original,) = [r for r in originals if r.parts == rerun.parts]
+        assert trials[rerun.number].user_attrs[records.SEED] \
+            != trials[original.number].user_attrs[records.SEED]
+    # The export ranks by the mean over seeds and says so.
+    out = tmp_path / "best.json"
+    shipped = export_best(outcome.storage, outcome.study_name, out, tmp_path / "best.pt")
+    group = records.runs_by_architecture(outcome.records)[0]
+    assert group.confirmed and shipped.parts == group.first.parts
+    result = json.loads(out.read_text())["result"]
+    assert result["confirmed"]["runs"] == 2
+    assert result["confirmed"]["trials"] == [r.number for r in group.runs]
+    assert result["confirmed"]["accuracy_mean"] == pytest.approx(
+        sum(group.val_accuracies) / 2)
+    low, high = result["test_accuracy_interval"]
+    assert low <= result["test_accuracy"] <= high
+    # Resuming a finished study trains nothing more: the confirmation runs are found, not redone.
+    again = run_search(dataclasses.replace(settings, resume=True))
+    assert len(again.records) == len(outcome.records)
+
+
+def test_resume_refuses_settings_that_make_trials_incomparable(tmp_path) -> None:
+    settings = tiny_settings(f"sqlite:///{tmp_path / 'r.db'}", "r", tmp_path)
+    data = load_dataset("digits", INPUT_SIZE, seed=settings.seed)
+    storage = open_storage(settings.storage)
+    create_study(storage, "r", settings, data)
+    for change, message in ((dict(epochs=3), "--epochs 2, not 3; .* pass --epochs 2"),
+                            (dict(batch_size=32), "--batch-size 64, not 32"),
+                            (dict(sampler="tpe"), "--sampler random, not tpe")):
+        with pytest.raises(ConfigError, match=message):
+            load_for_resume(storage, "r", dataclasses.replace(settings, **change), data)
+    assert load_for_resume(storage, "r", settings, data).study_name == "r"
+
+
+def test_trials_zero_trains_the_baselines_alone_but_not_nothing(tmp_path) -> None:
+    tiny_settings("sqlite:///x.db", "z", tmp_path, trials=0).validate()
+    with pytest.raises(ConfigError, match="--trials 0 with --baselines none trains nothing"):
+        tiny_settings("sqlite:///x.db", "z", tmp_path, trials=0, baselines="none").validate()

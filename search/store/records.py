@@ -44,6 +44,8 @@ RESUME_FROM = "resume_from"  # a re-proposed trial continues this checkpoint
 ARCHITECTURE = "architecture"  # Architecture.to_json()
 NODE = "node"  # id of the Ray node that trained the trial (last attempt)
 CONTINUED_AFTER = "continued_after_epochs"  # epochs restored from checkpoints on each restart
+SEED = "seed"  # the training seed (weights init, batch order, augmentation)
+REPLICATE = "replicate"  # confirmation run k (1, 2, ...) of an architecture: another seed
 
 # Status values.
 COMPLETE = "complete"
@@ -67,6 +69,10 @@ STUDY_INPUT_STD = "input_std"
 STUDY_CLASS_NAMES = "class_names"  # None where the data set has none
 STUDY_OBJECTIVE = "objective"  # an Objective's name (search.store.objectives)
 STUDY_EPOCHS = "epochs"
+STUDY_BATCH_SIZE = "batch_size"
+STUDY_SAMPLER = "sampler"
+STUDY_VAL_IMAGES = "val_images"  # images each validation accuracy is measured on
+STUDY_TEST_IMAGES = "test_images"
 STUDY_VERSIONS = "versions"
 
 
@@ -88,11 +94,18 @@ class TrialRecord:
     baseline_part: int | None
     checkpoint: str | None
     architecture: str | None
+    replicate: int = 0  # 0: the search's own run; k > 0: confirmation run k (another seed)
 
     @property
     def is_full_result(self) -> bool:
         """Trained to the end and within budget: the only trials that may be 'best'."""
         return self.status == COMPLETE
+
+    @property
+    def kind(self) -> str:
+        """``uniform P4``, ``searched``, or either with ``confirmation`` for a re-run."""
+        base = f"uniform P{self.baseline_part}" if self.baseline_part else "searched"
+        return f"{base} confirmation" if self.replicate else base
 
 
 def _status(trial: FrozenTrial) -> str:
@@ -116,7 +129,8 @@ def from_attrs(number: int, status: str, attrs: dict) -> TrialRecord:
         params=attrs.get(PARAMS), latency_ms=attrs.get(LATENCY),
         epochs_trained=attrs.get(EPOCHS_TRAINED, 0),
         wall_seconds=attrs.get(WALL_SECONDS), baseline_part=attrs.get(BASELINE_PART),
-        checkpoint=attrs.get(CHECKPOINT), architecture=attrs.get(ARCHITECTURE))
+        checkpoint=attrs.get(CHECKPOINT), architecture=attrs.get(ARCHITECTURE),
+        replicate=attrs.get(REPLICATE, 0))
 
 
 def to_record(trial: FrozenTrial) -> TrialRecord:
@@ -130,6 +144,54 @@ def read_records(study: optuna.Study) -> list[TrialRecord]:
 
 
 def ranked(records: Iterable[TrialRecord]) -> list[TrialRecord]:
-    """Full, feasible results, best accuracy first (fewer MACs breaks ties)."""
-    full = [r for r in records if r.is_full_result and r.accuracy is not None]
+    """Full, feasible results of the search's own runs, best accuracy first (fewer MACs breaks
+    ties). Confirmation runs are read through :func:`runs_by_architecture` instead."""
+    full = [r for r in records if r.is_full_result and r.accuracy is not None and not r.replicate]
     return sorted(full, key=lambda r: (-(r.accuracy or 0.0), r.paper_macs or 0, r.number))
+
+
+@dataclass(frozen=True)
+class ArchitectureRuns:
+    """Every complete run of one architecture: the search's own and its confirmation runs."""
+
+    runs: tuple[TrialRecord, ...]  # the search's own run first, then by replicate
+
+    @property
+    def first(self) -> TrialRecord:
+        return self.runs[0]
+
+    @property
+    def confirmed(self) -> bool:
+        """Trained with more than one seed."""
+        return len(self.runs) > 1
+
+    @property
+    def val_accuracies(self) -> tuple[float, ...]:
+        return tuple(r.accuracy for r in self.runs if r.accuracy is not None)
+
+    @property
+    def test_accuracies(self) -> tuple[float, ...]:
+        return tuple(r.test_accuracy for r in self.runs if r.test_accuracy is not None)
+
+    @property
+    def mean_val_accuracy(self) -> float:
+        values = self.val_accuracies
+        return sum(values) / len(values) if values else 0.0
+
+    @property
+    def best_run(self) -> TrialRecord:
+        """The run whose weights an export ships: the best on validation."""
+        return max(self.runs, key=lambda r: (r.accuracy or 0.0, -r.number))
+
+
+def runs_by_architecture(records: Iterable[TrialRecord]) -> list[ArchitectureRuns]:
+    """Complete runs grouped by architecture (the search's own run first), best confirmed mean
+    validation accuracy first; architectures with one run follow, by their accuracy."""
+    groups: dict[tuple[int, ...], list[TrialRecord]] = {}
+    for record in records:
+        if record.is_full_result and record.accuracy is not None:
+            groups.setdefault(record.parts, []).append(record)
+    runs = [ArchitectureRuns(tuple(sorted(group, key=lambda r: (r.replicate, r.number))))
+            for group in groups.values()]
+    return sorted(runs, key=lambda g: (not g.confirmed, -g.mean_val_accuracy,
+                                       g.first.paper_macs or 0, g.first.number))
