@@ -13,6 +13,7 @@ import numpy as np
 
 from dashboards.data import StudyTable
 from search.store import records
+from search.store.uncertainty import estimate, wilson_interval
 
 # The cost columns of a StudyTable a scatter and its front can be drawn against.
 Cost = Literal["paper_macs", "latency_ms"]
@@ -124,6 +125,8 @@ class TopRow:
     latency_ms: float | None  # predicted; None when the study has no latency table
     parts: tuple[int, ...]
     on_front: bool
+    accuracy_interval: tuple[float, float] | None = None  # 95 % Wilson, from the image count
+    test_interval: tuple[float, float] | None = None
 
     @property
     def parts_summary(self) -> str:
@@ -149,5 +152,56 @@ def top_architectures(table: StudyTable, limit: int = 10) -> list[TopRow]:
                    budget_share=(r.paper_macs or 0) / budget if budget else None,
                    params=None if r.params is None else float(r.params),
                    latency_ms=None if r.latency_ms is None else float(r.latency_ms),
-                   parts=r.parts, on_front=r.number in front)
+                   parts=r.parts, on_front=r.number in front,
+                   accuracy_interval=_interval(r.accuracy, table.val_images),
+                   test_interval=_interval(r.test_accuracy, table.test_images))
             for r in searched + baselines]
+
+
+def _interval(accuracy: float | None, images: int | None) -> tuple[float, float] | None:
+    if accuracy is None or not images:
+        return None
+    return wilson_interval(accuracy, images)
+
+
+@dataclass(frozen=True)
+class ConfirmedRow:
+    """An architecture the search trained again with more seeds: its mean and spread."""
+
+    number: int  # the search's own run
+    trials: tuple[int, ...]  # every run, the search's own first
+    kind: str  # "searched" or "uniform P4"
+    accuracy_mean: float
+    accuracy_sd: float | None
+    test_mean: float | None
+    test_sd: float | None
+    paper_macs: float
+    parts: tuple[int, ...]
+
+    @property
+    def runs(self) -> int:
+        return len(self.trials)
+
+    @property
+    def parts_summary(self) -> str:
+        counts = Counter(self.parts)
+        return " ".join(f"P{part}×{counts[part]}" for part in sorted(counts))
+
+
+def confirmed_architectures(table: StudyTable) -> list[ConfirmedRow]:
+    """The architectures with confirmation runs, best mean validation accuracy first: shown
+    apart from the single runs, since their figures carry the seed noise."""
+    rows = []
+    for group in records.runs_by_architecture(table.records):
+        if not group.confirmed:
+            continue
+        val = estimate(group.val_accuracies, table.val_images)
+        test = estimate(group.test_accuracies, table.test_images) \
+            if group.test_accuracies else None
+        rows.append(ConfirmedRow(
+            number=group.first.number, trials=tuple(r.number for r in group.runs),
+            kind=group.first.kind, accuracy_mean=val.mean, accuracy_sd=val.spread,
+            test_mean=None if test is None else test.mean,
+            test_sd=None if test is None else test.spread,
+            paper_macs=float(group.first.paper_macs or 0), parts=group.first.parts))
+    return rows

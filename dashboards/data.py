@@ -73,6 +73,15 @@ class StudyTable:
         return _positive(self.attrs.get(records.STUDY_BUDGET))
 
     @property
+    def val_images(self) -> int | None:
+        """Images each validation accuracy was measured on (None in studies before 0.3)."""
+        return self.attrs.get(records.STUDY_VAL_IMAGES)
+
+    @property
+    def test_images(self) -> int | None:
+        return self.attrs.get(records.STUDY_TEST_IMAGES)
+
+    @property
     def latency_budget(self) -> float | None:
         """The latency budget of the search in milliseconds, when it had one."""
         return _positive(self.attrs.get(records.STUDY_LATENCY_BUDGET))

@@ -38,6 +38,49 @@ LIVE_JS = r"""
     }
   }
 
+  function withInterval(value, interval) {  // as page._with_interval
+    var cell = element("td", percent(value, 2));
+    if (value !== null && interval) {
+      cell.appendChild(element("br"));
+      cell.appendChild(element("small", "[" + (100 * interval[0]).toFixed(1) + ", "
+        + (100 * interval[1]).toFixed(1) + "]"));
+    }
+    return cell;
+  }
+
+  function meanSd(mean, sd) {
+    if (mean === null) return "\u2013";
+    return percent(mean, 2) + (sd === null ? "" : " \u00b1 " + (100 * sd).toFixed(2));
+  }
+
+  function drawConfirmed(rows) {  // as page.confirmed_table_html
+    var box = document.getElementById("confirmed");
+    box.replaceChildren();
+    if (!rows.length) {
+      box.appendChild(element("p", "No architecture was trained with more than one seed yet."));
+      return;
+    }
+    var table = element("table");
+    var head = element("tr");
+    ["trial", "kind", "runs", "accuracy, mean \u00b1 sd", "test, mean \u00b1 sd",
+     "paper MACs", "parts"].forEach(function (title) {
+      head.appendChild(element("th", title, title === "parts" ? "parts" : ""));
+    });
+    table.appendChild(head);
+    rows.forEach(function (row) {
+      var line = element("tr");
+      line.appendChild(element("td", row.number));
+      line.appendChild(element("td", row.kind, "kind"));
+      line.appendChild(element("td", row.runs + " (trials " + row.trials.join(", ") + ")"));
+      line.appendChild(element("td", meanSd(row.accuracy_mean, row.accuracy_sd)));
+      line.appendChild(element("td", meanSd(row.test_mean, row.test_sd)));
+      line.appendChild(element("td", si(row.paper_macs)));
+      line.appendChild(element("td", row.parts_summary, "parts"));
+      table.appendChild(line);
+    });
+    box.appendChild(table);
+  }
+
   function ms(value) {  // as dashboards.figures.ms: 12.345 -> 12.3
     if (value === null) return "\u2013";
     var size = Math.abs(value);
@@ -97,8 +140,8 @@ LIVE_JS = r"""
       var line = element("tr");
       [row.rank, row.number].forEach(function (v) { line.appendChild(element("td", v)); });
       line.appendChild(element("td", row.kind, "kind"));
-      line.appendChild(element("td", percent(row.accuracy, 2)));
-      line.appendChild(element("td", percent(row.test_accuracy, 2)));
+      line.appendChild(withInterval(row.accuracy, row.accuracy_interval));
+      line.appendChild(withInterval(row.test_accuracy, row.test_interval));
       line.appendChild(element("td", si(row.paper_macs)));
       line.appendChild(element("td", percent(row.budget_share, 1)));
       line.appendChild(element("td", si(row.params)));
@@ -140,6 +183,7 @@ LIVE_JS = r"""
             }
           });
           drawTable(data.top, data.latency);
+          drawConfirmed(data.confirmed);
           drawn = data.version;
           document.body.dataset.version = drawn;
         }

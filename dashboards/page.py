@@ -17,7 +17,7 @@ from pathlib import Path
 import plotly.io
 from plotly.offline import get_plotlyjs
 
-from dashboards.analysis import TopRow, top_architectures
+from dashboards.analysis import ConfirmedRow, TopRow, confirmed_architectures, top_architectures
 from dashboards.data import STATUSES, StudyTable, load_table
 from dashboards.figures import all_figures, ms, si
 from hetconv.errors import ConfigError
@@ -57,6 +57,37 @@ def _csp_hash(script: str) -> str:
 
 def _number(value: float | None, spec: str) -> str:
     return "–" if value is None else format(value, spec)
+
+
+def _with_interval(value: float | None, interval: tuple[float, float] | None) -> str:
+    """``97.20%`` and, where the image count is known, its 95 % interval beneath."""
+    if value is None:
+        return "–"
+    if interval is None:
+        return f"{value:.2%}"
+    return (f"{value:.2%}<br><small>[{100 * interval[0]:.1f}, "
+            f"{100 * interval[1]:.1f}]</small>")
+
+
+def _mean_sd(mean: float | None, sd: float | None) -> str:
+    if mean is None:
+        return "–"
+    return f"{mean:.2%}" + ("" if sd is None else f" ± {100 * sd:.2f}")
+
+
+def confirmed_table_html(rows: list[ConfirmedRow]) -> str:
+    """Architectures trained with several seeds, apart from the single runs."""
+    if not rows:
+        return ("<p>No architecture was trained with more than one seed (the search ran "
+                "without its confirmation stage, or it has not reached it).</p>")
+    head = ("<tr><th>trial</th><th class=kind>kind</th><th>runs</th><th>accuracy, mean ± sd"
+            "</th><th>test, mean ± sd</th><th>paper MACs</th><th class=parts>parts</th></tr>")
+    body = [f"<tr><td>{row.number}</td><td class=kind>{html.escape(row.kind)}</td>"
+            f"<td>{row.runs} (trials {', '.join(str(t) for t in row.trials)})</td>"
+            f"<td>{_mean_sd(row.accuracy_mean, row.accuracy_sd)}</td>"
+            f"<td>{_mean_sd(row.test_mean, row.test_sd)}</td><td>{si(row.paper_macs)}</td>"
+            f"<td class=parts>{html.escape(row.parts_summary)}</td></tr>" for row in rows]
+    return f"<table>{head}{''.join(body)}</table>"
 
 
 def _input_shape(attrs: dict) -> str | None:
@@ -105,8 +136,10 @@ def top_table_html(rows: list[TopRow], latency: bool = False) -> str:
             latency_cell = f"<td>{'–' if row.latency_ms is None else ms(row.latency_ms)}</td>"
         body.append(
             f"<tr><td>{row.rank}</td><td>{row.number}</td>"
-            f"<td class=kind>{html.escape(row.kind)}</td><td>{row.accuracy:.2%}</td>"
-            f"<td>{_number(row.test_accuracy, '.2%')}</td><td>{si(row.paper_macs)}</td>"
+            f"<td class=kind>{html.escape(row.kind)}</td>"
+            f"<td>{_with_interval(row.accuracy, row.accuracy_interval)}</td>"
+            f"<td>{_with_interval(row.test_accuracy, row.test_interval)}</td>"
+            f"<td>{si(row.paper_macs)}</td>"
             f"<td>{_number(row.budget_share, '.1%')}</td>"
             f"<td>{'–' if row.params is None else si(row.params)}</td>{latency_cell}"
             f"<td>{'✓' if row.on_front else ''}</td>"
@@ -145,8 +178,10 @@ def render_report(table: StudyTable, top: int = 10) -> str:
 appear as red ticks in the strip under the scatter, at their paper MACs. Early-stopped trials
 did not train all their epochs and never count as best.{latency_note} Report written {stamp}.</p>
 {blocks}
-<h2>Top architectures</h2>
+<h2>Top architectures (single runs; 95% Wilson intervals beneath)</h2>
 {top_table_html(top_architectures(table, top), table.has_latency)}
+<h2>Confirmed over seeds</h2>
+{confirmed_table_html(confirmed_architectures(table))}
 <script>{_BOOT}</script>
 </body></html>
 """

@@ -21,7 +21,7 @@ import optuna
 import plotly.io
 from plotly.offline import get_plotlyjs
 
-from dashboards.analysis import top_architectures
+from dashboards.analysis import confirmed_architectures, top_architectures
 from dashboards.data import StudyTable, check_not_empty, list_studies, open_study, table_from_study
 from dashboards.figures import FIGURE_IDS, LATENCY, all_figures
 from dashboards.live_script import LIVE_JS
@@ -51,8 +51,10 @@ appear as red ticks in the strip under the scatter, at their paper MACs. The pag
 as trials finish.</p>
 {"".join(f'<div class="figure" id="{key}"{" hidden" if key == LATENCY else ""}></div>'
          for key in FIGURE_IDS)}
-<h2>Top architectures</h2>
+<h2>Top architectures (single runs; 95% Wilson intervals beneath)</h2>
 <div id="top"></div>
+<h2>Confirmed over seeds</h2>
+<div id="confirmed"></div>
 <script src="/static/live.js" data-poll="{POLL_SECONDS}"></script>
 </body></html>
 """
@@ -69,6 +71,9 @@ def study_json(table: StudyTable, top: int = 10) -> str:
         "facts": facts(table), "latency": table.has_latency,
         "top": [{**dataclasses.asdict(row), "parts_summary": row.parts_summary}
                 for row in top_architectures(table, top)],
+        "confirmed": [{**dataclasses.asdict(row), "runs": row.runs,
+                       "parts_summary": row.parts_summary}
+                      for row in confirmed_architectures(table)],
     }
     figures = ", ".join(f"{json.dumps(key)}: {plotly.io.to_json(fig)}"
                         for key, fig in all_figures(table).items())

@@ -45,7 +45,7 @@ class SearchSettings:
     input_size: int | None = None
     trials: int = 10  # searched architectures; baselines and confirmation runs come on top
     baselines: str = "all"
-    confirm_top: int = 2
+    confirm_top: int = 1
     confirm_seeds: int = 3
     epochs: int = 4
     batch_size: int = 32

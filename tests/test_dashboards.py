@@ -48,8 +48,10 @@ from dashboards import (
     top_architectures,
     write_report,
 )
+from dashboards.analysis import confirmed_architectures
 from dashboards.figures import FIGURE_IDS
 from search.store import records
+from search.store.uncertainty import wilson_interval
 
 EVIL = "<script>alert(1)</script>"
 
@@ -416,3 +418,32 @@ def test_dashboards_never_import_training_code() -> None:
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_intervals_and_confirmed_runs_are_shown_apart(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'confirmed.db'}"
+    study = write_study(storage, "confirmed", attrs={records.STUDY_VAL_IMAGES: 143,
+                                                     records.STUDY_TEST_IMAGES: 359})
+    # Trial 5 (searched, 0.91) and trial 0 (uniform P2, 0.90) each get one more seed.
+    for number, accuracy in ((5, 0.89), (0, 0.86)):
+        attrs = {**study.trials[number].user_attrs, records.REPLICATE: 1,
+                 records.VAL_ACCURACY: accuracy, records.TEST_ACCURACY: accuracy - 0.02}
+        study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.COMPLETE,
+                                                  values=[accuracy], user_attrs=attrs))
+    table = load_table(storage, "confirmed")
+    rows = top_architectures(table)
+    assert 5 in {r.number for r in rows}
+    assert not {t.number for t in study.trials[-2:]} & {r.number for r in rows}  # single runs
+    best = next(r for r in rows if r.number == 5)
+    assert best.accuracy_interval == pytest.approx(wilson_interval(0.91, 143))
+    assert best.test_interval == pytest.approx(wilson_interval(0.90, 359))
+    confirmed = confirmed_architectures(table)
+    assert [(r.number, r.runs, r.kind) for r in confirmed] == [(5, 2, "searched"),
+                                                               (0, 2, "uniform P2")]
+    assert confirmed[0].accuracy_mean == pytest.approx(0.90)
+    assert confirmed[0].accuracy_sd == pytest.approx(0.0141421, abs=1e-6)  # sd of 0.91, 0.89
+    page = render_report(table)
+    assert "Confirmed over seeds" in page and "2 (trials 5, 14)" in page
+    assert "91.00%<br><small>[85.2, 94.7]</small>" in page  # Wilson at 143 images, by hand
+    payload = json.loads(study_json(table))
+    assert [row["trials"] for row in payload["confirmed"]] == [[5, 14], [0, 15]]

@@ -25,12 +25,12 @@ from hetconv import ConfigError
 from search.training.augment import crop_padding, random_crop_flip, unit_range
 from search.training.data import DATASETS, DatasetInfo, check_dataset, load_dataset
 from search.training.datasets import cifar, downloads, fashion_mnist, splits
+from search.training.datasets.fashion_mnist import write_idx
 from tests.datasets import (
     CIFAR100_NAMES,
     fashion_mnist_source,
     write_cifar,
     write_fashion_mnist,
-    write_idx,
     write_imagefolder,
     write_pickle,
 )

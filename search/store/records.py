@@ -186,11 +186,18 @@ class ArchitectureRuns:
 
 def runs_by_architecture(records: Iterable[TrialRecord]) -> list[ArchitectureRuns]:
     """Complete runs grouped by architecture (the search's own run first), best confirmed mean
-    validation accuracy first; architectures with one run follow, by their accuracy."""
+    validation accuracy first; architectures with one run follow, by their accuracy.
+
+    A group holds the search's first run of the architecture and its confirmation runs: a
+    sampler that proposes an architecture again trains it with the same seed, which is no
+    second opinion."""
     groups: dict[tuple[int, ...], list[TrialRecord]] = {}
-    for record in records:
-        if record.is_full_result and record.accuracy is not None:
-            groups.setdefault(record.parts, []).append(record)
+    for record in sorted(records, key=lambda r: r.number):
+        if not (record.is_full_result and record.accuracy is not None):
+            continue
+        group = groups.setdefault(record.parts, [])
+        if record.replicate or not any(not r.replicate for r in group):
+            group.append(record)
     runs = [ArchitectureRuns(tuple(sorted(group, key=lambda r: (r.replicate, r.number))))
             for group in groups.values()]
     return sorted(runs, key=lambda g: (not g.confirmed, -g.mean_val_accuracy,

@@ -229,3 +229,36 @@ def _load(data_dir: str | Path | None, input_size: int, seed: int, val_fraction:
 
 
 FASHION_MNIST = Loader(_check, _load)
+
+
+def write_idx(path: Path, items: np.ndarray, magic: int) -> None:
+    """``items`` (uint8, first axis the count) as an IDX file, gzipped when ``path`` ends in .gz."""
+    content = struct.pack(f">{1 + items.ndim}I", magic, *items.shape) + items.tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(content, mtime=0) if path.suffix == ".gz" else content)
+
+
+def write_prefix(root: Path, train: int, test: int, source: Path | None = None,
+                 gz: bool = True) -> dict[str, np.ndarray]:
+    """The first ``train`` training and ``test`` t10k images and labels of Fashion-MNIST, as the
+    four IDX files in ``root`` (``.gz`` when ``gz``): a smaller data set in the same format, for
+    a quick search (``--data-dir root``), the tests and the benchmarks.
+
+    Reads only the prefix it needs of the files in ``source`` (default: where the loader looks
+    without a data directory), through the loader's header checks. Returns each file's items by
+    name (``train-images-idx3-ubyte``: ``uint8 (train, 28, 28)``).
+    """
+    folder = _fashion_folder(None) if source is None else source
+    present = _fashion_files(folder, download=False)
+    written = {}
+    for pair, count in zip(_FASHION_SPLITS, (train, test), strict=True):
+        for stem, kind in zip(pair, _IDX_KINDS, strict=True):
+            with _idx_opened(present[stem], kind) as (file, total):
+                if count > total:
+                    raise ConfigError(f"{present[stem]} holds only {total} {kind.what}, not "
+                                      f"{count}")
+                body = file.read(count * math.prod(kind.item_shape))
+            items = np.frombuffer(bytearray(body), dtype=np.uint8).reshape(count, *kind.item_shape)
+            write_idx(root / (f"{stem}.gz" if gz else stem), items, kind.magic)
+            written[stem] = items
+    return written
