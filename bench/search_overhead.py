@@ -44,7 +44,9 @@ def idle_trainable(config: dict[str, Any]) -> None:
 
 def time_search(storage: str, trials: int, epochs: int, workdir: Path) -> float:
     """Seconds per trial of a whole search (Ray already started)."""
+    # No baselines and no confirmation: exactly ``trials`` trainings, as the division assumes.
     settings = SearchSettings(budget=BUDGET, trials=trials, epochs=epochs, storage=storage,
+                              baselines="none", confirm_top=0,
                               study=f"overhead-{uuid.uuid4().hex[:8]}", sampler="tpe",
                               artifacts_dir=str(workdir / "artifacts"), max_concurrent=2)
     start = time.perf_counter()

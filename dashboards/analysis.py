@@ -42,8 +42,8 @@ def scatter_groups(table: StudyTable, cost: Cost = "paper_macs") -> ScatterGroup
     has_cost = ~np.isnan(cost_column(table, cost))
     has_accuracy = ~np.isnan(table.accuracy) & has_cost
     is_baseline = table.baseline_part > 0
-    complete = table.mask(records.COMPLETE) & has_accuracy
-    early = table.mask(records.EARLY_STOPPED) & has_accuracy
+    complete = table.own_runs(records.COMPLETE) & has_accuracy
+    early = table.own_runs(records.EARLY_STOPPED) & has_accuracy
     return ScatterGroups(
         searched=np.flatnonzero(complete & ~is_baseline),
         baselines=np.flatnonzero((complete | early) & is_baseline),
@@ -60,7 +60,7 @@ def pareto_front(table: StudyTable, cost: Cost = "paper_macs") -> np.ndarray:
     points the lowest trial number stands for them.
     """
     costs = cost_column(table, cost)
-    candidates = np.flatnonzero(table.mask(records.COMPLETE) & ~np.isnan(table.accuracy)
+    candidates = np.flatnonzero(table.own_runs(records.COMPLETE) & ~np.isnan(table.accuracy)
                                 & ~np.isnan(costs))
     if not candidates.size:
         return candidates
@@ -84,7 +84,7 @@ class Progress:
 
 def progress(table: StudyTable) -> Progress:
     """Running maxima of the complete trials' accuracy, in number order and in time order."""
-    complete = table.mask(records.COMPLETE) & ~np.isnan(table.accuracy)
+    complete = table.own_runs(records.COMPLETE) & ~np.isnan(table.accuracy)
     by_number = np.flatnonzero(complete)
     by_number = by_number[np.argsort(table.number[by_number], kind="stable")]
     timed = np.flatnonzero(complete & ~np.isnat(table.completed_at))

@@ -45,7 +45,8 @@ class StudyTable:
 
     ``accuracy`` is the last validation accuracy (NaN when never trained), ``paper_macs``,
     ``params`` and ``latency_ms`` (predicted; only studies with a latency table have it) are
-    NaN when unknown, ``baseline_part`` is 0 for searched trials and ``completed_at`` is NaT
+    NaN when unknown, ``baseline_part`` is 0 for searched trials, ``replicate`` is 0 for the
+    search's own runs and k for confirmation run k (another seed), and ``completed_at`` is NaT
     while a trial is unfinished.
     """
 
@@ -60,6 +61,7 @@ class StudyTable:
     params: np.ndarray
     latency_ms: np.ndarray
     baseline_part: np.ndarray
+    replicate: np.ndarray
     completed_at: np.ndarray
     counts: dict[str, int] = field(default_factory=dict)
 
@@ -110,6 +112,11 @@ class StudyTable:
         """Which trials have ``status``."""
         return self.status == status
 
+    def own_runs(self, status: str) -> np.ndarray:
+        """Which of the search's own runs (not confirmation runs) have ``status``: the scatter,
+        the front and the progress show the search; confirmed results have their own table."""
+        return self.mask(status) & (self.replicate == 0)
+
     @property
     def version(self) -> str:
         """Changes whenever a trial is added or finishes: lets the live page skip redraws."""
@@ -152,6 +159,7 @@ def table_from_study(study: optuna.Study) -> StudyTable:
         params=_column([r.params for r in recs], float),
         latency_ms=_column([r.latency_ms for r in recs], float),
         baseline_part=_column([r.baseline_part for r in recs], int).astype(np.int64),
+        replicate=np.array([r.replicate for r in recs], dtype=np.int64),
         completed_at=np.array([np.datetime64("NaT") if c is None else _utc_naive(c)
                                for c in completed], dtype="datetime64[ms]"),
         counts=dict(Counter(r.status for r in recs)))

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from search.store import records
 from search.store.records import TrialRecord
 
-_PLANNED = (records.COMPLETE, records.EARLY_STOPPED, records.RUNNING, records.QUEUED)
+# Runs done or on their way; a run that failed or was stopped early is planned again.
+_PLANNED = (records.COMPLETE, records.RUNNING, records.QUEUED)
 
 
 @dataclass(frozen=True)

@@ -148,7 +148,10 @@ class SearchConsole:
         cost = best.first.paper_macs or 0
         cheaper = [g for g in groups if g.first.baseline_part
                    and (g.first.paper_macs or 0) <= cost and g.test_accuracies]
-        if not cheaper or not best.test_accuracies:
+        if not best.test_accuracies:
+            return (f"the best searched architecture (trial {best.first.number}) has no test "
+                    f"accuracy; nothing to compare")
+        if not cheaper:
             return ("no uniform baseline at or below the best searched architecture's cost was "
                     "tested; nothing to compare it with")
         # Confirmed baselines first (like the searched side), then the most accurate.

@@ -30,9 +30,9 @@ def _load_study(storage_url: str, study_name: str) -> optuna.Study:
 
 
 def _best_in(study: optuna.Study) -> ArchitectureRuns:
-    """The best architecture with all its runs: by the mean over seeds of the confirmed ones
-    where the study has any (the confirmation stage exists to make this choice), else by the
-    single runs' validation accuracy."""
+    """The best architecture with all its runs: by the confirmation runs' mean validation
+    accuracy where the study has confirmed architectures (the confirmation stage exists to make
+    this choice), else by the single runs' validation accuracy."""
     every = records.read_records(study)
     ranked = records.ranked(every)
     if not ranked:
@@ -41,7 +41,7 @@ def _best_in(study: optuna.Study) -> ArchitectureRuns:
     groups = records.runs_by_architecture(every)
     if groups[0].confirmed:
         return groups[0]
-    return next(g for g in groups if g.first.number == ranked[0].number)
+    return next(g for g in groups if g.first.parts == ranked[0].parts)
 
 
 def _result(study: optuna.Study, runs: ArchitectureRuns, shipped: TrialRecord) -> dict:

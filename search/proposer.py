@@ -87,10 +87,15 @@ class BudgetedProposer:
         ``none``."""
         within = self.baselines_within()
         chosen = {"all": within, "near": within[:2], "none": []}[which]
+        # A baseline that failed is queued again; one done, running or queued is not.
+        alive = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+        present = {t.user_attrs.get(records.BASELINE_PART)
+                   for t in self.study.get_trials(deepcopy=False, states=alive)
+                   if not t.user_attrs.get(records.REPLICATE)}
         for part, arch in chosen:
-            self.study.enqueue_trial(parts_to_params(arch.parts),
-                                     user_attrs={records.BASELINE_PART: part},
-                                     skip_if_exists=True)
+            if part not in present:
+                self.study.enqueue_trial(parts_to_params(arch.parts),
+                                         user_attrs={records.BASELINE_PART: part})
         return [part for part, _ in chosen]
 
     def enqueue_confirmation(self, parts: Sequence[int], baseline_part: int | None,

@@ -209,11 +209,15 @@ def run_search(settings: SearchSettings, out: TextIO | None = None,
 
     progress = _Progress(console, proposer, settings.epochs, started)
     failure = None
-    stage = counts.queued_baselines + searched_left
+    # study.ask() hands out queued trials first, whatever their role: count them all.
+    stage = (counts.queued_baselines + counts.queued_confirmations
+             + max(searched_left, counts.queued_searched))
     if stage > 0:
-        failure = _fit(settings, study, proposer, progress, stage, trainable, study.study_name)
+        failure = _fit(settings, study, proposer, progress, stage, trainable, study.study_name,
+                       _scheduler(settings))
     if settings.confirm_top:
-        failure = _confirm(settings, study, proposer, progress, trainable) or failure
+        confirm_failure = _confirm(settings, study, proposer, progress, trainable)
+        failure = failure or confirm_failure
     all_records = records.read_records(study)
     console.summary(all_records, settings.storage, study.study_name)
     if failure is not None:
@@ -257,14 +261,15 @@ def _confirm(settings: SearchSettings, study: optuna.Study, proposer: BudgetedPr
     for run in confirmation_plan(records.read_records(study), settings.confirm_top,
                                  settings.confirm_seeds):
         proposer.enqueue_confirmation(run.parts, run.baseline_part, run.replicate)
-    queued = trial_counts(study).queued_confirmations
+    queued = trial_counts(study).queued
     if not queued:
         return None
     progress.console.print(f"confirmation: {queued} more runs (seeds) of the best "
                            f"{settings.confirm_top} searched architectures and their nearest "
                            f"uniform baselines")
+    # Every confirmation run trains all its epochs: ASHA would stop the seeds it exists to add.
     return _fit(settings, study, proposer, progress, queued, trainable,
-                f"{study.study_name}-confirmation")
+                f"{study.study_name}-confirmation", FIFOScheduler())
 
 
 def _split_sizes(data: DataSplits) -> str:
@@ -303,7 +308,7 @@ class _Progress:
         planned = self.stage_trials * self.epochs
         if self.stage_epochs and planned > self.stage_epochs:
             per_epoch = (now - self.stage_started) / self.stage_epochs
-            text += f", ~{duration(per_epoch * (planned - self.stage_epochs))} left"
+            text += f", ~{duration(per_epoch * (planned - self.stage_epochs))} left in this stage"
         return text
 
     def epoch_finished(self, number: int, report: TrialReport) -> None:
@@ -347,7 +352,7 @@ def _first_failure(grid: ResultGrid) -> str | None:
 
 def _fit(settings: SearchSettings, study: optuna.Study, proposer: BudgetedProposer,
          progress: _Progress, remaining: int, trainable: Callable[[dict[str, Any]], None],
-         experiment: str) -> str | None:
+         experiment: str, scheduler: TrialScheduler) -> str | None:
     """Train ``remaining`` trials as the Ray experiment ``experiment``; the first failure's
     one-line description, if any failed."""
     artifacts = Path(settings.artifacts_dir).resolve()
@@ -364,7 +369,7 @@ def _fit(settings: SearchSettings, study: optuna.Study, proposer: BudgetedPropos
     tuner = tune.Tuner(
         tune.with_resources(trainable, resources),
         tune_config=tune.TuneConfig(metric=VAL_ACCURACY, mode="max", search_alg=searcher,
-                                    scheduler=_scheduler(settings), num_samples=remaining,
+                                    scheduler=scheduler, num_samples=remaining,
                                     max_concurrent_trials=_max_concurrent(settings,
                                                                           progress.console),
                                     reuse_actors=True),

@@ -140,6 +140,14 @@ def load_for_resume(storage: optuna.storages.BaseStorage, name: str, settings: S
         raise ConfigError(f"--resume: study {name!r} was run on other {settings.dataset} data "
                           f"(its input statistics or class names differ: another --seed, or "
                           f"changed files); pass the same --seed and data, or start a new study")
+    # Studies made before these were recorded get them now (the data was just checked to be
+    # the same; the batch size and sampler cannot be checked and are taken as given).
+    for key, value in ((records.STUDY_BATCH_SIZE, settings.batch_size),
+                       (records.STUDY_SAMPLER, settings.sampler),
+                       (records.STUDY_VAL_IMAGES, data.sizes[1]),
+                       (records.STUDY_TEST_IMAGES, data.sizes[2])):
+        if key not in stored:
+            study.set_user_attr(key, value)
     return study
 
 
@@ -187,11 +195,16 @@ class TrialCounts:
     searched: int
     confirmations: int
     queued_baselines: int
+    queued_searched: int  # re-queued after an interrupted run
     queued_confirmations: int
 
     @property
     def trained(self) -> int:
         return self.baselines + self.searched + self.confirmations
+
+    @property
+    def queued(self) -> int:
+        return self.queued_baselines + self.queued_searched + self.queued_confirmations
 
 
 def _role(attrs: dict) -> str:
@@ -211,4 +224,5 @@ def trial_counts(study: optuna.Study) -> TrialCounts:
                 and trial.user_attrs.get(records.STATUS) != records.REJECTED:
             done[_role(trial.user_attrs)] += 1
     return TrialCounts(**done, queued_baselines=queued["baselines"],
+                       queued_searched=queued["searched"],
                        queued_confirmations=queued["confirmations"])

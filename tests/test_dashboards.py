@@ -48,7 +48,7 @@ from dashboards import (
     top_architectures,
     write_report,
 )
-from dashboards.analysis import confirmed_architectures
+from dashboards.analysis import confirmed_architectures, pareto_front, scatter_groups
 from dashboards.figures import FIGURE_IDS
 from search.store import records
 from search.store.uncertainty import wilson_interval
@@ -442,6 +442,12 @@ def test_intervals_and_confirmed_runs_are_shown_apart(tmp_path: Path) -> None:
                                                                (0, 2, "uniform P2")]
     assert confirmed[0].accuracy_mean == pytest.approx(0.90)
     assert confirmed[0].accuracy_sd == pytest.approx(0.0141421, abs=1e-6)  # sd of 0.91, 0.89
+    # The scatter, the front and the progress show the search's own runs only.
+    assert not {14, 15} & set(progress(table).numbers.tolist())
+    assert not {14, 15} & set(table.number[pareto_front(table)].tolist())
+    groups = scatter_groups(table)
+    shown = np.concatenate([groups.searched, groups.baselines, groups.early_stopped])
+    assert not {14, 15} & set(table.number[shown].tolist())
     page = render_report(table)
     assert "Confirmed over seeds" in page and "2 (trials 5, 14)" in page
     assert "91.00%<br><small>[85.2, 94.7]</small>" in page  # Wilson at 143 images, by hand

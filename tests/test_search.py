@@ -271,3 +271,46 @@ def test_trials_zero_trains_the_baselines_alone_but_not_nothing(tmp_path) -> Non
     tiny_settings("sqlite:///x.db", "z", tmp_path, trials=0).validate()
     with pytest.raises(ConfigError, match="--trials 0 with --baselines none trains nothing"):
         tiny_settings("sqlite:///x.db", "z", tmp_path, trials=0, baselines="none").validate()
+
+
+def _record_trial(study: optuna.Study, parts: tuple[int, ...], accuracy: float,
+                  **attrs: object) -> None:
+    study.add_trial(optuna.trial.create_trial(
+        state=TrialState.COMPLETE, values=[accuracy],
+        user_attrs={records.STATUS: records.COMPLETE, records.PARTS: list(parts),
+                    records.VAL_ACCURACY: accuracy, records.TEST_ACCURACY: accuracy,
+                    records.PAPER_MACS: 100, **attrs}))
+
+
+def test_export_choice_survives_re_proposals_and_ranks_by_confirmation_runs() -> None:
+    from search.exporter import _best_in
+
+    study = optuna.create_study()
+    a, b = (1, 2, 4), (4, 4, 4)
+    _record_trial(study, a, 0.90)
+    _record_trial(study, a, 0.93)  # the sampler proposed A again: same seed, no second opinion
+    assert _best_in(study).first.number == 0 and not _best_in(study).confirmed
+    _record_trial(study, b, 0.91, **{records.BASELINE_PART: 4})
+    _record_trial(study, b, 0.89, **{records.BASELINE_PART: 4, records.REPLICATE: 1})
+    _record_trial(study, a, 0.85, **{records.REPLICATE: 1})
+    # Both confirmed: ranked by the confirmation runs alone (0.89 against 0.85), since A's first
+    # run was picked as the best of many on that validation split.
+    best = _best_in(study)
+    assert best.first.parts == b and [r.number for r in best.runs] == [2, 3]
+
+
+def test_a_failed_baseline_is_queued_again() -> None:
+    from search.budgets import Budgets
+    from search.proposer import BudgetedProposer
+    from space import SearchSpace
+
+    space = SearchSpace(BACKBONE, INPUT_SIZE, 10, 1)
+    proposer = BudgetedProposer(optuna.create_study(), space, Budgets(macs=BUDGET))
+    parts = proposer.enqueue_baselines("near")
+    assert len(parts) == 2 and proposer.enqueue_baselines("near") == parts
+    assert len(proposer.study.trials) == 2  # queued once, not twice
+    first = proposer.study.ask()
+    proposer.study.tell(first, state=TrialState.FAIL)
+    proposer.enqueue_baselines("near")
+    waiting = proposer.study.get_trials(states=(TrialState.WAITING,))
+    assert sorted(t.user_attrs[records.BASELINE_PART] for t in waiting) == sorted(parts)

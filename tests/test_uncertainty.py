@@ -41,12 +41,37 @@ def test_seed_spread_gives_a_t_interval_of_the_mean() -> None:
     assert est.describe() == "82.00% ± 2.00 (3 seeds)"
 
 
+def test_seeds_that_agree_keep_the_binomial_noise_and_stay_inside_one() -> None:
+    est = Estimate((0.99, 0.99, 0.99), 360)
+    low, high = est.interval
+    half = 4.3027 * math.sqrt(0.99 * 0.01 / 360 / 3)  # binomial variance, not zero
+    assert est.mean - low == pytest.approx(half, rel=1e-4)
+    assert high == 1.0
+    (dlow, dhigh), how = difference_interval(est, Estimate((0.985,) * 3, 360))
+    assert dlow < 0 < dhigh and how == "Welch's t over 3 and 3 runs"
+
+
 def test_difference_of_single_runs_is_newcombes() -> None:
     a, b = Estimate((0.98,), 1000), Estimate((0.96,), 1000)
     (la, ua), (lb, ub) = wilson_interval(0.98, 1000), wilson_interval(0.96, 1000)
-    low, high = difference_interval(a, b)
+    (low, high), how = difference_interval(a, b)
+    assert how == "Newcombe, one run each"
     assert low == pytest.approx(0.02 - math.sqrt((0.98 - la) ** 2 + (ub - 0.96) ** 2))
     assert high == pytest.approx(0.02 + math.sqrt((ua - 0.98) ** 2 + (0.96 - lb) ** 2))
+    # Newcombe (1998) Table II, 56/70 - 48/80, method 10: [0.0524, 0.3339].
+    (low, high), _ = difference_interval(Estimate((56 / 70,), 70), Estimate((48 / 80,), 80))
+    assert (low, high) == pytest.approx((0.0524, 0.3339), abs=1e-4)
+
+
+def test_seeds_against_one_run_count_both_noises() -> None:
+    a, b = Estimate((0.90, 0.92, 0.91), 1000), Estimate((0.88,), 1000)
+    (low, high), how = difference_interval(a, b)
+    va = 0.01 ** 2 / 3  # the seeds' spread (0.01) is above the binomial 0.91 * 0.09 / 1000
+    vb = 0.88 * 0.12 / 1000
+    df = (va + vb) ** 2 / (va * va / 2)  # a single run's binomial variance counts as known
+    from scipy.stats import t
+    assert high - 0.03 == pytest.approx(t.ppf(0.975, df) * math.sqrt(va + vb), rel=1e-6)
+    assert how == "Welch's t over 3 and 1 runs"
 
 
 def test_verdict_says_beats_worse_or_not_distinguishable() -> None:

@@ -47,12 +47,23 @@ class Estimate:
         return statistics.stdev(self.runs) if len(self.runs) > 1 else None
 
     @property
-    def interval(self) -> tuple[float, float] | None:
-        """95 % interval of the mean: Wilson's over all runs' images with one run, t over the
-        seeds with several; None when the image count is unknown and there is one run."""
+    def mean_variance(self) -> float | None:
+        """Variance of the mean. Over seeds, never below the binomial variance of the images:
+        seeds that happen to agree (accuracies on a few hundred images are coarse) are no
+        certainty. One run: the binomial variance alone; None when the images are unknown."""
+        binomial = None if not self.images else self.mean * (1 - self.mean) / self.images
         if len(self.runs) > 1:
-            half = _t95(len(self.runs) - 1) * (self.spread or 0.0) / math.sqrt(len(self.runs))
-            return self.mean - half, self.mean + half
+            seeds = (self.spread or 0.0) ** 2
+            return max(seeds, binomial or 0.0) / len(self.runs)
+        return binomial
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        """95 % interval of the mean, inside [0, 1]: Student's t over the seeds with several,
+        Wilson's with one run; None when the image count is unknown and there is one run."""
+        if len(self.runs) > 1:
+            half = _t95(len(self.runs) - 1) * math.sqrt(self.mean_variance or 0.0)
+            return max(0.0, self.mean - half), min(1.0, self.mean + half)
         if self.images is None:
             return None
         return wilson_interval(self.mean, self.images)
@@ -75,33 +86,43 @@ def _t95(df: float) -> float:
     return float(t.ppf(0.975, df))
 
 
-def difference_interval(a: Estimate, b: Estimate) -> tuple[float, float] | None:
-    """95 % interval of ``a.mean - b.mean``; None when there is nothing to judge noise by."""
-    if len(a.runs) > 1 and len(b.runs) > 1:
-        va, vb = (a.spread or 0.0) ** 2 / len(a.runs), (b.spread or 0.0) ** 2 / len(b.runs)
-        if va + vb == 0:
-            return a.mean - b.mean, a.mean - b.mean
-        df = (va + vb) ** 2 / (va * va / (len(a.runs) - 1) + vb * vb / (len(b.runs) - 1))
-        half = _t95(df) * math.sqrt(va + vb)
-        return a.mean - b.mean - half, a.mean - b.mean + half
-    if a.images is None or b.images is None:
+def difference_interval(a: Estimate, b: Estimate) -> tuple[tuple[float, float], str] | None:
+    """95 % interval of ``a.mean - b.mean`` and how it was formed; None when there is nothing
+    to judge the noise by.
+
+    One run each: Newcombe's interval from the two Wilson intervals. Otherwise Welch's t: each
+    side's variance of the mean (:attr:`Estimate.mean_variance`), the degrees of freedom from
+    the sides with seeds (a single run's binomial variance counts as known).
+    """
+    if len(a.runs) == 1 and len(b.runs) == 1:
+        if a.images is None or b.images is None:
+            return None
+        (la, ua), (lb, ub) = (wilson_interval(a.mean, a.images),
+                              wilson_interval(b.mean, b.images))
+        d = a.mean - b.mean
+        return ((d - math.sqrt((a.mean - la) ** 2 + (ub - b.mean) ** 2),
+                 d + math.sqrt((ua - a.mean) ** 2 + (b.mean - lb) ** 2)),
+                "Newcombe, one run each")
+    va, vb = a.mean_variance, b.mean_variance
+    if va is None or vb is None:
         return None
-    (la, ua), (lb, ub) = wilson_interval(a.mean, a.images), wilson_interval(b.mean, b.images)
+    shares = sum(v * v / (len(e.runs) - 1) for v, e in ((va, a), (vb, b)) if len(e.runs) > 1)
+    df = (va + vb) ** 2 / shares if shares > 0 else math.inf
+    half = (Z95 if math.isinf(df) else _t95(df)) * math.sqrt(va + vb)
     d = a.mean - b.mean
-    return (d - math.sqrt((a.mean - la) ** 2 + (ub - b.mean) ** 2),
-            d + math.sqrt((ua - a.mean) ** 2 + (b.mean - lb) ** 2))
+    return (d - half, d + half), f"Welch's t over {len(a.runs)} and {len(b.runs)} runs"
 
 
 def verdict(a: Estimate, b: Estimate, a_name: str, b_name: str, split: str) -> str:
     """One sentence: whether ``a`` beats ``b`` beyond noise on ``split``."""
-    interval = difference_interval(a, b)
+    found = difference_interval(a, b)
     gap = 100 * (a.mean - b.mean)
-    how = "over seeds (t)" if len(a.runs) > 1 and len(b.runs) > 1 else "Newcombe, one run each"
-    if interval is None:
+    if found is None:
         return (f"{a_name} vs {b_name}: {gap:+.2f} points on {split}; the image count is "
                 f"unknown, so noise cannot be judged")
-    low, high = 100 * interval[0], 100 * interval[1]
-    span = f"{gap:+.2f} points on {split}, 95% interval [{low:+.2f}, {high:+.2f}] ({how})"
+    (low, high), how = found
+    span = (f"{gap:+.2f} points on {split}, 95% interval [{100 * low:+.2f}, {100 * high:+.2f}] "
+            f"({how})")
     if low > 0:
         return f"{a_name} beats {b_name} beyond noise: {span}"
     if high < 0:
