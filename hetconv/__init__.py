@@ -25,22 +25,29 @@ if TYPE_CHECKING:
         hetconv_mask,
         kxk_pattern,
     )
+    from hetconv.supernet import SuperHetConv2d, extract, set_parts, to_supernet
 
 _LAZY = {"DeployedModel": "hetconv.deployment", "deploy": "hetconv.deployment",
          "fold_batchnorm": "hetconv.fold", "HetConv2d": "hetconv.layer",
          "MaskedHetConv2d": "hetconv.layer", "common_divisors": "hetconv.layer",
-         "hetconv_mask": "hetconv.layer", "kxk_pattern": "hetconv.layer"}
+         "hetconv_mask": "hetconv.layer", "kxk_pattern": "hetconv.layer",
+         "SuperHetConv2d": "hetconv.supernet", "extract": "hetconv.supernet",
+         "set_parts": "hetconv.supernet", "to_supernet": "hetconv.supernet"}
 
 __all__ = [
     "ConfigError",
     "DeployedModel",
     "HetConv2d",
     "MaskedHetConv2d",
+    "SuperHetConv2d",
     "common_divisors",
     "deploy",
+    "extract",
     "fold_batchnorm",
     "hetconv_mask",
     "kxk_pattern",
+    "set_parts",
+    "to_supernet",
 ]
 
 
