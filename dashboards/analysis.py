@@ -110,6 +110,12 @@ def parts_matrix(table: StudyTable, rows: np.ndarray) -> np.ndarray:
     return matrix
 
 
+def parts_summary(parts: tuple[int, ...]) -> str:
+    """``P2×4 P4×6``: how many layers got each part."""
+    counts = Counter(parts)
+    return " ".join(f"P{part}×{counts[part]}" for part in sorted(counts))
+
+
 @dataclass(frozen=True)
 class TopRow:
     """One line of the top-architectures table."""
@@ -130,9 +136,7 @@ class TopRow:
 
     @property
     def parts_summary(self) -> str:
-        """``P2×4 P4×6``: how many layers got each part."""
-        counts = Counter(self.parts)
-        return " ".join(f"P{part}×{counts[part]}" for part in sorted(counts))
+        return parts_summary(self.parts)
 
 
 def top_architectures(table: StudyTable, limit: int = 10) -> list[TopRow]:
@@ -184,8 +188,7 @@ class ConfirmedRow:
 
     @property
     def parts_summary(self) -> str:
-        counts = Counter(self.parts)
-        return " ".join(f"P{part}×{counts[part]}" for part in sorted(counts))
+        return parts_summary(self.parts)
 
 
 def confirmed_architectures(table: StudyTable) -> list[ConfirmedRow]:

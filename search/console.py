@@ -32,6 +32,12 @@ def _share(value: float | None, budget: float | None) -> str:
     return f"{value / budget:6.1%} of budget" if budget else f"{value:.4g}"
 
 
+def say(out: TextIO | None, line: str) -> None:
+    """Print one line to ``out`` (stdout when None) at once: a search's lines appear as they
+    happen, in a terminal, a CI log and a file alike."""
+    print(line, file=out or sys.stdout, flush=True)
+
+
 def duration(seconds: float) -> str:
     """``1:02:03`` or ``2:03``."""
     minutes, secs = divmod(int(round(seconds)), 60)
@@ -62,7 +68,7 @@ class SearchConsole:
         return {**self.__dict__, "out": None}
 
     def print(self, text: str = "") -> None:
-        print(text, file=self.out or sys.stdout, flush=True)
+        say(self.out, text)
 
     def trial_line(self, record: TrialRecord) -> str:
         kind = f" ({record.kind})" if record.baseline_part or record.replicate else ""
@@ -102,7 +108,8 @@ class SearchConsole:
                        f"{share}  {latency}{parts_summary(record.parts)}")
         if not ranked:
             self.print("  no trial finished within the budgets")
-        confirmed = [g for g in records.runs_by_architecture(all_records) if g.confirmed]
+        groups = records.runs_by_architecture(all_records)
+        confirmed = [g for g in groups if g.confirmed]
         if confirmed:
             self.print()
             self.print("confirmed over seeds (mean ± standard deviation; best by validation):")
@@ -114,7 +121,7 @@ class SearchConsole:
                            f"{test.describe() if test else '-':<24s} "
                            f"{group.first.paper_macs or 0:10.4g}  "
                            f"{parts_summary(group.first.parts)}")
-        line = self._verdict(all_records)
+        line = self._verdict(groups)
         if line:
             self.print()
             self.print(line)
@@ -137,10 +144,9 @@ class SearchConsole:
         runs = [v for v in values if v is not None]
         return estimate(runs, images) if runs else None
 
-    def _verdict(self, all_records: list[TrialRecord]) -> str | None:
+    def _verdict(self, groups: list[records.ArchitectureRuns]) -> str | None:
         """Whether the best searched architecture beats the best uniform one at or below its
         cost, on the held-out test split, over seeds where it was confirmed."""
-        groups = records.runs_by_architecture(all_records)
         searched = [g for g in groups if not g.first.baseline_part]
         if not searched:
             return None

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +20,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from hetconv.errors import ConfigError
 from search.budgets import Budgets
 from search.confirmation import confirmation_plan
-from search.console import SearchConsole, duration
+from search.console import SearchConsole, duration, say
 from search.profiling.profiler import latency_model
 from search.proposer import BudgetedProposer
 from search.protocol import EPOCH, VAL_ACCURACY, TrainingJob, TrialReport
@@ -156,11 +156,8 @@ def _budgets(settings: SearchSettings, out: TextIO | None) -> Budgets:
     measurement has the machine to itself."""
     latency = None
     if settings.needs_latency:
-        def report(line: str) -> None:
-            print(line, file=out or sys.stdout, flush=True)
-
         latency = latency_model(settings.storage, settings.space, settings.latency_spec,
-                                report=report)
+                                report=functools.partial(say, out))
         if settings.latency_budget is not None:
             latency.check_budget(settings.latency_budget)
     return Budgets(settings.budget, settings.latency_budget, latency)
@@ -176,7 +173,7 @@ def run_search(settings: SearchSettings, out: TextIO | None = None,
     """
     started = time.monotonic()
     settings.validate()
-    _say(out, f"loading {settings.dataset} and starting Ray ...")
+    say(out, f"loading {settings.dataset} and starting Ray ...")
     # The whole data set is read once here (downloaded where it may be), so a corrupt file is
     # one line before anything is written, and the study can record the input statistics.
     data = load_dataset(settings.dataset, settings.space.input_size, settings.data_dir,
@@ -233,10 +230,6 @@ def run_search(settings: SearchSettings, out: TextIO | None = None,
                            f"{Path(settings.artifacts_dir).resolve() / 'ray'}"))
     return SearchOutcome(study.study_name, settings.storage, all_records, proposer.rejected,
                          baselines, recovered)
-
-
-def _say(out: TextIO | None, line: str) -> None:
-    print(line, file=out or sys.stdout, flush=True)
 
 
 def _plan_line(settings: SearchSettings, baselines: list[int], counts: TrialCounts,

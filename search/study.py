@@ -41,6 +41,14 @@ def _latency_attrs(settings: SearchSettings) -> dict[str, object]:
                                          if settings.needs_latency else None)}
 
 
+def _comparability_attrs(settings: SearchSettings, data: DataSplits) -> dict[str, object]:
+    """The training settings and image counts that say whether two trials' accuracies can be
+    compared, and how noisy they are (HetNAS 0.3; studies made before get them on resume)."""
+    return {records.STUDY_BATCH_SIZE: settings.batch_size,
+            records.STUDY_SAMPLER: settings.sampler,
+            records.STUDY_VAL_IMAGES: data.sizes[1], records.STUDY_TEST_IMAGES: data.sizes[2]}
+
+
 def library_versions() -> dict[str, str]:
     """Versions that decide whether two studies' numbers are comparable."""
     import ray
@@ -78,10 +86,7 @@ def create_study(storage: optuna.storages.BaseStorage, name: str, settings: Sear
                         else list(data.class_names)),
                        (records.STUDY_OBJECTIVE, settings.objective),
                        (records.STUDY_EPOCHS, settings.epochs),
-                       (records.STUDY_BATCH_SIZE, settings.batch_size),
-                       (records.STUDY_SAMPLER, settings.sampler),
-                       (records.STUDY_VAL_IMAGES, data.sizes[1]),
-                       (records.STUDY_TEST_IMAGES, data.sizes[2]),
+                       *_comparability_attrs(settings, data).items(),
                        (records.STUDY_VERSIONS, library_versions()),
                        *_latency_attrs(settings).items()):
         study.set_user_attr(key, value)
@@ -142,10 +147,7 @@ def load_for_resume(storage: optuna.storages.BaseStorage, name: str, settings: S
                           f"changed files); pass the same --seed and data, or start a new study")
     # Studies made before these were recorded get them now (the data was just checked to be
     # the same; the batch size and sampler cannot be checked and are taken as given).
-    for key, value in ((records.STUDY_BATCH_SIZE, settings.batch_size),
-                       (records.STUDY_SAMPLER, settings.sampler),
-                       (records.STUDY_VAL_IMAGES, data.sizes[1]),
-                       (records.STUDY_TEST_IMAGES, data.sizes[2])):
+    for key, value in _comparability_attrs(settings, data).items():
         if key not in stored:
             study.set_user_attr(key, value)
     return study
