@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from search.store import records
-from space import Architecture
+from space import Architecture, SearchSpace
 from space.latency import LatencyModel
 
 
@@ -60,6 +60,16 @@ class Budgets:
         if self.latency_ms is not None and latency_ms is not None:
             constraints[records.LATENCY_CONSTRAINT] = latency_ms - self.latency_ms
         return Screening(latency_ms, constraints)
+
+    def within(self, space: SearchSpace, parts: np.ndarray) -> np.ndarray:
+        """Bool mask over the rows of ``parts``: within every budget (vectorised
+        :meth:`screen`, for drawing many architectures at once)."""
+        fits = np.ones(len(parts), dtype=bool)
+        if self.macs is not None:
+            fits &= space.fits(parts, self.macs)
+        if self.latency_ms is not None and self.latency is not None:
+            fits &= self.latency.predict_ms(parts) <= self.latency_ms
+        return fits
 
     def describe(self) -> str:
         """``3e+08 MACs and 1.5 ms``: the budgets as the console and errors name them."""

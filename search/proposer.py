@@ -81,10 +81,12 @@ class BudgetedProposer:
                 found.append((part, arch))
         return found
 
-    def enqueue_baselines(self, which: str = "all") -> list[int]:
+    def enqueue_baselines(self, which: str = "all",
+                          estimates: dict[int, float] | None = None) -> list[int]:
         """Queue the uniform-P networks within the budgets, each once per study: ``all``,
         ``near`` (the two costliest: what a searched network at the budget must beat) or
-        ``none``."""
+        ``none``. ``estimates``: a one-shot supernet's estimate of each, by part, recorded
+        beside the result."""
         within = self.baselines_within()
         chosen = {"all": within, "near": within[:2], "none": []}[which]
         # A baseline that failed is queued again; one done, running or queued is not.
@@ -94,8 +96,10 @@ class BudgetedProposer:
                    if not t.user_attrs.get(records.REPLICATE)}
         for part, arch in chosen:
             if part not in present:
-                self.study.enqueue_trial(parts_to_params(arch.parts),
-                                         user_attrs={records.BASELINE_PART: part})
+                attrs: dict[str, float] = {records.BASELINE_PART: part}
+                if estimates and part in estimates:
+                    attrs[records.ESTIMATED_ACCURACY] = estimates[part]
+                self.study.enqueue_trial(parts_to_params(arch.parts), user_attrs=attrs)
         return [part for part, _ in chosen]
 
     def enqueue_confirmation(self, parts: Sequence[int], baseline_part: int | None,
@@ -106,13 +110,20 @@ class BudgetedProposer:
             attrs[records.BASELINE_PART] = baseline_part
         self.study.enqueue_trial(parts_to_params(parts), user_attrs=attrs)
 
+    def enqueue_finalist(self, parts: Sequence[int], estimate_trial: int,
+                         estimated_accuracy: float) -> None:
+        """Queue the stand-alone training of a one-shot search's candidate."""
+        self.study.enqueue_trial(parts_to_params(parts), user_attrs={
+            records.FINALIST_OF: estimate_trial, records.ESTIMATED_ACCURACY: estimated_accuracy})
+
     def _suggest_parts(self, trial: optuna.Trial) -> tuple[int, ...]:
         return tuple(
             2 ** trial.suggest_int(param_name(i), 0, int(math.log2(layer.allowed_parts[-1])))
             for i, layer in enumerate(self.space.layers))
 
-    def propose(self) -> Proposal:
-        """The next architecture to train. Over-budget proposals are told infeasible and skipped."""
+    def propose(self, estimate: bool = False) -> Proposal:
+        """The next architecture to train (or, with ``estimate``, to score with the one-shot
+        supernet). Over-budget proposals are told infeasible and skipped."""
         for attempt in range(self.max_consecutive_rejections):
             trial = self.study.ask()
             arch = Architecture(self.space.backbone, self._suggest_parts(trial),
@@ -129,6 +140,8 @@ class BudgetedProposer:
             for key, value in attrs.items():
                 trial.set_user_attr(key, value)
             if screening.fits:
+                if estimate:
+                    trial.set_user_attr(records.ESTIMATE, True)
                 trial.set_user_attr(records.STATUS, records.RUNNING)
                 return Proposal(trial, arch)
             trial.set_user_attr(records.STATUS, records.REJECTED)
@@ -189,6 +202,15 @@ class BudgetedProposer:
         trial.set_user_attr(records.STATUS, records.COMPLETE)
         self.study.tell(trial, self._values(accuracy, proposal.architecture))
         return records.COMPLETE
+
+    def complete_estimate(self, proposal: Proposal, estimated_accuracy: float) -> None:
+        """Tell a one-shot candidate's supernet estimate (the sampler learns from it; the
+        record says it is an estimate)."""
+        trial = proposal.trial
+        trial.set_user_attr(records.VAL_ACCURACY, estimated_accuracy)
+        trial.set_user_attr(records.EPOCHS_TRAINED, 0)
+        trial.set_user_attr(records.STATUS, records.ESTIMATED)
+        self.study.tell(trial, self._values(estimated_accuracy, proposal.architecture))
 
     def fail(self, proposal: Proposal) -> str:
         proposal.trial.set_user_attr(records.STATUS, records.FAILED)

@@ -34,6 +34,7 @@ class TrainingJob:
     batch_size: int
     seed: int
     threads: int  # torch threads in the trial's worker
+    init_from: str | None = None  # a one-shot supernet checkpoint every trial is fine-tuned from
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,32 @@ class TrialReport:
                    node_id=result.get(NODE_ID), train_loss=result.get(TRAIN_LOSS),
                    test_accuracy=result.get(TEST_ACCURACY),
                    train_seconds=result.get(TRAIN_SECONDS), done=bool(result.get(DONE)))
+
+
+@dataclass(frozen=True)
+class SupernetTrialConfig:
+    """Ray's ``config`` for a one-shot search's supernet trial (``job.epochs`` are the
+    supernet's): the part-1 network, its checkpoint folder, and the sandwich recipe."""
+
+    job: TrainingJob
+    architecture: str  # Architecture.to_json() of the part-1 network
+    checkpoint_dir: str
+    pool: tuple[tuple[int, ...], ...]  # architectures within the budgets, for random subnets
+    random_subnets: int
+    distill: bool
+    calibration_batches: int
+    workers: int  # data-parallel Ray Train workers; 1: this trial trains alone
+
+    def to_config(self) -> dict[str, Any]:
+        return {"job": dataclasses.asdict(self.job),
+                **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                   if f.name != "job"}}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> SupernetTrialConfig:
+        values = {f.name: config[f.name] for f in dataclasses.fields(cls) if f.name != "job"}
+        values["pool"] = tuple(tuple(int(p) for p in parts) for parts in values["pool"])
+        return cls(TrainingJob(**config["job"]), **values)
 
 
 def continued_after(result: dict[str, Any], report: TrialReport) -> int | None:

@@ -14,8 +14,16 @@ import optuna
 
 from hetconv.models import BACKBONES
 from search.cli import OneLineParser, macs_amount, milliseconds, run_cli
+from search.oneshot.strategy import SupernetFailed
 from search.runner import SearchFailed, run_search
-from search.settings import BASELINES, SAMPLERS, SCHEDULERS, SearchSettings
+from search.settings import (
+    BASELINES,
+    FINALIST_INITS,
+    SAMPLERS,
+    SCHEDULERS,
+    STRATEGIES,
+    SearchSettings,
+)
 from search.store.objectives import OBJECTIVES
 from search.store.storage import DEFAULT_STORAGE
 from search.training.data import DATASETS
@@ -63,9 +71,29 @@ def build_parser() -> OneLineParser:
     add("--input-size", type=int, default=None,
         help="image side the network sees; images are resized to it (default: the "
              "backbone's own, 32 for vgg16 and the CIFAR ResNets, 224 for the ImageNet ones)")
+    add("--strategy", default=defaults.strategy, choices=STRATEGIES,
+        help="standard: train every searched architecture; oneshot: train one supernet, score "
+             "--candidates architectures with it, and train only the best --finalists "
+             "stand-alone (docs/ONESHOT.md says when to choose which)")
     add("--trials", type=int, default=defaults.trials,
-        help="searched architectures to train (rejected proposals, the uniform baselines and "
-             "the confirmation runs come on top)")
+        help="standard strategy: searched architectures to train (rejected proposals, the "
+             "uniform baselines and the confirmation runs come on top)")
+    add("--supernet-epochs", type=int, default=None,
+        help="oneshot: the supernet's training epochs (default: --epochs)")
+    add("--candidates", type=int, default=defaults.candidates,
+        help="oneshot: architectures the supernet scores (each an Optuna trial marked as an "
+             "estimate)")
+    add("--finalists", type=int, default=defaults.finalists,
+        help="oneshot: best-estimated architectures then trained stand-alone")
+    add("--finalist-init", default=defaults.finalist_init, choices=FINALIST_INITS,
+        help="oneshot: stand-alone runs (finalists, baselines, confirmation) start from "
+             "scratch or from their weights inside the supernet (fine-tuning)")
+    add("--sandwich", type=int, default=defaults.sandwich,
+        help="oneshot: random architectures within the budgets trained in each supernet step, "
+             "beside the largest and the smallest")
+    add("--supernet-workers", type=int, default=defaults.supernet_workers,
+        help="oneshot: data-parallel Ray Train workers for the supernet (each takes "
+             "--cpus-per-trial CPUs)")
     add("--baselines", default=defaults.baselines, choices=BASELINES,
         help="uniform-P networks trained beside the search: all within the budgets, near (the "
              "two costliest within them) or none")
@@ -118,4 +146,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    run_cli(main, PROG, failures=(SearchFailed,), flags=LIBRARY_FLAGS)
+    run_cli(main, PROG, failures=(SearchFailed, SupernetFailed), flags=LIBRARY_FLAGS)

@@ -21,9 +21,15 @@ from hetconv.errors import ConfigError
 from search.budgets import Budgets
 from search.confirmation import confirmation_plan
 from search.console import SearchConsole, duration, say
+from search.oneshot.strategy import (
+    SupernetRecord,
+    enqueue_finalists,
+    estimate_stage,
+    train_supernet_stage,
+)
 from search.profiling.profiler import latency_model
 from search.proposer import BudgetedProposer
-from search.protocol import EPOCH, VAL_ACCURACY, TrainingJob, TrialReport
+from search.protocol import EPOCH, VAL_ACCURACY, TrialReport
 from search.searcher import BudgetedOptunaSearcher
 from search.settings import SearchSettings
 from search.store import records
@@ -191,7 +197,8 @@ def run_search(settings: SearchSettings, out: TextIO | None = None,
                             study.user_attrs.get(records.STUDY_TEST_IMAGES))
     proposer = BudgetedProposer(study, space, budgets, objective_named(settings.objective),
                                 report=console.print)
-    baselines = proposer.enqueue_baselines(settings.baselines)
+    baselines = ([part for part, _ in proposer.baselines_within()] if settings.oneshot
+                 else proposer.enqueue_baselines(settings.baselines))
     console.print(f"study {study.study_name} in {settings.storage}: {settings.backbone} on "
                   f"{settings.dataset} ({space.in_channels}x{space.input_size}x"
                   f"{space.input_size} input, {space.num_classes} classes; {sizes}"
@@ -200,15 +207,20 @@ def run_search(settings: SearchSettings, out: TextIO | None = None,
                   f"{_latency_range(budgets)})")
     if recovered:
         console.print(f"resumed: trials {recovered} were left running and are queued again")
-    counts = trial_counts(study)
-    searched_left = max(0, settings.trials - counts.searched)
-    console.print(_plan_line(settings, baselines, counts, searched_left))
-
     progress = _Progress(console, proposer, settings.epochs, started)
+    if settings.oneshot:
+        console.print(_oneshot_plan_line(settings))
+        baselines = _oneshot_stages(settings, study, proposer, console)
+        counts = trial_counts(study)
+        stage = counts.queued_baselines + counts.queued_searched + counts.queued_confirmations
+    else:
+        counts = trial_counts(study)
+        searched_left = max(0, settings.trials - counts.searched)
+        console.print(_plan_line(settings, baselines, counts, searched_left))
+        # study.ask() hands out queued trials first, whatever their role: count them all.
+        stage = (counts.queued_baselines + counts.queued_confirmations
+                 + max(searched_left, counts.queued_searched))
     failure = None
-    # study.ask() hands out queued trials first, whatever their role: count them all.
-    stage = (counts.queued_baselines + counts.queued_confirmations
-             + max(searched_left, counts.queued_searched))
     if stage > 0:
         failure = _fit(settings, study, proposer, progress, stage, trainable, study.study_name,
                        _scheduler(settings))
@@ -220,10 +232,13 @@ def run_search(settings: SearchSettings, out: TextIO | None = None,
     if failure is not None:
         console.print(f"first failed trial: {failure}")
     done = trial_counts(study)
+    estimated = (f", {done.estimates} candidates estimated by the supernet"
+                 if settings.oneshot else "")
     console.print(f"finished in {duration(time.monotonic() - started)}: {done.trained} trained "
-                  f"({done.baselines} uniform baselines, {done.searched} searched, "
-                  f"{done.confirmations} confirmation runs), {proposer.rejected} proposals "
-                  f"rejected over the budgets")
+                  f"({done.baselines} uniform baselines, {done.searched} "
+                  f"{'finalists' if settings.oneshot else 'searched'}, {done.confirmations} "
+                  f"confirmation runs){estimated}, {proposer.rejected} proposals rejected over "
+                  f"the budgets")
     if not records.ranked(all_records) and any(r.status == records.FAILED for r in all_records):
         raise SearchFailed("every trial failed" + (f"; the first: {failure}" if failure else
                            f"; the trials' errors are in the Ray logs under "
@@ -246,6 +261,32 @@ def _plan_line(settings: SearchSettings, baselines: list[int], counts: TrialCoun
         text += (f"; then confirmation: the best {settings.confirm_top} searched and the "
                  f"uniform baselines nearest them in cost, {settings.confirm_seeds} seeds each")
     return text
+
+
+def _oneshot_plan_line(settings: SearchSettings) -> str:
+    text = (f"one-shot: will train a supernet for {settings.supernet_training_epochs} epochs, "
+            f"score {settings.candidates} candidates with it, then train the best "
+            f"{settings.finalists} and the uniform baselines ({settings.baselines}) "
+            f"stand-alone for {settings.epochs} epochs each, "
+            + ("fine-tuned from the supernet" if settings.finalist_init == "supernet"
+               else "from scratch"))
+    if settings.confirm_top:
+        text += (f"; then confirmation: the best {settings.confirm_top} and the uniform "
+                 f"baselines nearest them in cost, {settings.confirm_seeds} seeds each")
+    return text
+
+
+def _oneshot_stages(settings: SearchSettings, study: optuna.Study, proposer: BudgetedProposer,
+                    console: SearchConsole) -> list[int]:
+    """Supernet, estimates, then the finalists and the baselines queued; the baselines' parts."""
+    supernet = train_supernet_stage(settings, study, proposer, console)
+    estimates = estimate_stage(settings, study, proposer, supernet, console,
+                               lambda: _max_concurrent(settings, console))
+    baselines = proposer.enqueue_baselines(settings.baselines, estimates)
+    queued = enqueue_finalists(study, proposer, settings.finalists)
+    if queued:
+        console.print(f"finalists: the best {queued} estimates queued for stand-alone training")
+    return baselines
 
 
 def _confirm(settings: SearchSettings, study: optuna.Study, proposer: BudgetedProposer,
@@ -350,11 +391,9 @@ def _fit(settings: SearchSettings, study: optuna.Study, proposer: BudgetedPropos
     one-line description, if any failed."""
     artifacts = Path(settings.artifacts_dir).resolve()
     progress.start_stage(remaining)
-    job = TrainingJob(
-        dataset=settings.dataset,
-        data_dir=str(Path(settings.data_dir).resolve()) if settings.data_dir else None,
-        epochs=settings.epochs, batch_size=settings.batch_size, seed=settings.seed,
-        threads=max(1, int(settings.cpus_per_trial)))
+    supernet = SupernetRecord.of(study)
+    job = settings.training_job(init_from=supernet.checkpoint if supernet and
+                                settings.finalist_init == "supernet" else None)
     searcher = BudgetedOptunaSearcher(proposer, job,
                                       str(artifacts / "checkpoints" / study.study_name),
                                       progress.trial_finished, progress.epoch_finished)

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from hetconv.errors import ConfigError
+from search.protocol import TrainingJob
 from search.store.objectives import OBJECTIVES, PARETO_LATENCY
 from search.store.storage import DEFAULT_STORAGE
 from search.training.data import DatasetInfo, check_dataset
@@ -18,6 +19,8 @@ from space.latency import RUNTIMES, LatencySpec, check_latency_budget
 SAMPLERS = ("tpe", "nsga2", "random")
 SCHEDULERS = ("fifo", "asha")
 BASELINES = ("all", "near", "none")  # which uniform-P networks are trained beside the search
+STRATEGIES = ("standard", "oneshot")  # train every candidate, or estimate them with a supernet
+FINALIST_INITS = ("scratch", "supernet")  # how a one-shot search's stand-alone runs start
 
 
 def _positive_int(name: str, value: object) -> None:
@@ -43,7 +46,14 @@ class SearchSettings:
     dataset: str = "digits"
     data_dir: str | None = None
     input_size: int | None = None
+    strategy: str = "standard"
     trials: int = 10  # searched architectures; baselines and confirmation runs come on top
+    supernet_epochs: int | None = None  # one-shot: the supernet's epochs (default: --epochs)
+    candidates: int = 500  # one-shot: architectures the supernet estimates
+    finalists: int = 3  # one-shot: best estimates then trained stand-alone
+    finalist_init: str = "scratch"  # one-shot: stand-alone runs from scratch or the supernet
+    sandwich: int = 2  # one-shot: random subnets per supernet step beside the two ends
+    supernet_workers: int = 1  # one-shot: data-parallel Ray Train workers for the supernet
     baselines: str = "all"
     confirm_top: int = 1
     confirm_seeds: int = 3
@@ -76,6 +86,24 @@ class SearchSettings:
         return SearchSpace(self.backbone, self.input_size, info.num_classes, info.channels)
 
     @property
+    def oneshot(self) -> bool:
+        return self.strategy == "oneshot"
+
+    @property
+    def supernet_training_epochs(self) -> int:
+        return self.epochs if self.supernet_epochs is None else self.supernet_epochs
+
+    def training_job(self, epochs: int | None = None,
+                     init_from: str | None = None) -> TrainingJob:
+        """What every trial of this search shares (``epochs``: another count than
+        ``--epochs``, for the supernet; ``init_from``: a supernet to fine-tune from)."""
+        return TrainingJob(
+            dataset=self.dataset,
+            data_dir=str(Path(self.data_dir).resolve()) if self.data_dir else None,
+            epochs=self.epochs if epochs is None else epochs, batch_size=self.batch_size,
+            seed=self.seed, threads=max(1, int(self.cpus_per_trial)), init_from=init_from)
+
+    @property
     def needs_latency(self) -> bool:
         """A latency budget or the accuracy-latency objective needs the latency table."""
         return self.latency_budget is not None or self.objective == PARETO_LATENCY.name
@@ -100,6 +128,9 @@ class SearchSettings:
         _choice("objective", self.objective, tuple(OBJECTIVES))
         _choice("scheduler", self.scheduler, SCHEDULERS)
         _choice("baselines", self.baselines, BASELINES)
+        _choice("strategy", self.strategy, STRATEGIES)
+        if self.oneshot:
+            self._validate_oneshot()
         if isinstance(self.confirm_top, bool) or not isinstance(self.confirm_top, int) \
                 or self.confirm_top < 0:
             raise ConfigError(f"--confirm-top must be 0 (no confirmation) or a positive "
@@ -137,3 +168,20 @@ class SearchSettings:
             raise ConfigError("--scheduler asha needs --epochs 2 or more to stop anything early")
         if Path(self.artifacts_dir).exists() and not Path(self.artifacts_dir).is_dir():
             raise ConfigError(f"--artifacts-dir {self.artifacts_dir} exists and is not a folder")
+
+    def _validate_oneshot(self) -> None:
+        _choice("finalist-init", self.finalist_init, FINALIST_INITS)
+        for name in ("supernet_epochs", "candidates", "finalists", "supernet_workers"):
+            value = getattr(self, name)
+            if value is not None:
+                _positive_int(name.replace("_", "-"), value)
+        if isinstance(self.sandwich, bool) or not isinstance(self.sandwich, int) \
+                or self.sandwich < 0:
+            raise ConfigError(f"--sandwich must be 0 or more random subnets per step, got "
+                              f"{self.sandwich!r}")
+        if self.finalists > self.candidates:
+            raise ConfigError(f"--finalists {self.finalists} is more than --candidates "
+                              f"{self.candidates}; lower it or estimate more candidates")
+        if self.scheduler == "asha":
+            raise ConfigError("--scheduler asha stops trials by their early epochs; a one-shot "
+                              "search trains only its finalists: use --scheduler fifo")

@@ -46,6 +46,7 @@ def _comparability_attrs(settings: SearchSettings, data: DataSplits) -> dict[str
     compared, and how noisy they are (HetNAS 0.3; studies made before get them on resume)."""
     return {records.STUDY_BATCH_SIZE: settings.batch_size,
             records.STUDY_SAMPLER: settings.sampler,
+            records.STUDY_STRATEGY: settings.strategy,
             records.STUDY_VAL_IMAGES: data.sizes[1], records.STUDY_TEST_IMAGES: data.sizes[2]}
 
 
@@ -130,7 +131,8 @@ def load_for_resume(storage: optuna.storages.BaseStorage, name: str, settings: S
     # Settings that make trials incomparable; studies made before they were recorded lack them.
     for key, flag, value in ((records.STUDY_EPOCHS, "--epochs", settings.epochs),
                              (records.STUDY_BATCH_SIZE, "--batch-size", settings.batch_size),
-                             (records.STUDY_SAMPLER, "--sampler", settings.sampler)):
+                             (records.STUDY_SAMPLER, "--sampler", settings.sampler),
+                             (records.STUDY_STRATEGY, "--strategy", settings.strategy)):
         if key in stored and stored[key] != value:
             raise ConfigError(f"--resume: study {name!r} was run with {flag} {stored[key]}, "
                               f"not {value}; its trials would not be comparable: pass {flag} "
@@ -180,7 +182,9 @@ def recover_interrupted(study: optuna.Study) -> list[int]:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study.tell(trial.number, state=TrialState.FAIL)
         attrs = {key: trial.user_attrs[key]
-                 for key in (records.BASELINE_PART, records.REPLICATE) if key in trial.user_attrs}
+                 for key in (records.BASELINE_PART, records.REPLICATE, records.ESTIMATE,
+                             records.FINALIST_OF, records.ESTIMATED_ACCURACY)
+                 if key in trial.user_attrs}
         if trial.user_attrs.get(records.CHECKPOINT):
             attrs[records.RESUME_FROM] = trial.user_attrs[records.CHECKPOINT]
         study.enqueue_trial(trial.params, user_attrs=attrs)
@@ -194,11 +198,13 @@ class TrialCounts:
     the baselines and confirmation runs still queued."""
 
     baselines: int
-    searched: int
+    searched: int  # one-shot finalists included
     confirmations: int
     queued_baselines: int
-    queued_searched: int  # re-queued after an interrupted run
+    queued_searched: int  # re-queued after an interrupted run; queued one-shot finalists
     queued_confirmations: int
+    estimates: int = 0  # one-shot candidates scored by the supernet (not trained)
+    queued_estimates: int = 0  # re-queued after an interrupted run
 
     @property
     def trained(self) -> int:
@@ -210,6 +216,8 @@ class TrialCounts:
 
 
 def _role(attrs: dict) -> str:
+    if attrs.get(records.ESTIMATE):
+        return "estimates"
     if attrs.get(records.REPLICATE):
         return "confirmations"
     return "baselines" if attrs.get(records.BASELINE_PART) else "searched"
@@ -217,8 +225,8 @@ def _role(attrs: dict) -> str:
 
 def trial_counts(study: optuna.Study) -> TrialCounts:
     """What the study has trained and has queued, by role (baseline, searched, confirmation)."""
-    done = {"baselines": 0, "searched": 0, "confirmations": 0}
-    queued = {"baselines": 0, "searched": 0, "confirmations": 0}
+    done = {"baselines": 0, "searched": 0, "confirmations": 0, "estimates": 0}
+    queued = {"baselines": 0, "searched": 0, "confirmations": 0, "estimates": 0}
     for trial in study.get_trials(deepcopy=False):
         if trial.state == TrialState.WAITING:
             queued[_role(trial.user_attrs)] += 1
@@ -227,4 +235,5 @@ def trial_counts(study: optuna.Study) -> TrialCounts:
             done[_role(trial.user_attrs)] += 1
     return TrialCounts(**done, queued_baselines=queued["baselines"],
                        queued_searched=queued["searched"],
-                       queued_confirmations=queued["confirmations"])
+                       queued_confirmations=queued["confirmations"],
+                       queued_estimates=queued["estimates"])

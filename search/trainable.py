@@ -15,6 +15,7 @@ import ray
 import torch
 from ray import tune
 
+from search.oneshot.estimates import extracted_weights
 from search.protocol import TrialConfig, TrialReport
 from search.training.checkpoint import CHECKPOINT_FILE
 from search.training.data import DataSplits, load_dataset
@@ -23,7 +24,7 @@ from space import Architecture
 
 
 @functools.lru_cache(maxsize=2)
-def _cached_dataset(name: str, input_size: int, data_dir: str | None, seed: int) -> DataSplits:
+def cached_dataset(name: str, input_size: int, data_dir: str | None, seed: int) -> DataSplits:
     """Trials reusing a worker process load their data set once."""
     return load_dataset(name, input_size, data_dir, seed=seed, download=False)
 
@@ -44,7 +45,7 @@ def train_trial(ray_config: dict[str, Any]) -> None:
     job = config.job
     torch.set_num_threads(max(1, job.threads))
     arch = Architecture.from_json(config.architecture)
-    data = _cached_dataset(job.dataset, arch.input_size, job.data_dir, job.seed)
+    data = cached_dataset(job.dataset, arch.input_size, job.data_dir, job.seed)
     train_config = TrainConfig(epochs=job.epochs, batch_size=job.batch_size,
                                seed=config.training_seed)
 
@@ -55,8 +56,11 @@ def train_trial(ray_config: dict[str, Any]) -> None:
             tune.report(TrialReport(result.epoch, result.val_accuracy, node,
                                     train_loss=result.train_loss).to_result())
 
+    resume_from = _resume_file(config)
+    start = (extracted_weights(job.init_from, arch, data)
+             if job.init_from and resume_from is None else None)
     outcome = train(arch, data, train_config, checkpoint_dir=Path(config.checkpoint_dir),
-                    resume_from=_resume_file(config), on_epoch=report)
+                    resume_from=resume_from, on_epoch=report, initial_weights=start)
     tune.report(TrialReport(outcome.epochs_trained, outcome.val_accuracy, node,
                             test_accuracy=outcome.test_accuracy,
                             train_seconds=outcome.seconds, done=True).to_result())

@@ -14,6 +14,10 @@ Every Optuna trial of a HetNAS study is one of:
 * ``early_stopped``: stopped by the scheduler (ASHA) before its last epoch; Optuna state PRUNED,
   so it never counts as a full result.
 * ``failed``: the trial errored, or the driver died while it ran; Optuna state FAIL.
+* ``estimated``: a one-shot search's candidate, scored by the supernet and never trained on its
+  own (marked ``supernet_estimate``); Optuna state COMPLETE with the estimate as its value, so
+  the samplers learn from it, but never a full result: the export and every table of results
+  leave it out, and its ``val_accuracy`` is an estimate.
 """
 
 from __future__ import annotations
@@ -46,6 +50,10 @@ NODE = "node"  # id of the Ray node that trained the trial (last attempt)
 CONTINUED_AFTER = "continued_after_epochs"  # epochs restored from checkpoints on each restart
 SEED = "seed"  # the training seed (weights init, batch order, augmentation)
 REPLICATE = "replicate"  # confirmation run k (1, 2, ...) of an architecture: another seed
+ESTIMATE = "supernet_estimate"  # True on a one-shot candidate scored by the supernet
+ESTIMATED_ACCURACY = "estimated_accuracy"  # the supernet's estimate, on a trained architecture
+FINALIST_OF = "finalist_of"  # the estimate trial whose architecture this trial trains
+INIT_FROM = "init_from"  # the supernet checkpoint a fine-tuned trial started from
 
 # Status values.
 COMPLETE = "complete"
@@ -54,6 +62,7 @@ EARLY_STOPPED = "early_stopped"
 FAILED = "failed"
 RUNNING = "running"
 QUEUED = "queued"  # enqueued (a baseline or a retried trial), not started yet
+ESTIMATED = "estimated"  # scored by the one-shot supernet, not trained
 
 # Study user attributes.
 STUDY_BACKBONE = "backbone"
@@ -74,6 +83,8 @@ STUDY_SAMPLER = "sampler"
 STUDY_VAL_IMAGES = "val_images"  # images each validation accuracy is measured on
 STUDY_TEST_IMAGES = "test_images"
 STUDY_VERSIONS = "versions"
+STUDY_STRATEGY = "strategy"  # "standard" (every candidate trained) or "oneshot"
+STUDY_SUPERNET = "supernet"  # a one-shot study's supernet: checkpoint, epochs, accuracy, time
 
 
 @dataclass(frozen=True)
@@ -81,7 +92,7 @@ class TrialRecord:
     """One trial as the dashboards and the export see it."""
 
     number: int
-    status: str  # COMPLETE, REJECTED, EARLY_STOPPED, FAILED, RUNNING or QUEUED
+    status: str  # COMPLETE, REJECTED, EARLY_STOPPED, FAILED, RUNNING, QUEUED or ESTIMATED
     parts: tuple[int, ...]
     accuracy: float | None  # last validation accuracy; None when never trained
     test_accuracy: float | None
@@ -95,6 +106,8 @@ class TrialRecord:
     checkpoint: str | None
     architecture: str | None
     replicate: int = 0  # 0: the search's own run; k > 0: confirmation run k (another seed)
+    estimate: bool = False  # a one-shot candidate: ``accuracy`` is the supernet's estimate
+    estimated_accuracy: float | None = None  # the supernet's estimate of a trained architecture
 
     @property
     def is_full_result(self) -> bool:
@@ -103,7 +116,10 @@ class TrialRecord:
 
     @property
     def kind(self) -> str:
-        """``uniform P4``, ``searched``, or either with ``confirmation`` for a re-run."""
+        """``uniform P4``, ``searched``, or either with ``confirmation`` for a re-run;
+        ``supernet estimate`` for a one-shot candidate."""
+        if self.estimate:
+            return "supernet estimate"
         base = f"uniform P{self.baseline_part}" if self.baseline_part else "searched"
         return f"{base} confirmation" if self.replicate else base
 
@@ -130,7 +146,8 @@ def from_attrs(number: int, status: str, attrs: dict) -> TrialRecord:
         epochs_trained=attrs.get(EPOCHS_TRAINED, 0),
         wall_seconds=attrs.get(WALL_SECONDS), baseline_part=attrs.get(BASELINE_PART),
         checkpoint=attrs.get(CHECKPOINT), architecture=attrs.get(ARCHITECTURE),
-        replicate=attrs.get(REPLICATE, 0))
+        replicate=attrs.get(REPLICATE, 0), estimate=bool(attrs.get(ESTIMATE, False)),
+        estimated_accuracy=attrs.get(ESTIMATED_ACCURACY))
 
 
 def to_record(trial: FrozenTrial) -> TrialRecord:

@@ -27,8 +27,9 @@ from space.architecture import Architecture
 CHECKPOINT_FILE = "checkpoint.pt"
 _FORMAT = "hetnas/checkpoint"
 _FORMAT_VERSION = 2  # 2: the paper's exact layer (compact 1×1 weights), input normalisation
-_RESULT_FIELDS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "seed", "nesterov",
-                  "label_smoothing", "warmup_epochs")  # what a resumed run must share
+# Settings that do not change what a run computes; a resumed run must share every other one
+# (the trainer's config, and a supernet run's recipe on top).
+_NOT_RESULT_SHAPING = ("device", "eval_batch_size")
 
 
 def write_checkpoint(folder: Path, state: Mapping[str, Any]) -> None:
@@ -60,8 +61,8 @@ def read_resumable(path: Path | str, arch: Architecture, data: DataSplits,
     if saved["splits"] != fingerprint(data):
         raise ConfigError(f"checkpoint {path} was trained on other {data.name} splits (sizes or "
                           f"order differ); resume with the same data seed and val_fraction")
-    changed = [f"{k}: {saved['config'].get(k)!r} -> {settings[k]!r}" for k in _RESULT_FIELDS
-               if saved["config"].get(k) != settings[k]]
+    changed = [f"{k}: {saved['config'].get(k)!r} -> {value!r}" for k, value in settings.items()
+               if k not in _NOT_RESULT_SHAPING and saved["config"].get(k) != value]
     if changed:
         raise ConfigError(f"checkpoint {path} was written with other training settings "
                           f"({', '.join(changed)}); resume with the settings it was written with")
@@ -91,6 +92,11 @@ def load_weights(checkpoint_file: Path, arch: Architecture) -> nn.Module:
 def _checkpoint_path(path: Path | str) -> Path:
     path = Path(path)
     return path / CHECKPOINT_FILE if path.is_dir() else path
+
+
+def read_checkpoint(path: Path | str) -> dict[str, Any]:
+    """A checkpoint's contents (the file, or the folder holding it), format checked."""
+    return _read_checkpoint(_checkpoint_path(path))
 
 
 def _read_checkpoint(path: Path) -> dict[str, Any]:

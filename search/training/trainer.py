@@ -158,14 +158,18 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
 
 def train(arch: Architecture, data: DataSplits, config: TrainConfig,
           checkpoint_dir: Path | None = None, resume_from: Path | None = None,
-          on_epoch: Callable[[EpochResult], None] | None = None) -> TrainResult:
+          on_epoch: Callable[[EpochResult], None] | None = None,
+          initial_weights: Mapping[str, torch.Tensor] | None = None,
+          run_factory: RunFactory | None = None) -> TrainResult:
     """Train ``arch`` on ``data`` for ``config.epochs`` epochs and score it on the test split.
 
     With ``checkpoint_dir``, ``checkpoint_dir/CHECKPOINT_FILE`` is replaced after every epoch,
     before ``on_epoch`` is called. ``resume_from`` (that file, or its folder) continues after the
     saved epoch; it must come from the same architecture, data set and training settings. An
     exception raised by ``on_epoch`` stops training and propagates (the checkpoint is written).
-    The caller's random state and thread count are left as they were.
+    ``initial_weights`` (a state dict of ``arch``'s network) replaces the random initialisation:
+    fine-tuning. ``run_factory`` builds another kind of run with the same loop (the one-shot
+    supernet's). The caller's random state and thread count are left as they were.
     """
     if (arch.input_size, arch.num_classes, arch.in_channels) \
             != (data.input_size, data.num_classes, data.channels):
@@ -177,17 +181,25 @@ def train(arch: Architecture, data: DataSplits, config: TrainConfig,
         raise ConfigError(f"dataset {data.name!r} has splits of sizes {data.sizes}; training "
                           f"needs at least 2 training images and 1 each for val and test")
     device = resolve_device(config.device)
-    saved = (read_resumable(resume_from, arch, data, dataclasses.asdict(config))
-             if resume_from is not None else None)
     with _isolated_rng(device), _cudnn_benchmark(device):
-        return _Run(arch, data, config, device).fit(saved, checkpoint_dir, on_epoch)
+        run = (run_factory or TrainingRun)(arch, data, config, device)
+        if initial_weights is not None:
+            run.load_weights(initial_weights)
+        saved = (read_resumable(resume_from, arch, data, run.settings())
+                 if resume_from is not None else None)
+        return run.fit(saved, checkpoint_dir, on_epoch)
 
 
 # -- the training run ---------------------------------------------------------------------
 
 
-class _Run:
-    """Model, optimizer and random state of one run, and how to save and restore them."""
+class TrainingRun:
+    """Model, optimizer and random state of one run, and how to save and restore them.
+
+    Subclasses change what one step computes (:meth:`backward`), the network
+    (:meth:`build_model`) and what a resumed run must share (:meth:`settings`); the loop,
+    the schedule, the checkpoints and the random state stay here.
+    """
 
     def __init__(self, arch: Architecture, data: DataSplits, config: TrainConfig,
                  device: torch.device) -> None:
@@ -195,7 +207,7 @@ class _Run:
         self.amp = _amp_dtype(device)
         self.channels_last = device.type == "cuda"
         torch.manual_seed(config.seed)  # model init and dropout; _isolated_rng restores after
-        self.model = trained_architecture(arch, data).build().to(device)
+        self.model = self.build_model().to(device)
         if self.channels_last:
             # Module.to takes memory_format; torch's type stubs lack the overload.
             self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -216,6 +228,39 @@ class _Run:
         resident = device.type != "cuda" or _nbytes(data) <= _RESIDENT_BYTES
         self.store = device if resident else torch.device("cpu")
         self.train_x, self.train_y = (t.to(self.store) for t in (data.train_x, data.train_y))
+
+    def build_model(self) -> nn.Module:
+        return trained_architecture(self.arch, self.data).build()
+
+    def load_weights(self, weights: Mapping[str, torch.Tensor]) -> None:
+        """Start from these weights instead of the random initialisation."""
+        try:
+            self.model.load_state_dict(weights)
+        except RuntimeError as error:
+            raise ConfigError(f"initial weights do not fit {self.arch.backbone} with parts "
+                              f"{list(self.arch.parts)} ({str(error).splitlines()[0]})") from None
+
+    def settings(self) -> dict[str, Any]:
+        """What the run was trained with; a resumed run must share what shapes the result."""
+        return dataclasses.asdict(self.config)
+
+    def backward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Forward and backward of one batch (gradients accumulate); the loss, detached."""
+        with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+            loss = self.criterion(self.model(x), y)
+        self.scaled(loss).backward()
+        return loss.detach()
+
+    def shard(self, index: torch.Tensor) -> torch.Tensor:
+        """The part of a batch this process trains on (all of it; data-parallel runs split it)."""
+        return index
+
+    def reduce_gradients(self) -> None:
+        """Combine the gradients of the processes training together (none here)."""
+
+    def scaled(self, loss: torch.Tensor) -> torch.Tensor:
+        """``loss`` scaled for fp16 mixed precision (unchanged otherwise)."""
+        return self.scaler.scale(loss) if self.scaler is not None else loss
 
     def fit(self, saved: Mapping[str, Any] | None, checkpoint_dir: Path | None,
             on_epoch: Callable[[EpochResult], None] | None) -> TrainResult:
@@ -246,7 +291,7 @@ class _Run:
         order = torch.randperm(len(self.train_y), generator=self.generator).to(self.store)
         loss_sum = torch.zeros((), dtype=torch.float32, device=self.device)
         for i in range(self.steps_per_epoch):
-            index = order[i * self.batch_size:(i + 1) * self.batch_size]
+            index = self.shard(order[i * self.batch_size:(i + 1) * self.batch_size])
             x = self.train_x[index].to(self.device, non_blocking=True)
             y = self.train_y[index].to(self.device, non_blocking=True)
             x = random_crop_flip(x, self.generator, self.padding, self.data.hflip)
@@ -254,17 +299,15 @@ class _Run:
             lr = learning_rate(self.config, self.step, self.total_steps, self.steps_per_epoch)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
-                loss = self.criterion(self.model(x), y)
             self.optimizer.zero_grad(set_to_none=True)
+            loss = self.backward(x, y)
+            self.reduce_gradients()
             if self.scaler is not None:
-                self.scaler.scale(loss).backward()
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
             else:
-                loss.backward()
                 self.optimizer.step()
-            loss_sum += loss.detach().float()
+            loss_sum += loss.float()
             self.step += 1
         return loss_sum.item() / self.steps_per_epoch
 
@@ -279,7 +322,7 @@ class _Run:
         return {
             "architecture": self.arch.to_json(), "dataset": self.data.name,
             "splits": fingerprint(self.data),
-            "config": dataclasses.asdict(self.config),
+            "config": self.settings(),
             "epoch": self.epoch, "step": self.step, "seconds": self.seconds,
             "history": [dataclasses.asdict(r) for r in self.history],
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
@@ -299,6 +342,9 @@ class _Run:
         torch.set_rng_state(saved["rng"]["torch"])
         if self.device.type == "cuda" and "cuda" in saved["rng"]:
             torch.cuda.set_rng_state(saved["rng"]["cuda"], self.device)
+
+
+RunFactory = Callable[[Architecture, DataSplits, TrainConfig, torch.device], TrainingRun]
 
 
 def _prepare(x: torch.Tensor, channels_last: bool) -> torch.Tensor:

@@ -1,0 +1,98 @@
+"""Estimating a candidate with the supernet: its batch-norm statistics re-estimated, then its
+validation accuracy.
+
+A supernet's running batch-norm statistics are averages over every network it trained, and fit
+none of them; a candidate's own statistics, re-estimated on a few training batches in a
+forward pass, are what make its estimate worth ranking (Once-for-All, BigNAS). The same images
+serve every candidate, so estimates differ only by architecture.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from hetconv.supernet import extract, set_parts, to_supernet
+from search.training.augment import unit_range
+from search.training.checkpoint import read_checkpoint
+from search.training.data import DataSplits
+from search.training.trainer import evaluate, resolve_device, trained_architecture
+from space import Architecture
+
+CALIBRATION_BATCHES = 8  # training batches a candidate's batch-norm statistics come from
+
+
+def calibration_images(data: DataSplits, batches: int, batch_size: int,
+                       seed: int) -> torch.Tensor:
+    """``batches`` batches of training images in a seed-drawn order (no augmentation)."""
+    count = min(len(data.train_y), batches * batch_size)
+    order = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(seed))
+    return data.train_x[order[:count]]
+
+
+@torch.no_grad()
+def recalibrate_batch_norm(model: nn.Module, images: torch.Tensor, batch_size: int) -> None:
+    """Replace every batch norm's running statistics by their exact mean over ``images``
+    (a cumulative average, ``momentum=None``), passed in batches in training mode."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None
+    device = next(model.parameters()).device
+    model.train()
+    try:
+        for start in range(0, len(images), batch_size):
+            batch = images[start:start + batch_size].to(device)
+            model(unit_range(batch))
+    finally:
+        for norm, momentum in zip(norms, momenta, strict=True):
+            norm.momentum = momentum
+        model.eval()
+
+
+def build_supernet(arch: Architecture, data: DataSplits,
+                   weights: Mapping[str, torch.Tensor]) -> nn.Module:
+    """The supernet of ``arch`` (the part-1 network) with trained ``weights``, on the CPU."""
+    with torch.random.fork_rng(devices=[]):
+        model = to_supernet(trained_architecture(arch, data).build())
+    model.load_state_dict(weights)
+    return model.eval()
+
+
+def extracted_weights(checkpoint: str, arch: Architecture,
+                      data: DataSplits) -> dict[str, torch.Tensor]:
+    """The weights ``arch`` has inside the supernet saved at ``checkpoint``: the starting
+    point of a fine-tuned stand-alone run (:func:`hetconv.supernet.extract`)."""
+    saved = read_checkpoint(checkpoint)
+    supernet = build_supernet(Architecture.from_json(saved["architecture"]), data,
+                              saved["model"])
+    set_parts(supernet, arch.parts)
+    with torch.random.fork_rng(devices=[]):
+        target = trained_architecture(arch, data).build()
+    return extract(supernet, target).state_dict()
+
+
+class SupernetEvaluator:
+    """Holds one trained supernet and the data; estimates one candidate per call. A Ray actor
+    in a search (the weights arrive once, through the object store), a plain object in tests."""
+
+    def __init__(self, arch_json: str, data: DataSplits, weights: Mapping[str, torch.Tensor],
+                 calibration_batches: int, batch_size: int, seed: int, device: str = "auto",
+                 threads: int | None = None) -> None:
+        if threads:
+            torch.set_num_threads(threads)
+        self.device = resolve_device(device)
+        self.data = data
+        self.model = build_supernet(Architecture.from_json(arch_json), data, weights)
+        self.model.to(self.device)
+        self.calibration = calibration_images(data, calibration_batches, batch_size, seed)
+        self.batch_size = batch_size
+
+    def estimate(self, parts: Sequence[int]) -> float:
+        """Validation accuracy of the candidate with ``parts``, batch norm re-estimated."""
+        set_parts(self.model, parts)
+        recalibrate_batch_norm(self.model, self.calibration, self.batch_size)
+        return evaluate(self.model, self.data.val_x, self.data.val_y, self.device)

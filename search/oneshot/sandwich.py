@@ -1,0 +1,165 @@
+"""Training the supernet: the sandwich rule with in-place distillation.
+
+Every step trains, on the same batch, the largest network (part 1 everywhere) against the
+labels, then the smallest of the space (every layer at its largest part) and ``random_subnets``
+architectures drawn from a pool of architectures within the search's budgets, each of those
+against the largest network's softened outputs (in-place distillation, as BigNAS and
+Once-for-All do). The gradients of all of them add up before the one optimizer step. Training
+the two ends bounds every architecture in between; distilling from the largest gives the small
+ones a smoother target than the labels.
+
+The run is :class:`~search.training.trainer.TrainingRun` with another step and network, so it
+has the same schedule, checkpoints and exact resume; the subnet draws come from their own
+generator, saved in the checkpoint. Its validation accuracy is the largest network's, with its
+batch-norm statistics re-estimated (:func:`search.oneshot.estimates.recalibrate_batch_norm`):
+running statistics averaged over differently sized networks fit none of them.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hetconv.errors import ConfigError
+from hetconv.supernet import set_parts, to_supernet
+from search.oneshot.estimates import (
+    CALIBRATION_BATCHES,
+    calibration_images,
+    recalibrate_batch_norm,
+)
+from search.training.data import DataSplits
+from search.training.trainer import TrainConfig, TrainingRun, evaluate
+from space import Architecture, SearchSpace
+
+
+@dataclass(frozen=True)
+class SandwichRecipe:
+    """What each supernet step trains. ``pool``: the part vectors the random subnets are drawn
+    from (within the search's budgets); ``distill``: the smaller networks learn the largest's
+    outputs rather than the labels."""
+
+    pool: tuple[tuple[int, ...], ...]
+    random_subnets: int = 2
+    distill: bool = True
+    calibration_batches: int = CALIBRATION_BATCHES
+
+    def __post_init__(self) -> None:
+        if self.random_subnets < 0:
+            raise ConfigError(f"random_subnets must be >= 0, got {self.random_subnets}")
+        if self.random_subnets and not self.pool:
+            raise ConfigError("the sandwich rule needs architectures within the budgets to "
+                              "draw its random subnets from")
+
+    def settings(self) -> dict[str, Any]:
+        """The recipe as the checkpoint records it (the pool by its size and a digest)."""
+        digest = zlib.crc32(repr(self.pool).encode())
+        return {"random_subnets": self.random_subnets, "distill": self.distill,
+                "calibration_batches": self.calibration_batches,
+                "pool": f"{len(self.pool)}:{digest:08x}"}
+
+
+def supernet_architecture(space: SearchSpace) -> Architecture:
+    """The network a supernet is built from: part 1 everywhere (the dense kernels)."""
+    return Architecture(space.backbone, space.uniform_parts(1), space.input_size,
+                        space.num_classes, space.in_channels)
+
+
+def smallest_parts(space: SearchSpace) -> tuple[int, ...]:
+    return tuple(int(p) for p in space.max_parts)
+
+
+def distillation_loss(student: torch.Tensor, teacher_probs: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the student against the teacher's probabilities (soft labels)."""
+    return -(teacher_probs * F.log_softmax(student.float(), dim=1)).sum(dim=1).mean()
+
+
+class SupernetRun(TrainingRun):
+    """A training run of the whole supernet with the sandwich rule."""
+
+    def __init__(self, arch: Architecture, data: DataSplits, config: TrainConfig,
+                 device: torch.device, recipe: SandwichRecipe) -> None:
+        self.recipe = recipe
+        self.space = arch.space
+        super().__init__(arch, data, config, device)
+        self.subnet_generator = torch.Generator().manual_seed(config.seed + 7919)
+        self.calibration = calibration_images(data, recipe.calibration_batches,
+                                              config.batch_size, config.seed)
+
+    def build_model(self) -> nn.Module:
+        return to_supernet(super().build_model())
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), **self.recipe.settings()}
+
+    def step_architectures(self) -> list[tuple[int, ...]]:
+        """The smaller networks of one step: the smallest, then the random draws."""
+        chosen = [smallest_parts(self.space)]
+        if self.recipe.random_subnets:
+            picks = torch.randint(len(self.recipe.pool), (self.recipe.random_subnets,),
+                                  generator=self.subnet_generator)
+            chosen += [self.recipe.pool[int(i)] for i in picks]
+        return chosen
+
+    def backward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        set_parts(self.model, self.space.uniform_parts(1))
+        with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+            logits = self.model(x)
+            loss = self.criterion(logits, y)
+        self.scaled(loss).backward()
+        teacher = logits.detach().float().softmax(dim=1)
+        for parts in self.step_architectures():
+            set_parts(self.model, parts)
+            with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+                out = self.model(x)
+                sub_loss = (distillation_loss(out, teacher) if self.recipe.distill
+                            else self.criterion(out, y))
+            self.scaled(sub_loss).backward()
+        return loss.detach()
+
+    def evaluate(self, images: torch.Tensor, labels: torch.Tensor) -> float:
+        """The largest network's accuracy, its batch-norm statistics re-estimated first."""
+        return self.estimate(self.space.uniform_parts(1), images, labels)
+
+    def estimate(self, parts: Sequence[int], images: torch.Tensor,
+                 labels: torch.Tensor) -> float:
+        set_parts(self.model, parts)
+        recalibrate_batch_norm(self.model, self.calibration, self.config.batch_size)
+        return evaluate(self.model, images, labels, self.device, self.config.eval_batch_size)
+
+    def state(self) -> dict[str, Any]:
+        state = super().state()
+        state["rng"]["subnets"] = self.subnet_generator.get_state()
+        return state
+
+    def restore(self, saved: Mapping[str, Any]) -> None:
+        super().restore(saved)
+        self.subnet_generator.set_state(saved["rng"]["subnets"])
+
+
+Screen = Callable[[np.ndarray], np.ndarray]  # part vectors (rows) -> within the budgets
+
+
+def within_budgets(space: SearchSpace, fits: Screen, count: int, seed: int,
+                   draws: int = 200_000) -> tuple[tuple[int, ...], ...]:
+    """Up to ``count`` distinct part vectors drawn uniformly per layer and kept where
+    ``fits(parts_array) -> bool mask`` says they are within the budgets."""
+    rng = np.random.default_rng(seed)
+    candidates = space.random_parts(rng, draws)
+    kept = np.unique(candidates[fits(candidates)], axis=0)
+    rng.shuffle(kept)
+    return tuple(tuple(int(p) for p in row) for row in kept[:count])
+
+
+def recipe_for(space: SearchSpace, fits: Screen, random_subnets: int, seed: int,
+               pool_size: int = 4096, **options: Any) -> SandwichRecipe:
+    """A recipe whose random subnets come from the search's budgets."""
+    pool = within_budgets(space, fits, pool_size, seed) if random_subnets else ()
+    return SandwichRecipe(pool, random_subnets, **options)
+

@@ -1,0 +1,234 @@
+"""The driver's side of a one-shot search: train the supernet, estimate the candidates, queue
+the finalists.
+
+1. **Supernet**: one Ray Tune trial (:mod:`search.oneshot.trainable`) trains the part-1
+   network's supernet with the sandwich rule; the study records where its checkpoint is, so a
+   resumed search never trains it again.
+2. **Estimates**: the budget-screening proposer asks the study's sampler for candidates, as in
+   a standard search; each is scored by the supernet (batch norm re-estimated, then validation
+   accuracy) on Ray actors that received the weights once through the object store, and told
+   back to Optuna as an estimate (``records.ESTIMATED``), so the sampler learns from it and the
+   dashboards show it. A resumed search keeps every estimate told and scores again only those
+   left running.
+3. **Finalists**: the best ``--finalists`` estimates and the uniform baselines (each with its
+   estimate beside it) are queued for stand-alone training; the runner trains them and the
+   confirmation stage adds seeds, exactly as in a standard search. The export reads only
+   stand-alone results.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import ray
+import torch
+from ray import tune
+from ray.tune.schedulers import FIFOScheduler
+
+from hetconv.errors import ConfigError
+from search.console import SearchConsole, duration, parts_summary
+from search.oneshot.estimates import CALIBRATION_BATCHES, SupernetEvaluator
+from search.oneshot.sandwich import recipe_for, supernet_architecture
+from search.oneshot.trainable import train_supernet_trial
+from search.proposer import BudgetedProposer
+from search.protocol import SupernetTrialConfig, TrainingJob, TrialReport
+from search.settings import SearchSettings
+from search.store import records
+from search.study import trial_counts
+from search.trainable import cached_dataset
+from search.training.checkpoint import CHECKPOINT_FILE, read_checkpoint
+from space import Architecture
+
+_IN_FLIGHT_PER_ACTOR = 2  # estimates queued on each actor, so none waits for the driver
+_PROGRESS_EVERY_S = 15.0
+
+
+class SupernetFailed(RuntimeError):
+    """The supernet trial failed after its retries (exit status 1, like a failed search)."""
+
+
+@dataclass(frozen=True)
+class SupernetRecord:
+    """What the study keeps of its supernet (``records.STUDY_SUPERNET``)."""
+
+    checkpoint: str
+    epochs: int
+    sandwich: int
+    val_accuracy: float
+    seconds: float
+    workers: int
+
+    @classmethod
+    def of(cls, study: optuna.Study) -> SupernetRecord | None:
+        stored = study.user_attrs.get(records.STUDY_SUPERNET)
+        return cls(**stored) if stored else None
+
+
+def train_supernet_stage(settings: SearchSettings, study: optuna.Study,
+                         proposer: BudgetedProposer, console: SearchConsole) -> SupernetRecord:
+    """The study's trained supernet: trained now (or continued from its checkpoint) unless the
+    study has one already."""
+    done = SupernetRecord.of(study)
+    epochs = settings.supernet_training_epochs
+    if done is not None:
+        if (done.epochs, done.sandwich) != (epochs, settings.sandwich):
+            raise ConfigError(f"--resume: the study's supernet was trained for {done.epochs} "
+                              f"epochs with --sandwich {done.sandwich}, not {epochs} and "
+                              f"{settings.sandwich}; pass the same options")
+        console.print(f"supernet: trained already ({done.epochs} epochs, largest network val "
+                      f"{done.val_accuracy:.2%}); {done.checkpoint}")
+        return done
+    space = proposer.space
+    artifacts = Path(settings.artifacts_dir).resolve()
+    folder = artifacts / "checkpoints" / study.study_name / "supernet"
+    recipe = recipe_for(space, lambda parts: proposer.budgets.within(space, parts),
+                        settings.sandwich, settings.seed)
+    config = SupernetTrialConfig(settings.training_job(epochs),
+                                 supernet_architecture(space).to_json(), str(folder),
+                                 recipe.pool, settings.sandwich, True,
+                                 recipe.calibration_batches, settings.supernet_workers)
+    console.print(f"supernet: training the part-1 network's supernet for {epochs} epochs; each "
+                  f"step trains the largest network, the smallest and {settings.sandwich} "
+                  f"random architectures within the budgets (from {len(recipe.pool)} drawn), "
+                  f"the smaller ones distilled from the largest"
+                  + (f"; data-parallel over {settings.supernet_workers} Ray Train workers"
+                     if settings.supernet_workers > 1 else ""))
+    started = time.monotonic()
+    # A data-parallel trial only starts the Ray Train workers, which hold the resources.
+    resources: dict[str, float] = ({"cpu": 0.0} if settings.supernet_workers > 1 else
+                 {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial})
+    tuner = tune.Tuner(
+        tune.with_resources(train_supernet_trial, resources),
+        param_space=config.to_config(),
+        tune_config=tune.TuneConfig(num_samples=1, scheduler=FIFOScheduler()),
+        run_config=tune.RunConfig(name=f"{study.study_name}-supernet",
+                                  storage_path=str(artifacts / "ray"),
+                                  failure_config=tune.FailureConfig(settings.max_failures),
+                                  callbacks=[_EpochLines(console, epochs, started)],
+                                  verbose=0, log_to_file=True))
+    result = tuner.fit()[0]
+    report = TrialReport.from_result(result.metrics)
+    if result.error is not None or report is None or not report.done:
+        log = Path(result.path) / "error.txt"
+        raise SupernetFailed(f"the supernet trial failed: {str(result.error).splitlines()[-1:]}"
+                             f" (full log: {log})")
+    done = SupernetRecord(str(folder / CHECKPOINT_FILE), epochs, settings.sandwich,
+                          report.val_accuracy, time.monotonic() - started,
+                          settings.supernet_workers)
+    study.set_user_attr(records.STUDY_SUPERNET, done.__dict__)
+    console.print(f"supernet: trained in {duration(done.seconds)}; largest network val "
+                  f"{done.val_accuracy:.2%}")
+    return done
+
+
+class _EpochLines(tune.Callback):
+    """A line per supernet epoch, as a trial's epochs get."""
+
+    def __init__(self, console: SearchConsole, epochs: int, started: float) -> None:
+        self.console, self.epochs, self.started = console, epochs, started
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                        **info: Any) -> None:
+        report = TrialReport.from_result(result)
+        if report is not None:
+            self.console.print(f"  supernet epoch {report.epoch}/{self.epochs}: largest "
+                               f"network val {report.val_accuracy:6.2%}   "
+                               f"[{duration(time.monotonic() - self.started)} elapsed]")
+
+
+class _EvaluatorActor:
+    """A Ray actor around :class:`SupernetEvaluator` that loads its own copy of the data."""
+
+    def __init__(self, job: TrainingJob, arch_json: str, weights: dict[str, torch.Tensor],
+                 calibration_batches: int) -> None:
+        arch = Architecture.from_json(arch_json)
+        data = cached_dataset(job.dataset, arch.input_size, job.data_dir, job.seed)
+        self.evaluator = SupernetEvaluator(arch_json, data, weights, calibration_batches,
+                                           job.batch_size, job.seed, threads=job.threads)
+
+    def estimate(self, parts: tuple[int, ...]) -> float:
+        return self.evaluator.estimate(parts)
+
+
+def estimate_stage(settings: SearchSettings, study: optuna.Study, proposer: BudgetedProposer,
+                   supernet: SupernetRecord, console: SearchConsole,
+                   slots: Callable[[], int]) -> dict[int, float]:
+    """Estimate candidates until the study has ``--candidates`` estimates; returns the
+    uniform baselines' estimates by part."""
+    space = proposer.space
+    saved = read_checkpoint(supernet.checkpoint)
+    weights = ray.put(saved["model"])  # once; every actor reads the same object
+    actor_class = ray.remote(_EvaluatorActor).options(num_cpus=settings.cpus_per_trial,
+                                                      num_gpus=settings.gpus_per_trial)
+    job = settings.training_job(supernet.epochs)
+    arch_json = supernet_architecture(space).to_json()
+    actors: list[Any] = [actor_class.remote(job, arch_json, weights, CALIBRATION_BATCHES)
+              for _ in range(slots())]
+    try:
+        counts = trial_counts(study)
+        left = settings.candidates - counts.estimates
+        if left > 0:
+            console.print(f"estimates: scoring {left} candidates with the supernet on "
+                          f"{len(actors)} Ray workers"
+                          + (f" ({counts.estimates} scored already)" if counts.estimates else ""))
+            _estimate_candidates(proposer, actors, left, counts.estimates, settings.candidates,
+                                 console)
+        baselines = proposer.baselines_within()
+        values = ray.get([actors[i % len(actors)].estimate.remote(arch.parts)
+                          for i, (_, arch) in enumerate(baselines)])
+        return {part: value for (part, _), value in zip(baselines, values, strict=True)}
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+
+
+def _estimate_candidates(proposer: BudgetedProposer, actors: list[Any], left: int,
+                         done_before: int, total: int, console: SearchConsole) -> None:
+    started = last_line = time.monotonic()
+    pending: dict[Any, Any] = {}
+    submitted = finished = 0
+    best: tuple[float, int, tuple[int, ...]] | None = None
+    while finished < left:
+        while submitted < left and len(pending) < _IN_FLIGHT_PER_ACTOR * len(actors):
+            proposal = proposer.propose(estimate=True)
+            actor = actors[submitted % len(actors)]
+            pending[actor.estimate.remote(proposal.architecture.parts)] = proposal
+            submitted += 1
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        proposal = pending.pop(ready[0])
+        accuracy = float(ray.get(ready[0]))
+        proposer.complete_estimate(proposal, accuracy)
+        finished += 1
+        if best is None or accuracy > best[0]:
+            best = (accuracy, proposal.number, proposal.architecture.parts)
+        now = time.monotonic()
+        if now - last_line >= _PROGRESS_EVERY_S or finished == left:
+            last_line = now
+            console.print(f"  estimates: {done_before + finished}/{total} in "
+                          f"{duration(now - started)}, {proposer.rejected} proposals rejected "
+                          f"over the budgets, best estimate {best[0]:.2%} (trial {best[1]}: "
+                          f"{parts_summary(best[2])})")
+
+
+def enqueue_finalists(study: optuna.Study, proposer: BudgetedProposer, finalists: int) -> int:
+    """Queue the best ``finalists`` estimated architectures for stand-alone training, once per
+    study; returns how many were queued now."""
+    trials = study.get_trials(deepcopy=False)
+    if any(records.FINALIST_OF in t.user_attrs for t in trials):
+        return 0
+    estimates = [records.to_record(t) for t in trials
+                 if t.user_attrs.get(records.STATUS) == records.ESTIMATED]
+    estimates.sort(key=lambda r: (-(r.accuracy or 0.0), r.paper_macs or 0, r.number))
+    chosen: dict[tuple[int, ...], records.TrialRecord] = {}
+    for record in estimates:
+        if len(chosen) == finalists:
+            break
+        chosen.setdefault(record.parts, record)
+    for record in chosen.values():
+        proposer.enqueue_finalist(record.parts, record.number, record.accuracy or 0.0)
+    return len(chosen)
