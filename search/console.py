@@ -11,6 +11,7 @@ from typing import TextIO
 
 from search.budgets import Budgets
 from search.store import records
+from search.store.agreement import agreement, estimated_groups
 from search.store.records import TrialRecord
 from search.store.uncertainty import Estimate, estimate, verdict
 
@@ -121,6 +122,7 @@ class SearchConsole:
                            f"{test.describe() if test else '-':<24s} "
                            f"{group.first.paper_macs or 0:10.4g}  "
                            f"{parts_summary(group.first.parts)}")
+        self._estimates(groups)
         line = self._verdict(groups)
         if line:
             self.print()
@@ -134,6 +136,25 @@ class SearchConsole:
                                          study, "--out", "report.html"))
         self.print("export:  " + command("search.export", "--storage", storage, "--study", study,
                                          "--out", "best.json", "--weights", "best.pt"))
+
+    def _estimates(self, groups: list[records.ArchitectureRuns]) -> None:
+        """A one-shot search's trained architectures: the supernet's estimate beside the
+        stand-alone result, and how well the estimates ordered them."""
+        estimated = estimated_groups(groups)
+        if not estimated:
+            return
+        self.print()
+        self.print("supernet estimates beside the stand-alone runs (validation):")
+        for group in estimated:
+            self.print(f"  {group.first.number:5d}  {group.first.kind:<12s} estimate "
+                       f"{_accuracy(group.first.estimated_accuracy)}  stand-alone "
+                       f"{_accuracy(group.mean_val_accuracy)} ({len(group.runs)} "
+                       f"run{'s' if len(group.runs) > 1 else ''})  "
+                       f"{parts_summary(group.first.parts)}")
+        found = agreement(groups)
+        self.print("  " + (found.describe() if found else
+                           "rank correlation: needs two or more estimated architectures with "
+                           "different results"))
 
     @staticmethod
     def _images(count: int | None) -> str:

@@ -34,7 +34,7 @@ from hetconv.errors import ConfigError
 from search.console import SearchConsole, duration, parts_summary
 from search.oneshot.estimates import CALIBRATION_BATCHES, SupernetEvaluator
 from search.oneshot.sandwich import recipe_for, supernet_architecture
-from search.oneshot.trainable import train_supernet_trial
+from search.oneshot.trainable import train_data_parallel, train_supernet_trial
 from search.proposer import BudgetedProposer
 from search.protocol import SupernetTrialConfig, TrainingJob, TrialReport
 from search.settings import SearchSettings
@@ -99,24 +99,11 @@ def train_supernet_stage(settings: SearchSettings, study: optuna.Study,
                   + (f"; data-parallel over {settings.supernet_workers} Ray Train workers"
                      if settings.supernet_workers > 1 else ""))
     started = time.monotonic()
-    # A data-parallel trial only starts the Ray Train workers, which hold the resources.
-    resources: dict[str, float] = ({"cpu": 0.0} if settings.supernet_workers > 1 else
-                 {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial})
-    tuner = tune.Tuner(
-        tune.with_resources(train_supernet_trial, resources),
-        param_space=config.to_config(),
-        tune_config=tune.TuneConfig(num_samples=1, scheduler=FIFOScheduler()),
-        run_config=tune.RunConfig(name=f"{study.study_name}-supernet",
-                                  storage_path=str(artifacts / "ray"),
-                                  failure_config=tune.FailureConfig(settings.max_failures),
-                                  callbacks=[_EpochLines(console, epochs, started)],
-                                  verbose=0, log_to_file=True))
-    result = tuner.fit()[0]
-    report = TrialReport.from_result(result.metrics)
-    if result.error is not None or report is None or not report.done:
-        log = Path(result.path) / "error.txt"
-        raise SupernetFailed(f"the supernet trial failed: {str(result.error).splitlines()[-1:]}"
-                             f" (full log: {log})")
+    if settings.supernet_workers > 1:
+        report = _train_data_parallel(config, settings, artifacts)
+    else:
+        report = _train_in_one_trial(config, settings, study.study_name, artifacts, console,
+                                     started)
     done = SupernetRecord(str(folder / CHECKPOINT_FILE), epochs, settings.sandwich,
                           report.val_accuracy, time.monotonic() - started,
                           settings.supernet_workers)
@@ -124,6 +111,43 @@ def train_supernet_stage(settings: SearchSettings, study: optuna.Study,
     console.print(f"supernet: trained in {duration(done.seconds)}; largest network val "
                   f"{done.val_accuracy:.2%}")
     return done
+
+
+def _train_in_one_trial(config: SupernetTrialConfig, settings: SearchSettings, study_name: str,
+                        artifacts: Path, console: SearchConsole,
+                        started: float) -> TrialReport:
+    resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
+    tuner = tune.Tuner(
+        tune.with_resources(train_supernet_trial, resources),
+        param_space=config.to_config(),
+        tune_config=tune.TuneConfig(num_samples=1, scheduler=FIFOScheduler()),
+        run_config=tune.RunConfig(name=f"{study_name}-supernet",
+                                  storage_path=str(artifacts / "ray"),
+                                  failure_config=tune.FailureConfig(settings.max_failures),
+                                  callbacks=[_EpochLines(console, config.job.epochs, started)],
+                                  verbose=0, log_to_file=True))
+    result = tuner.fit()[0]
+    report = TrialReport.from_result(result.metrics)
+    if result.error is not None or report is None or not report.done:
+        reason = str(result.error).strip().splitlines()[-1:] or ["no final report"]
+        raise SupernetFailed(f"the supernet trial failed: {reason[0]} (full log: "
+                             f"{Path(result.path) / 'error.txt'})")
+    return report
+
+
+def _train_data_parallel(config: SupernetTrialConfig, settings: SearchSettings,
+                         artifacts: Path) -> TrialReport:
+    try:
+        metrics = train_data_parallel(config, settings.max_failures, str(artifacts / "ray"))
+    except Exception as error:  # Ray Train wraps the workers' errors in its own
+        reason = str(error).strip().splitlines()[-1:] or [type(error).__name__]
+        raise SupernetFailed(f"the data-parallel supernet training failed: {reason[0]} (logs "
+                             f"under {artifacts / 'ray'})") from None
+    report = TrialReport.from_result(metrics)
+    if report is None or not report.done:
+        raise SupernetFailed("the data-parallel supernet training ended without its final "
+                             f"report (logs under {artifacts / 'ray'})")
+    return report
 
 
 class _EpochLines(tune.Callback):

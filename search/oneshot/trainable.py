@@ -1,8 +1,9 @@
-"""The supernet's Ray trial: alone in one Tune trial, or data-parallel over Ray Train workers.
+"""The supernet's Ray trial: one Tune trial, or data-parallel over Ray Train workers.
 
 Alone, the trial trains :class:`~search.oneshot.sandwich.SupernetRun` and reports every epoch,
-like any trial. With ``workers > 1`` the same Tune trial (reserving nothing itself) runs a Ray
-Train ``TorchTrainer`` whose workers each train on their share of every batch and average the
+like any trial. With ``workers > 1`` a Ray Train ``TorchTrainer`` runs instead (straight from
+the driver: a Tune trial around it would hold resources its own workers need), whose workers
+each train on their share of every batch and average the
 gradients once per step with one collective (gloo on CPUs, NCCL on GPUs). The sandwich rule runs
 several backward passes per step; ``DistributedDataParallel`` would synchronise after each of
 them, so the run sums them locally and reduces once. Either way the checkpoint lives in the
@@ -85,8 +86,9 @@ def _data(config: SupernetTrialConfig) -> DataSplits:
                           job.data_dir, job.seed)
 
 
-def supernet_worker(loop_config: dict[str, Any]) -> None:
-    """Ray Train's loop on each worker: its share of the supernet's training."""
+def supernet_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
+    """Ray Train's loop on each worker: its share of the supernet's training. Returns the
+    final report (Ray Train hands rank 0's back to the driver)."""
     config = SupernetTrialConfig.from_config(loop_config)
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
@@ -96,31 +98,34 @@ def supernet_worker(loop_config: dict[str, Any]) -> None:
                                      train_loss=result.train_loss).to_result())
 
     outcome = train_supernet(config, _data(config), rank, world, report)
-    ray.train.report(TrialReport(outcome.epochs_trained, outcome.val_accuracy,
-                                 train_seconds=outcome.seconds, done=True).to_result())
+    return TrialReport(outcome.epochs_trained, outcome.val_accuracy,
+                       train_seconds=outcome.seconds, done=True).to_result()
 
 
-def _data_parallel(config: SupernetTrialConfig, ray_config: dict[str, Any]) -> dict[str, Any]:
-    from ray.train import RunConfig, ScalingConfig
+def train_data_parallel(config: SupernetTrialConfig, max_failures: int,
+                        storage_path: str) -> dict[str, Any]:
+    """Train the supernet over ``config.workers`` Ray Train workers; rank 0's final report.
+
+    Ray Train retries the whole worker group up to ``max_failures`` times; each attempt
+    continues from the checkpoint in ``config.checkpoint_dir``."""
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     gpu = torch.cuda.is_available()
     trainer = TorchTrainer(
-        supernet_worker, train_loop_config=ray_config,
+        supernet_worker, train_loop_config=config.to_config(),
         scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=gpu,
-                                     resources_per_worker={"CPU": max(1, config.job.threads)}),
+                                     resources_per_worker={"CPU": config.job.threads}),
         torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
-        run_config=RunConfig(name="supernet-ddp",
-                             storage_path=str(Path(config.checkpoint_dir).parent / "ray-train")))
-    return dict(trainer.fit().metrics or {})
+        run_config=RunConfig(name=Path(config.checkpoint_dir).parent.name + "-supernet",
+                             storage_path=storage_path,
+                             failure_config=FailureConfig(max_failures=max_failures)))
+    return dict(trainer.fit().return_value or {})
 
 
 def train_supernet_trial(ray_config: dict[str, Any]) -> None:
     """Function trainable of the supernet trial."""
     config = SupernetTrialConfig.from_config(ray_config)
-    if config.workers > 1:
-        tune.report(_data_parallel(config, ray_config))
-        return
     node = ray.get_runtime_context().get_node_id()
 
     def report(result: EpochResult) -> None:
