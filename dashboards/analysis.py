@@ -7,13 +7,16 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from dashboards.data import StudyTable
 from search.store import records
 from search.store.uncertainty import estimate, wilson_interval
+
+if TYPE_CHECKING:  # the module loads scipy.stats; it is imported where τ is computed
+    from search.store.agreement import Agreement
 
 # The cost columns of a StudyTable a scatter and its front can be drawn against.
 Cost = Literal["paper_macs", "latency_ms"]
@@ -34,11 +37,12 @@ class ScatterGroups:
     baselines: np.ndarray  # uniform-P networks of the paper that have an accuracy
     early_stopped: np.ndarray  # stopped by the scheduler; partial accuracy
     rejected: np.ndarray  # over budget, never trained: no accuracy, only a cost
+    estimates: np.ndarray  # one-shot candidates: the supernet's estimate, never trained
 
 
 def scatter_groups(table: StudyTable, cost: Cost = "paper_macs") -> ScatterGroups:
     """Split the finished trials that have a ``cost``; running, queued and failed trials are
-    left out."""
+    left out. Supernet estimates are a group of their own, never ``searched``."""
     has_cost = ~np.isnan(cost_column(table, cost))
     has_accuracy = ~np.isnan(table.accuracy) & has_cost
     is_baseline = table.baseline_part > 0
@@ -48,7 +52,8 @@ def scatter_groups(table: StudyTable, cost: Cost = "paper_macs") -> ScatterGroup
         searched=np.flatnonzero(complete & ~is_baseline),
         baselines=np.flatnonzero((complete | early) & is_baseline),
         early_stopped=np.flatnonzero(early & ~is_baseline),
-        rejected=np.flatnonzero(table.mask(records.REJECTED) & has_cost))
+        rejected=np.flatnonzero(table.mask(records.REJECTED) & has_cost),
+        estimates=np.flatnonzero(table.mask(records.ESTIMATED) & has_accuracy))
 
 
 def pareto_front(table: StudyTable, cost: Cost = "paper_macs") -> np.ndarray:
@@ -133,6 +138,7 @@ class TopRow:
     on_front: bool
     accuracy_interval: tuple[float, float] | None = None  # 95 % Wilson, from the image count
     test_interval: tuple[float, float] | None = None
+    estimated_accuracy: float | None = None  # a one-shot supernet's estimate of it
 
     @property
     def parts_summary(self) -> str:
@@ -141,7 +147,8 @@ class TopRow:
 
 def top_architectures(table: StudyTable, limit: int = 10) -> list[TopRow]:
     """The ``limit`` best searched architectures, then every uniform baseline, as in the
-    search's own summary (complete, within-budget trials only)."""
+    search's own summary (complete, within-budget trials only: never a supernet estimate,
+    which shows only as the ``estimated_accuracy`` of the architecture it was trained for)."""
     ranked = records.ranked(table.records)
     front = {int(table.number[i]) for i in pareto_front(table)}
     rank = {r.number: k for k, r in enumerate(ranked, start=1)}
@@ -158,7 +165,8 @@ def top_architectures(table: StudyTable, limit: int = 10) -> list[TopRow]:
                    latency_ms=None if r.latency_ms is None else float(r.latency_ms),
                    parts=r.parts, on_front=r.number in front,
                    accuracy_interval=_interval(r.accuracy, table.val_images),
-                   test_interval=_interval(r.test_accuracy, table.test_images))
+                   test_interval=_interval(r.test_accuracy, table.test_images),
+                   estimated_accuracy=r.estimated_accuracy)
             for r in searched + baselines]
 
 
@@ -181,6 +189,7 @@ class ConfirmedRow:
     test_sd: float | None
     paper_macs: float
     parts: tuple[int, ...]
+    estimated_accuracy: float | None = None  # a one-shot supernet's estimate of it
 
     @property
     def runs(self) -> int:
@@ -206,5 +215,15 @@ def confirmed_architectures(table: StudyTable) -> list[ConfirmedRow]:
             kind=group.first.kind, accuracy_mean=val.mean, accuracy_sd=val.spread,
             test_mean=None if test is None else test.mean,
             test_sd=None if test is None else test.spread,
-            paper_macs=float(group.first.paper_macs or 0), parts=group.first.parts))
+            paper_macs=float(group.first.paper_macs or 0), parts=group.first.parts,
+            estimated_accuracy=group.first.estimated_accuracy))
     return rows
+
+
+def estimate_agreement(table: StudyTable) -> Agreement | None:
+    """Kendall's τ between the supernet's estimates and the stand-alone mean validation
+    accuracy of the trained architectures that have both; None with fewer than two (or no
+    spread). The one computation the search's console prints too."""
+    from search.store.agreement import agreement
+
+    return agreement(records.runs_by_architecture(table.records))

@@ -24,9 +24,10 @@ from search.store import records
 from search.store.records import TrialRecord
 from search.store.storage import open_storage
 
-# Statuses in the order the dashboards list them.
-STATUSES = (records.COMPLETE, records.REJECTED, records.EARLY_STOPPED, records.FAILED,
-            records.RUNNING, records.QUEUED)
+# Statuses in the order the dashboards list them; the first five are finished trials.
+STATUSES = (records.COMPLETE, records.ESTIMATED, records.REJECTED, records.EARLY_STOPPED,
+            records.FAILED, records.RUNNING, records.QUEUED)
+FINISHED = STATUSES[:5]
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,9 @@ class StudyTable:
     ``params`` and ``latency_ms`` (predicted; only studies with a latency table have it) are
     NaN when unknown, ``baseline_part`` is 0 for searched trials, ``replicate`` is 0 for the
     search's own runs and k for confirmation run k (another seed), and ``completed_at`` is NaT
-    while a trial is unfinished.
+    while a trial is unfinished. ``estimate`` marks a one-shot search's candidates, whose
+    ``accuracy`` is the supernet's estimate; ``estimated_accuracy`` is that estimate on the
+    trained finalists and baselines (NaN elsewhere), to set beside what training gave.
     """
 
     name: str
@@ -62,6 +65,8 @@ class StudyTable:
     latency_ms: np.ndarray
     baseline_part: np.ndarray
     replicate: np.ndarray
+    estimate: np.ndarray
+    estimated_accuracy: np.ndarray
     completed_at: np.ndarray
     counts: dict[str, int] = field(default_factory=dict)
 
@@ -118,11 +123,17 @@ class StudyTable:
         return self.mask(status) & (self.replicate == 0)
 
     @property
+    def oneshot(self) -> bool:
+        """A one-shot search's study: the pages then set the supernet's estimates beside the
+        stand-alone results, even before any finalist is trained."""
+        return self.attrs.get(records.STUDY_STRATEGY) == "oneshot"
+
+    @property
     def version(self) -> str:
         """Changes whenever a trial is added or finishes: lets the live page skip redraws."""
         finished = self.completed_at[~np.isnat(self.completed_at)]
         latest = str(finished.max()) if finished.size else "-"
-        return f"{len(self)}/{sum(self.counts.get(s, 0) for s in STATUSES[:4])}/{latest}"
+        return f"{len(self)}/{sum(self.counts.get(s, 0) for s in FINISHED)}/{latest}"
 
 
 def _positive(value: object) -> float | None:
@@ -160,6 +171,8 @@ def table_from_study(study: optuna.Study) -> StudyTable:
         latency_ms=_column([r.latency_ms for r in recs], float),
         baseline_part=_column([r.baseline_part for r in recs], int).astype(np.int64),
         replicate=np.array([r.replicate for r in recs], dtype=np.int64),
+        estimate=np.array([r.estimate for r in recs], dtype=bool),
+        estimated_accuracy=_column([r.estimated_accuracy for r in recs], float),
         completed_at=np.array([np.datetime64("NaT") if c is None else _utc_naive(c)
                                for c in completed], dtype="datetime64[ms]"),
         counts=dict(Counter(r.status for r in recs)))

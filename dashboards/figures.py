@@ -6,7 +6,9 @@ no study name or other stored text goes into them, so nothing a study holds can 
 into a page that embeds them. The one exception, the latency spec's device name in an axis
 title, is kept only when it is a plain name (letters, digits, spaces, ``_.:+-``). Over-budget
 (rejected) trials were never trained and have no accuracy; they are drawn as a rug of ticks in a
-strip under the scatter, on the same cost axis.
+strip under the scatter, on the same cost axis. A one-shot search's candidates, scored by its
+supernet and never trained, are a trace of their own (thin purple crosses, drawn beneath the
+trained trials); they are never a trained result, so never on the front or in the progress.
 """
 
 from __future__ import annotations
@@ -35,12 +37,14 @@ PARETO, LATENCY, PARTS, PROGRESS = "pareto", "latency", "parts", "progress"
 FIGURE_IDS = (PARETO, LATENCY, PARTS, PROGRESS)
 
 COLORS = {"searched": "#1f77b4", "baseline": "#ff7f0e", "early_stopped": "#9e9e9e",
-          "rejected": "#d62728", "front": "#2ca02c", "budget": "#d62728"}
+          "rejected": "#d62728", "front": "#2ca02c", "budget": "#d62728",
+          "estimate": "#9467bd"}
 
 _LAYOUT = {"template": "plotly_white", "margin": {"l": 70, "r": 30, "t": 60, "b": 50}}
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_.:+\- ]{1,48}")
 _ACCURACY_HOVER = "accuracy %{y:.2%}<extra>%{fullData.name}</extra>"
 _REJECTED_HOVER = "over budget: not trained<extra></extra>"
+_ESTIMATE_HOVER = "supernet estimate %{y:.2%}: not trained<extra></extra>"
 
 
 def si(value: float) -> str:
@@ -135,11 +139,11 @@ def _custom(table: StudyTable, rows: np.ndarray, axis: _Axis) -> np.ndarray:
 
 
 def _points(table: StudyTable, axis: _Axis, rows: np.ndarray, name: str, marker: dict,
-            mode: str = "markers", **extra: object) -> go.Scatter:
+            mode: str = "markers", last: str = _ACCURACY_HOVER, **extra: object) -> go.Scatter:
     return go.Scatter(x=cost_column(table, axis.cost)[rows], y=table.accuracy[rows], mode=mode,
                       name=f"{name} ({rows.size})", marker=marker,
                       customdata=_custom(table, rows, axis), hovertext=_parts_text(table, rows),
-                      hovertemplate=_hover(axis, _ACCURACY_HOVER), **extra)
+                      hovertemplate=_hover(axis, last), **extra)
 
 
 def pareto_figure(table: StudyTable) -> go.Figure:
@@ -159,6 +163,12 @@ def _cost_figure(table: StudyTable, axis: _Axis) -> go.Figure:
     cost = cost_column(table, axis.cost)
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.88, 0.12],
                         vertical_spacing=0.03)
+    if groups.estimates.size:  # first, so the trained trials are drawn over them
+        fig.add_trace(_points(table, axis, groups.estimates, "supernet estimate",
+                              {"color": COLORS["estimate"], "size": 7, "symbol": "x-thin-open",
+                               "opacity": 0.6, "line": {"width": 1.5,
+                                                        "color": COLORS["estimate"]}},
+                              last=_ESTIMATE_HOVER), 1, 1)
     fig.add_trace(_points(table, axis, groups.searched, "complete",
                           {"color": COLORS["searched"], "size": 7, "opacity": 0.8}), 1, 1)
     fig.add_trace(_points(table, axis, groups.early_stopped, "early-stopped",

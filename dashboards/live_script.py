@@ -4,7 +4,7 @@ It polls ``/api/study`` and redraws with ``Plotly.react`` only when the study's 
 Stored text (study names, facts, table cells) goes into the page with ``textContent`` only.
 When a study is drawn it sets ``data-version`` on ``<body>``, which tests wait for. A figure
 element whose figure the study lacks (the latency scatter, without latencies) is emptied and
-hidden.
+hidden; the supernet-estimate columns and note appear for one-shot studies only.
 """
 
 LIVE_JS = r"""
@@ -53,7 +53,7 @@ LIVE_JS = r"""
     return percent(mean, 2) + (sd === null ? "" : " \u00b1 " + (100 * sd).toFixed(2));
   }
 
-  function drawConfirmed(rows) {  // as page.confirmed_table_html
+  function drawConfirmed(rows, oneshot) {  // as page.confirmed_table_html
     var box = document.getElementById("confirmed");
     box.replaceChildren();
     if (!rows.length) {
@@ -62,8 +62,9 @@ LIVE_JS = r"""
     }
     var table = element("table");
     var head = element("tr");
-    ["trial", "kind", "runs", "accuracy, mean \u00b1 sd", "test, mean \u00b1 sd",
-     "paper MACs", "parts"].forEach(function (title) {
+    ["trial", "kind", "runs", "accuracy, mean \u00b1 sd"].concat(
+      oneshot ? ["supernet estimate"] : [],
+      ["test, mean \u00b1 sd", "paper MACs", "parts"]).forEach(function (title) {
       head.appendChild(element("th", title, title === "parts" ? "parts" : ""));
     });
     table.appendChild(head);
@@ -73,6 +74,7 @@ LIVE_JS = r"""
       line.appendChild(element("td", row.kind, "kind"));
       line.appendChild(element("td", row.runs + " (trials " + row.trials.join(", ") + ")"));
       line.appendChild(element("td", meanSd(row.accuracy_mean, row.accuracy_sd)));
+      if (oneshot) line.appendChild(element("td", percent(row.estimated_accuracy, 2)));
       line.appendChild(element("td", meanSd(row.test_mean, row.test_sd)));
       line.appendChild(element("td", si(row.paper_macs)));
       line.appendChild(element("td", row.parts_summary, "parts"));
@@ -121,7 +123,7 @@ LIVE_JS = r"""
     });
   }
 
-  function drawTable(rows, latency) {
+  function drawTable(rows, latency, oneshot) {  // as page.top_table_html
     var box = document.getElementById("top");
     box.replaceChildren();
     if (!rows.length) {
@@ -130,8 +132,9 @@ LIVE_JS = r"""
     }
     var table = element("table");
     var head = element("tr");
-    var titles = ["rank", "trial", "kind", "accuracy", "test", "paper MACs", "of budget",
-                  "params"].concat(latency ? ["latency (ms)"] : [], ["front", "parts"]);
+    var titles = ["rank", "trial", "kind", "accuracy"].concat(
+      oneshot ? ["supernet estimate"] : [], ["test", "paper MACs", "of budget", "params"],
+      latency ? ["latency (ms)"] : [], ["front", "parts"]);
     titles.forEach(function (title) {
       head.appendChild(element("th", title, title === "parts" ? "parts" : ""));
     });
@@ -141,6 +144,7 @@ LIVE_JS = r"""
       [row.rank, row.number].forEach(function (v) { line.appendChild(element("td", v)); });
       line.appendChild(element("td", row.kind, "kind"));
       line.appendChild(withInterval(row.accuracy, row.accuracy_interval));
+      if (oneshot) line.appendChild(element("td", percent(row.estimated_accuracy, 2)));
       line.appendChild(withInterval(row.test_accuracy, row.test_interval));
       line.appendChild(element("td", si(row.paper_macs)));
       line.appendChild(element("td", percent(row.budget_share, 1)));
@@ -182,8 +186,10 @@ LIVE_JS = r"""
               box.hidden = true;
             }
           });
-          drawTable(data.top, data.latency);
-          drawConfirmed(data.confirmed);
+          drawTable(data.top, data.latency, data.oneshot);
+          drawConfirmed(data.confirmed, data.oneshot);
+          document.getElementById("estimates").textContent = data.estimates || "";
+          document.getElementById("oneshot").hidden = data.estimates === null;
           drawn = data.version;
           document.body.dataset.version = drawn;
         }

@@ -17,7 +17,13 @@ from pathlib import Path
 import plotly.io
 from plotly.offline import get_plotlyjs
 
-from dashboards.analysis import ConfirmedRow, TopRow, confirmed_architectures, top_architectures
+from dashboards.analysis import (
+    ConfirmedRow,
+    TopRow,
+    confirmed_architectures,
+    estimate_agreement,
+    top_architectures,
+)
 from dashboards.data import STATUSES, StudyTable, load_table
 from dashboards.figures import all_figures, ms, si
 from hetconv.errors import ConfigError
@@ -55,6 +61,9 @@ def _csp_hash(script: str) -> str:
     return "'sha256-" + base64.b64encode(digest).decode("ascii") + "'"
 
 
+ESTIMATE_TITLE = "supernet estimate"  # the tables' column of a one-shot study
+
+
 def _number(value: float | None, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
@@ -75,17 +84,20 @@ def _mean_sd(mean: float | None, sd: float | None) -> str:
     return f"{mean:.2%}" + ("" if sd is None else f" ± {100 * sd:.2f}")
 
 
-def confirmed_table_html(rows: list[ConfirmedRow]) -> str:
-    """Architectures trained with several seeds, apart from the single runs."""
+def confirmed_table_html(rows: list[ConfirmedRow], estimates: bool = False) -> str:
+    """Architectures trained with several seeds, apart from the single runs; with
+    ``estimates`` (a one-shot study) the supernet's estimate beside the mean."""
     if not rows:
         return ("<p>No architecture was trained with more than one seed (the search ran "
                 "without its confirmation stage, or it has not reached it).</p>")
     head = ("<tr><th>trial</th><th class=kind>kind</th><th>runs</th><th>accuracy, mean ± sd"
-            "</th><th>test, mean ± sd</th><th>paper MACs</th><th class=parts>parts</th></tr>")
+            "</th>" + (f"<th>{ESTIMATE_TITLE}</th>" if estimates else "")
+            + "<th>test, mean ± sd</th><th>paper MACs</th><th class=parts>parts</th></tr>")
     body = [f"<tr><td>{row.number}</td><td class=kind>{html.escape(row.kind)}</td>"
             f"<td>{row.runs} (trials {', '.join(str(t) for t in row.trials)})</td>"
             f"<td>{_mean_sd(row.accuracy_mean, row.accuracy_sd)}</td>"
-            f"<td>{_mean_sd(row.test_mean, row.test_sd)}</td><td>{si(row.paper_macs)}</td>"
+            + (f"<td>{_number(row.estimated_accuracy, '.2%')}</td>" if estimates else "")
+            + f"<td>{_mean_sd(row.test_mean, row.test_sd)}</td><td>{si(row.paper_macs)}</td>"
             f"<td class=parts>{html.escape(row.parts_summary)}</td></tr>" for row in rows]
     return f"<table>{head}{''.join(body)}</table>"
 
@@ -111,6 +123,8 @@ def facts(table: StudyTable) -> list[tuple[str, str]]:
              ("latency budget", None if latency_budget is None else f"{ms(latency_budget)} ms"),
              ("latency on", spec or None),
              ("objective", attrs.get(records.STUDY_OBJECTIVE)),
+             ("strategy", "one-shot" if table.oneshot else None),
+             ("supernet", _supernet(attrs)),
              ("epochs", attrs.get(records.STUDY_EPOCHS)),
              ("metrics", ", ".join(table.metric_names) if table.metric_names else None)]
     counts = ", ".join(f"{table.counts[s]} {s.replace('_', '-')}" for s in STATUSES
@@ -119,13 +133,45 @@ def facts(table: StudyTable) -> list[tuple[str, str]]:
     return [(label, str(value)) for label, value in pairs if value is not None]
 
 
-def top_table_html(rows: list[TopRow], latency: bool = False) -> str:
+def _supernet(attrs: dict) -> str | None:
+    """``3 epochs, largest network 71.20%``: what a one-shot study's estimates come from; None
+    before its supernet is trained (or when what is stored is not numbers)."""
+    stored = attrs.get(records.STUDY_SUPERNET)
+    if not isinstance(stored, dict):
+        return None
+    epochs, accuracy = stored.get("epochs"), stored.get("val_accuracy")
+    parts = []
+    if isinstance(epochs, int):
+        parts.append(f"{epochs} epoch" + ("" if epochs == 1 else "s"))
+    if isinstance(accuracy, float):
+        parts.append(f"largest network {accuracy:.2%}")
+    return ", ".join(parts) or None
+
+
+def estimates_text(table: StudyTable) -> str | None:
+    """What a one-shot study's estimates are and how well they ranked the architectures that
+    were then trained (Kendall's τ); None for a standard study. Plain text, no markup."""
+    if not table.oneshot:
+        return None
+    scored = (f"{table.counts.get(records.ESTIMATED, 0)} candidates were scored by the "
+              "supernet and never trained (purple crosses on the scatter): they are never a "
+              "result, never best and never on the front.")
+    found = estimate_agreement(table)
+    if found is None:
+        return (f"{scored} Kendall tau needs two trained architectures with an estimate and "
+                "some spread in both; not yet.")
+    return f"{scored} {found.describe()}."
+
+
+def top_table_html(rows: list[TopRow], latency: bool = False, estimates: bool = False) -> str:
     """The top architectures as an HTML table (all cells are numbers or escaped text); with
-    ``latency`` (the study has predicted latencies) a latency column after the params."""
+    ``latency`` (the study has predicted latencies) a latency column after the params, with
+    ``estimates`` (a one-shot study) the supernet's estimate beside the accuracy."""
     if not rows:
         return "<p>No trial has finished all its epochs within the budget yet.</p>"
     head = ("<tr><th>rank</th><th>trial</th><th class=kind>kind</th><th>accuracy</th>"
-            "<th>test</th><th>paper MACs</th><th>of budget</th><th>params</th>"
+            + (f"<th>{ESTIMATE_TITLE}</th>" if estimates else "")
+            + "<th>test</th><th>paper MACs</th><th>of budget</th><th>params</th>"
             + ("<th>latency (ms)</th>" if latency else "")
             + "<th>front</th><th class=parts>parts</th></tr>")
     body = []
@@ -138,7 +184,8 @@ def top_table_html(rows: list[TopRow], latency: bool = False) -> str:
             f"<tr><td>{row.rank}</td><td>{row.number}</td>"
             f"<td class=kind>{html.escape(row.kind)}</td>"
             f"<td>{_with_interval(row.accuracy, row.accuracy_interval)}</td>"
-            f"<td>{_with_interval(row.test_accuracy, row.test_interval)}</td>"
+            + (f"<td>{_number(row.estimated_accuracy, '.2%')}</td>" if estimates else "")
+            + f"<td>{_with_interval(row.test_accuracy, row.test_interval)}</td>"
             f"<td>{si(row.paper_macs)}</td>"
             f"<td>{_number(row.budget_share, '.1%')}</td>"
             f"<td>{'–' if row.params is None else si(row.params)}</td>{latency_cell}"
@@ -164,6 +211,9 @@ def render_report(table: StudyTable, top: int = 10) -> str:
     latency_note = (" The second scatter shows the same trials against their predicted latency,"
                     " with its own Pareto front." if table.has_latency else "")
     name = html.escape(table.name)
+    estimates = estimates_text(table)
+    estimates_html = "" if estimates is None else \
+        f"<h2>Supernet estimates</h2>\n<p>{html.escape(estimates)}</p>"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{policy}">
@@ -179,9 +229,10 @@ appear as red ticks in the strip under the scatter, at their paper MACs. Early-s
 did not train all their epochs and never count as best.{latency_note} Report written {stamp}.</p>
 {blocks}
 <h2>Top architectures (single runs; 95% Wilson intervals beneath)</h2>
-{top_table_html(top_architectures(table, top), table.has_latency)}
+{top_table_html(top_architectures(table, top), table.has_latency, table.oneshot)}
 <h2>Confirmed over seeds</h2>
-{confirmed_table_html(confirmed_architectures(table))}
+{confirmed_table_html(confirmed_architectures(table), table.oneshot)}
+{estimates_html}
 <script>{_BOOT}</script>
 </body></html>
 """

@@ -25,7 +25,7 @@ from dashboards.analysis import confirmed_architectures, top_architectures
 from dashboards.data import StudyTable, check_not_empty, list_studies, open_study, table_from_study
 from dashboards.figures import FIGURE_IDS, LATENCY, all_figures
 from dashboards.live_script import LIVE_JS
-from dashboards.page import STYLE, facts
+from dashboards.page import STYLE, estimates_text, facts
 from hetconv.errors import ConfigError
 from search.store.storage import open_storage
 
@@ -55,6 +55,7 @@ as trials finish.</p>
 <div id="top"></div>
 <h2>Confirmed over seeds</h2>
 <div id="confirmed"></div>
+<section id="oneshot" hidden><h2>Supernet estimates</h2><p id="estimates"></p></section>
 <script src="/static/live.js" data-poll="{POLL_SECONDS}"></script>
 </body></html>
 """
@@ -65,10 +66,13 @@ def study_json(table: StudyTable, top: int = 10) -> str:
 
     ``latency`` says whether the trials have predicted latencies: the page then shows the
     latency scatter (only present in ``figures`` then) and a latency column in the table.
+    ``oneshot`` says whether the tables get a supernet-estimate column; ``estimates`` is the
+    one-shot study's note on its estimates (as the report's), null for a standard study.
     """
     meta = {
         "name": table.name, "version": table.version, "trials": len(table),
-        "facts": facts(table), "latency": table.has_latency,
+        "facts": facts(table), "latency": table.has_latency, "oneshot": table.oneshot,
+        "estimates": estimates_text(table),
         "top": [{**dataclasses.asdict(row), "parts_summary": row.parts_summary}
                 for row in top_architectures(table, top)],
         "confirmed": [{**dataclasses.asdict(row), "runs": row.runs,

@@ -22,19 +22,24 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
+from scipy import stats
 from test_dashboards_support import (
     BASELINE_LABELS,
     BEST_SO_FAR,
     BUDGET,
+    ESTIMATED_ACCURACY,
+    ESTIMATES,
     FRONT,
     GROUP_COUNTS,
     LATENCY_BUDGET,
     LATENCY_FRONT,
     LATENCY_MS,
     LATENCY_STATUS_COUNTS,
+    ONESHOT_TAU,
     STATUS_COUNTS,
     TRIALS,
     parts_of,
+    write_oneshot_study,
     write_study,
 )
 
@@ -48,8 +53,14 @@ from dashboards import (
     top_architectures,
     write_report,
 )
-from dashboards.analysis import confirmed_architectures, pareto_front, scatter_groups
-from dashboards.figures import FIGURE_IDS
+from dashboards.analysis import (
+    confirmed_architectures,
+    estimate_agreement,
+    pareto_front,
+    scatter_groups,
+)
+from dashboards.figures import COLORS, FIGURE_IDS
+from dashboards.page import estimates_text
 from search.store import records
 from search.store.uncertainty import wilson_interval
 
@@ -453,3 +464,117 @@ def test_intervals_and_confirmed_runs_are_shown_apart(tmp_path: Path) -> None:
     assert "91.00%<br><small>[85.2, 94.7]</small>" in page  # Wilson at 143 images, by hand
     payload = json.loads(study_json(table))
     assert [row["trials"] for row in payload["confirmed"]] == [[5, 14], [0, 15]]
+
+
+# ---------------------------------------------------------------- one-shot studies
+
+
+def _estimate_cells(page: str, confirmed: bool = False) -> dict[int, str]:
+    """The supernet-estimate column by trial number: the cell after the accuracy in the top
+    table, after the mean ± sd in the confirmed table."""
+    if confirmed:
+        rows = re.findall(r"<tr><td>(\d+)</td><td class=kind>[^<]*</td><td>\d+ \(trials[^<]*"
+                          r"</td><td>[^<]*</td><td>([^<]*)</td>", page)
+    else:
+        rows = re.findall(r"<tr><td>\d+</td><td>(\d+)</td><td class=kind>[^<]*</td>"
+                          r"<td>[^<]*</td><td>([^<]*)</td>", page)
+    return {int(number): cell for number, cell in rows}
+
+
+def test_supernet_estimates_are_drawn_apart_and_never_a_result(storage_url: str,
+                                                               study_name: str) -> None:
+    """A one-shot study: its estimates (better and cheaper than every trained trial) are a
+    trace of their own, and never on the front, in the progress or in the top rows; the
+    trained architectures show their estimate beside their accuracy, and τ below."""
+    study = write_oneshot_study(storage_url, study_name, "pareto")
+    # Trial 5 gets a second seed (0.93): its mean, 0.92, still ranks it first. As in a search,
+    # the confirmation run carries no estimate of its own.
+    attrs = {**study.trials[5].user_attrs, records.REPLICATE: 1, records.VAL_ACCURACY: 0.93}
+    del attrs[records.ESTIMATED_ACCURACY]
+    study.add_trial(optuna.trial.create_trial(values=[0.93, 80e6], user_attrs=attrs))
+    estimates = list(range(len(TRIALS), len(TRIALS) + len(ESTIMATES)))
+    table = load_table(storage_url, study_name)
+    assert table.oneshot
+    assert table.counts == {**STATUS_COUNTS, records.COMPLETE: 9,
+                            records.ESTIMATED: len(ESTIMATES)}
+    assert table.number[table.estimate].tolist() == estimates
+    known = ~np.isnan(table.estimated_accuracy)
+    assert dict(zip(table.number[known].tolist(), table.estimated_accuracy[known].tolist(),
+                    strict=True)) == ESTIMATED_ACCURACY
+    page = render_report(table)
+    live = json.loads(study_json(table))
+    for figures in (_embedded_figures(page), live["figures"]):
+        data = figures["pareto"]["data"]
+        assert data[0]["name"] == f"supernet estimate ({len(ESTIMATES)})"  # beneath the rest
+        shown = data[0]
+        assert [int(row[0]) for row in _decode(shown["customdata"])] == estimates
+        assert _decode(shown["y"]) == [value for _, value in ESTIMATES]
+        assert _decode(shown["x"]) == [macs * 1e6 for macs, _ in ESTIMATES]
+        assert "supernet estimate" in shown["hovertemplate"]
+        others = data[1:]
+        assert shown["marker"]["symbol"] not in {t["marker"].get("symbol", "circle")
+                                                 for t in others}
+        assert shown["marker"]["color"] == COLORS["estimate"] not in {t["marker"]["color"]
+                                                                      for t in others}
+        # Everything else, the front, the parts of the front and the progress included, is
+        # exactly the standard study's.
+        _check_figures({**figures, "pareto": {**figures["pareto"], "data": others}})
+    rows = top_architectures(table)
+    assert [r.number for r in rows] == [5, 12, 3, 4, 13, 0, 1, 2]
+    assert {r.number: r.estimated_accuracy for r in rows
+            if r.estimated_accuracy is not None} == ESTIMATED_ACCURACY
+    assert [row["number"] for row in live["top"]] == [r.number for r in rows]
+    assert [row["estimated_accuracy"] for row in live["top"]] == \
+        [r.estimated_accuracy for r in rows]
+    # The report: an estimate column beside the accuracy, in both tables.
+    assert "<th>accuracy</th><th>supernet estimate</th><th>test</th>" in page
+    assert _estimate_cells(page) == {r.number: f"{ESTIMATED_ACCURACY[r.number]:.2%}"
+                                     if r.number in ESTIMATED_ACCURACY else "–" for r in rows}
+    assert "</th><th>supernet estimate</th><th>test, mean ± sd</th>" in page
+    assert _estimate_cells(page, confirmed=True) == {5: "55.00%"}
+    assert [(row["number"], row["estimated_accuracy"]) for row in live["confirmed"]] == \
+        [(5, 0.55)]
+    # τ over trials 0, 1, 3 and 5 (5 at its mean over seeds), as scipy computes it.
+    trained = {0: 0.90, 1: 0.85, 3: 0.88, 5: 0.92}
+    expected = stats.kendalltau([ESTIMATED_ACCURACY[n] for n in trained],
+                                list(trained.values())).statistic
+    assert expected == pytest.approx(ONESHOT_TAU)
+    found = estimate_agreement(table)
+    assert found is not None and found.architectures == 4
+    assert found.tau == pytest.approx(expected)
+    note = estimates_text(table)
+    assert note is not None and f"Kendall tau {ONESHOT_TAU:+.2f} " in note
+    assert "over 4 architectures" in note and f"{len(ESTIMATES)} candidates" in note
+    assert f"<h2>Supernet estimates</h2>\n<p>{html.escape(note)}</p>" in page
+    assert live["oneshot"] is True and live["estimates"] == note
+    assert "<span><b>strategy</b> one-shot</span>" in page
+    assert "<span><b>supernet</b> 3 epochs, largest network 71.25%</span>" in page
+    assert f"9 complete, {len(ESTIMATES)} estimated, 2 rejected" in page
+
+
+def test_tau_waits_for_two_estimated_architectures(tmp_path: Path, study_name: str) -> None:
+    """One trained architecture with an estimate: its estimate shows, τ does not (yet)."""
+    storage = f"sqlite:///{tmp_path / 'oneshot.db'}"
+    write_oneshot_study(storage, study_name, estimated={5: 0.55})
+    table = load_table(storage, study_name)
+    assert estimate_agreement(table) is None
+    page = render_report(table)
+    assert _estimate_cells(page)[5] == "55.00%"
+    assert {cell for number, cell in _estimate_cells(page).items() if number != 5} == {"–"}
+    assert "Kendall tau needs two trained architectures" in page
+    assert "Kendall tau +" not in page and "Kendall tau -" not in page
+    assert json.loads(study_json(table))["estimates"] == estimates_text(table)
+
+
+def test_a_standard_study_has_no_estimate_column_or_tau(tmp_path: Path, study_name: str) -> None:
+    storage = f"sqlite:///{tmp_path / 'standard.db'}"
+    write_study(storage, study_name, attrs={records.STUDY_STRATEGY: "standard"})
+    table = load_table(storage, study_name)
+    assert not table.oneshot and not table.estimate.any()
+    assert np.isnan(table.estimated_accuracy).all() and estimates_text(table) is None
+    page = render_report(table)
+    assert "supernet" not in page.lower()
+    assert "Kendall" not in page and "<b>strategy</b>" not in page
+    live = json.loads(study_json(table))
+    assert live["oneshot"] is False and live["estimates"] is None
+    assert all(row["estimated_accuracy"] is None for row in live["top"])

@@ -16,7 +16,16 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from test_dashboards_support import FRONT, LATENCY_MS, chromium_path, write_study
+from test_dashboards_support import (
+    ESTIMATED_ACCURACY,
+    ESTIMATES,
+    FRONT,
+    LATENCY_MS,
+    ONESHOT_TAU,
+    chromium_path,
+    write_oneshot_study,
+    write_study,
+)
 
 from dashboards import make_server, write_report
 from dashboards.figures import COLORS
@@ -74,12 +83,16 @@ def _latency_box(dom: str) -> str:
 @pytest.fixture
 def live_url(tmp_path: Path, study_name: str, request: pytest.FixtureRequest) -> Iterator[str]:
     """The live server in a thread on a free loopback port (both storages are covered by
-    test_dashboards; the browser only sees HTTP). Indirect parameter: whether the study has
-    predicted latencies."""
+    test_dashboards; the browser only sees HTTP). Indirect parameter: the kind of study,
+    ``standard`` (the default), ``latency`` (with predicted latencies) or ``oneshot``."""
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    latency = getattr(request, "param", False)
-    write_study(storage, study_name + PAYLOAD, "pareto-latency" if latency else "accuracy",
-                latency=latency)
+    kind = getattr(request, "param", "standard")
+    if kind == "oneshot":
+        write_oneshot_study(storage, study_name + PAYLOAD)
+    else:
+        latency = kind == "latency"
+        write_study(storage, study_name + PAYLOAD, "pareto-latency" if latency else "accuracy",
+                    latency=latency)
     server = make_server(storage, None, "127.0.0.1", 0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield server.url
@@ -95,9 +108,28 @@ def test_live_page_renders_in_chromium(live_url: str, tmp_path: Path) -> None:
     assert "latency (ms)" not in dom
     box = _latency_box(dom)
     assert "hidden" in box and "js-plotly-plot" not in box
+    # A standard study: no estimate column, and the one-shot section stays hidden.
+    assert "supernet estimate" not in dom
+    assert "hidden" in re.search(r'<section[^>]*id="oneshot"[^>]*>', dom).group(0)
 
 
-@pytest.mark.parametrize("live_url", [True], indirect=True, ids=["latency"])
+@pytest.mark.parametrize("live_url", ["oneshot"], indirect=True)
+def test_live_page_shows_supernet_estimates_in_chromium(live_url: str, tmp_path: Path) -> None:
+    dom = _check_renders(live_url, tmp_path)
+    assert re.search(r'<body[^>]*data-version="18/', dom), "the page never drew the study"
+    assert f"supernet estimate ({len(ESTIMATES)})" in dom  # the scatter's legend
+    header = re.search(r"<tr><th>rank</th>.*?</tr>", dom).group(0)
+    titles = re.findall(r"<th[^>]*>([^<]*)</th>", header)
+    assert titles[titles.index("accuracy") + 1] == "supernet estimate"
+    # Trial 5 is the best (rank 1): its estimate follows its accuracy.
+    row = re.search(r"<tr><td>1</td><td>5</td>.*?</tr>", dom).group(0)
+    cells = re.findall(r"<td[^>]*>([^<]*)", row)
+    assert cells[cells.index("91.00%") + 1] == f"{ESTIMATED_ACCURACY[5]:.2%}"
+    assert "hidden" not in re.search(r'<section[^>]*id="oneshot"[^>]*>', dom).group(0)
+    assert f"Kendall tau {ONESHOT_TAU:+.2f} " in dom
+
+
+@pytest.mark.parametrize("live_url", ["latency"], indirect=True)
 def test_live_page_shows_the_latency_axis_and_column_in_chromium(live_url: str,
                                                                  tmp_path: Path) -> None:
     dom = _check_renders(live_url, tmp_path, figures=FIGURES + 1)

@@ -21,6 +21,12 @@ alone (75 M MACs, within the MACs budget, 12 ms):
 
 The front on latency is 13, 4, 3, 12: P4 loses to 3, P8 to 12, 5 ties 12 on accuracy but is
 slower, P2 is slower than 12 and less accurate.
+
+:func:`write_oneshot_study` is the same study as a one-shot search leaves it: four supernet
+estimates follow (trials 14 to 17, all within budget and better than any trained trial, so any
+leak into the front or the best rows shows), and trials 0, 1, 3 and 5 carry the supernet's
+estimate of their architecture (``ESTIMATED_ACCURACY``). Ranked by estimate they are 1, 0, 3, 5,
+by stand-alone accuracy 1, 3, 0, 5: one discordant pair of six, Kendall τ 2/3.
 """
 
 from __future__ import annotations
@@ -69,6 +75,13 @@ LATENCY_SPEC = {"device": "cpu", "batch": 1, "dtype": "float32", "runtime": "com
 LATENCY_FRONT = [13, 4, 3, 12]  # by latency, fastest first
 LATENCY_STATUS_COUNTS = {**STATUS_COUNTS, records.REJECTED: 3}
 LATENCY_GROUP_COUNTS = {**GROUP_COUNTS, "rejected": 3}
+# The one-shot study: (paper MACs in millions, estimate) of the estimates, trials 14 to 17,
+# and the estimates of trained architectures, by trial.
+ESTIMATES = [(30, 0.99), (45, 0.95), (85, 0.97), (99, 0.98)]
+ESTIMATED_ACCURACY = {0: 0.53, 1: 0.45, 3: 0.54, 5: 0.55}
+ONESHOT_TAU = 2 / 3
+SUPERNET = {"checkpoint": "/runs/supernet/checkpoint.pt", "epochs": 3, "sandwich": 2,
+            "val_accuracy": 0.7125, "seconds": 60.0, "workers": 1}
 # Best complete accuracy after each complete trial, in number order.
 BEST_SO_FAR = {0: 0.90, 1: 0.90, 2: 0.90, 3: 0.90, 4: 0.90, 5: 0.91, 12: 0.91, 13: 0.91}
 
@@ -81,13 +94,15 @@ def parts_of(number: int) -> list[int]:
     return [2 ** ((number + layer) % 4) for layer in range(LAYERS)]
 
 
-def _trial(number: int, objective: str, latency: bool, macs_budget: bool
-           ) -> optuna.trial.FrozenTrial:
+def _trial(number: int, objective: str, latency: bool, macs_budget: bool,
+           estimated: dict[int, float]) -> optuna.trial.FrozenTrial:
     status, macs_m, accuracy, baseline = [*TRIALS, LATENCY_REJECTED][number]
     macs = int(macs_m * 1e6)
     attrs = {records.PARTS: parts_of(number), records.PAPER_MACS: macs,
              records.EXECUTED_MACS: int(macs * 1.1), records.PARAMS: macs // 100,
              records.STATUS: status}
+    if number in estimated:
+        attrs[records.ESTIMATED_ACCURACY] = estimated[number]
     constraints = {}
     if macs_budget:
         constraints[records.BUDGET_CONSTRAINT] = float(macs - BUDGET)
@@ -121,13 +136,15 @@ def _trial(number: int, objective: str, latency: bool, macs_budget: bool
 
 def write_study(storage: str, name: str, objective: str = "accuracy",
                 attrs: dict | None = None, latency: bool = False,
-                macs_budget: bool = True) -> optuna.Study:
+                macs_budget: bool = True, estimated: dict[int, float] | None = None
+                ) -> optuna.Study:
     """The study described above, as a search would write it (``attrs`` overrides settings).
 
     ``objective`` is ``accuracy``, ``pareto`` (accuracy and MACs) or ``pareto-latency``
     (accuracy and latency, which needs ``latency``); ``latency`` adds the latencies, the
     latency budget and spec, and the trial rejected for latency; without ``macs_budget`` the
-    study has no MACs budget (attribute None) and no trial a MACs constraint.
+    study has no MACs budget (attribute None) and no trial a MACs constraint; ``estimated``
+    gives trials a supernet's estimate of their architecture.
     """
     directions = ["maximize"] if objective == "accuracy" else ["maximize", "minimize"]
     second = objectives.LATENCY_METRIC if objective == "pareto-latency" else objectives.MACS_METRIC
@@ -150,7 +167,31 @@ def write_study(storage: str, name: str, objective: str = "accuracy",
         if status == records.QUEUED:
             study.enqueue_trial({}, user_attrs={records.PARTS: parts_of(number)})
         else:
-            study.add_trial(_trial(number, objective, latency, macs_budget))
+            study.add_trial(_trial(number, objective, latency, macs_budget, estimated or {}))
+    return study
+
+
+def write_oneshot_study(storage: str, name: str, objective: str = "accuracy",
+                        estimated: dict[int, float] | None = None) -> optuna.Study:
+    """The study as a one-shot search leaves it (see above); ``estimated`` replaces the
+    trained trials' estimates."""
+    study = write_study(storage, name, objective,
+                        attrs={records.STUDY_STRATEGY: "oneshot", records.STUDY_SUPERNET: SUPERNET},
+                        estimated=ESTIMATED_ACCURACY if estimated is None else estimated)
+    for k, (macs_m, value) in enumerate(ESTIMATES):
+        macs = int(macs_m * 1e6)
+        constraints = {records.BUDGET_CONSTRAINT: float(macs - BUDGET)}
+        trial = optuna.create_trial(
+            values=[value] if objective == "accuracy" else [value, float(macs)],
+            constraints=constraints, user_attrs={
+                records.PARTS: [2 ** ((k + layer) % 3) for layer in range(LAYERS)],
+                records.PAPER_MACS: macs, records.EXECUTED_MACS: int(macs * 1.1),
+                records.PARAMS: macs // 100, records.ESTIMATE: True,
+                records.STATUS: records.ESTIMATED, records.VAL_ACCURACY: value,
+                records.EPOCHS_TRAINED: 0, **constraints})
+        trial.datetime_start = T0 + datetime.timedelta(minutes=len(TRIALS) + k)
+        trial.datetime_complete = trial.datetime_start + datetime.timedelta(seconds=2)
+        study.add_trial(trial)
     return study
 
 
