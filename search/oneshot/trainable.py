@@ -112,15 +112,18 @@ def train_data_parallel(config: SupernetTrialConfig, max_failures: int,
     from ray.train.torch import TorchConfig, TorchTrainer
 
     gpu = torch.cuda.is_available()
+    # Ray Train v2 (the default) passes the loop's return value back; the stubs are v1's.
+    worker: Any = supernet_worker
     trainer = TorchTrainer(
-        supernet_worker, train_loop_config=config.to_config(),
+        worker, train_loop_config=config.to_config(),
         scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=gpu,
                                      resources_per_worker={"CPU": config.job.threads}),
         torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
         run_config=RunConfig(name=Path(config.checkpoint_dir).parent.name + "-supernet",
                              storage_path=storage_path,
                              failure_config=FailureConfig(max_failures=max_failures)))
-    return dict(trainer.fit().return_value or {})
+    result: Any = trainer.fit()
+    return dict(result.return_value or {})
 
 
 def train_supernet_trial(ray_config: dict[str, Any]) -> None:
