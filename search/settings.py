@@ -144,7 +144,7 @@ class SearchSettings:
         if isinstance(self.trials, bool) or not isinstance(self.trials, int) or self.trials < 0:
             raise ConfigError(f"--trials must be 0 (the uniform baselines alone) or a positive "
                               f"integer, got {self.trials!r}")
-        if self.trials == 0 and self.baselines == "none":
+        if self.trials == 0 and self.baselines == "none" and not self.oneshot:
             raise ConfigError("--trials 0 with --baselines none trains nothing; give --trials "
                               "N or train the baselines")
         for name in ("epochs", "batch_size", "max_failures"):

@@ -50,6 +50,20 @@ def _assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str)
     (["--budget", "3e8", "--confirm-seeds", "1"], ["--confirm-seeds must be 2 or more"]),
     (["--budget", "3e8", "--confirm-top=-1"], ["--confirm-top must be 0"]),
     (["--budget", "3e8", "--ray-address", "127.0.0.1:1"], ["127.0.0.1:1", "ray start"]),
+    (["--budget", "3e8", "--strategy", "darts"], ["--strategy"]),
+    (["--budget", "3e8", "--strategy", "oneshot", "--candidates", "0"],
+     ["--candidates must be a positive integer"]),
+    (["--budget", "3e8", "--strategy", "oneshot", "--candidates", "5", "--finalists", "6"],
+     ["--finalists 6 is more than --candidates 5"]),
+    (["--budget", "3e8", "--strategy", "oneshot", "--sandwich=-1"], ["--sandwich must be 0"]),
+    (["--budget", "3e8", "--strategy", "oneshot", "--supernet-epochs", "0"],
+     ["--supernet-epochs must be a positive integer"]),
+    (["--budget", "3e8", "--strategy", "oneshot", "--supernet-workers", "0"],
+     ["--supernet-workers must be a positive integer"]),
+    (["--budget", "3e8", "--strategy", "oneshot", "--finalist-init", "imagenet"],
+     ["--finalist-init"]),
+    (["--budget", "3e8", "--strategy", "oneshot", "--scheduler", "asha"],
+     ["one-shot search trains only its finalists"]),
     ([], ["give --budget MACS", "--latency-budget MS"]),
     (["--latency-budget", "abc"], ["not a number of milliseconds"]),
     (["--latency-budget", "0"], ["positive"]),
@@ -168,6 +182,7 @@ def test_resume_of_a_study_made_by_hetnas_0_1_says_so(tmp_path: Path) -> None:
     (["--budget", "3e8", "--backbone", "resnet56"], "backbone 'vgg16', not 'resnet56'"),
     (["--budget", "3e8", "--dataset", "fashion-mnist"], "dataset 'digits', not 'fashion-mnist'"),
     (["--budget", "3e8", "--seed", "1"], "run on other digits data"),
+    (["--budget", "3e8", "--strategy", "oneshot"], "--strategy standard, not oneshot"),
 ])
 def test_resume_with_other_settings_than_stored(tmp_path: Path, options: list[str],
                                                 fragment: str) -> None:
@@ -176,7 +191,8 @@ def test_resume_with_other_settings_than_stored(tmp_path: Path, options: list[st
     for key, value in ((records.STUDY_BACKBONE, "vgg16"), (records.STUDY_DATASET, "digits"),
                        (records.STUDY_OBJECTIVE, "accuracy"), (records.STUDY_BUDGET, 3e8),
                        (records.STUDY_INPUT_SIZE, 32), (records.STUDY_NUM_CLASSES, 10),
-                       (records.STUDY_IN_CHANNELS, 1), *_digits_facts()):
+                       (records.STUDY_IN_CHANNELS, 1), (records.STUDY_STRATEGY, "standard"),
+                       *_digits_facts()):
         study.set_user_attr(key, value)
     result = _run("search.run", *options, "--storage", storage, "--resume", "--study",
                   "stored", cwd=tmp_path)
