@@ -4,17 +4,19 @@ and should the finalists start from its weights?
 The one-shot strategy (``search/oneshot``) trusts three things this benchmark measures, each in
 its own table; it prints figures and never asserts.
 
-(a) **Ranking.** One supernet is trained with the sandwich rule (``--sandwich`` random subnets
-    per step beside the largest and smallest network, distilled from the largest unless
-    ``--no-distill``), its random subnets drawn from the architectures within the budget (uniform
-    P = ``--budget-part``'s MACs), as a search trains it. ``--architectures`` architectures within
-    the budget are then picked: every uniform-P network within it (the search's baselines) and
-    random draws spread evenly over the MACs range of the budget-fitting draws. Each is estimated
-    by the supernet (batch norm re-estimated, validation accuracy: ``SupernetEvaluator``) and
-    trained stand-alone from scratch with ``--seeds`` seeds. Kendall's tau and Spearman's rho
-    between the estimates and the stand-alone validation (and test) accuracy say how far the
-    estimates can be trusted to rank; MACs alone (more is better) is the trivial predictor the
-    supernet must beat, and with two or more seeds seed 0 against seed 1 is the noise ceiling.
+(a) **Ranking.** One supernet is trained as a search trains it: ``--recipe largest`` (the default)
+    trains the largest network alone; ``--recipe sandwich`` the sandwich rule (``--sandwich`` random
+    subnets per step beside the largest and the smallest network, unless ``--no-smallest``,
+    distilled from the largest unless ``--no-distill``), its random subnets drawn from the
+    architectures within the budget (uniform P = ``--budget-part``'s MACs). ``--architectures``
+    architectures within the budget are then picked: every uniform-P network within it (the search's
+    baselines) and random draws spread evenly over the MACs range of the budget-fitting draws. Each
+    is estimated by the supernet (batch norm re-estimated, validation accuracy:
+    ``SupernetEvaluator``) and trained stand-alone from scratch with ``--seeds`` seeds. Kendall's
+    tau and Spearman's rho between the estimates and the stand-alone validation (and test) accuracy
+    say how far the estimates can be trusted to rank; MACs alone (more is better) is the trivial
+    predictor the supernet must beat, and with two or more seeds seed 0 against seed 1 is the noise
+    ceiling.
 (b) **Cost.** Wall seconds of the supernet's training and of all the estimates, in units of one
     stand-alone training of the full network (part 1 everywhere) with the same epochs, timed in
     the same run.
@@ -58,6 +60,7 @@ from search.oneshot.estimates import CALIBRATION_BATCHES, SupernetEvaluator, ext
 from search.oneshot.sandwich import (
     SandwichRecipe,
     SupernetRun,
+    largest_only,
     recipe_for,
     supernet_architecture,
 )
@@ -249,14 +252,12 @@ def _cost_table(clock: Clock, args: argparse.Namespace, count: int,
     def row(what: str, seconds: float) -> str:
         return f"| {what} | {seconds:.1f} | {seconds / clock.unit:.3f} |"
 
-    distill = "distilled from the largest" if not args.no_distill else "against the labels"
     lines = ["| stage | wall s | stand-alone part-1 trainings |", "|---|--:|--:|",
              row(f"stand-alone training of the part-1 network, {args.epochs} epochs (the unit; "
                  f"val {100 * reference.val_accuracy:.2f}, test "
                  f"{100 * reference.test_accuracy:.2f})", clock.unit),
-             row(f"supernet training, {args.supernet_epochs} epochs: largest + smallest + "
-                 f"{args.sandwich} random per step, {distill} (pool drawing included)",
-                 clock.supernet),
+             row(f"supernet training, {args.supernet_epochs} epochs: {_recipe_words(args)} "
+                 f"(pool drawing included)", clock.supernet),
              row(f"all {count} estimates (evaluator set-up included)", clock.estimates),
              row("one estimate (mean)", clock.estimates / count),
              row(f"stand-alone training from scratch of a picked architecture (mean of "
@@ -300,6 +301,15 @@ def _seed_names(seeds: int) -> str:
     return "seed 0" if seeds == 1 else f"seeds 0..{seeds - 1}"
 
 
+def _recipe_words(args: argparse.Namespace) -> str:
+    """What each supernet step trains, in words."""
+    if args.recipe == "largest":
+        return "the largest network alone per step"
+    target = "against the labels" if args.no_distill else "distilled from the largest"
+    ends = "largest" if args.no_smallest else "largest + smallest"
+    return f"{ends} + {args.sandwich} random per step, {target}"
+
+
 def _command(argv: list[str] | None) -> str:
     given = sys.argv[1:] if argv is None else argv
     return shlex.join(["python", "bench/oneshot_quality.py", *given])
@@ -317,6 +327,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=3, help="every stand-alone training")
     parser.add_argument("--supernet-epochs", type=int, default=None,
                         help="the supernet's epochs (default: --epochs)")
+    parser.add_argument("--recipe", choices=["largest", "sandwich"], default="largest",
+                        help="what a supernet step trains: the largest network alone (the "
+                             "search's default) or the sandwich rule (default largest)")
+    parser.add_argument("--no-smallest", action="store_true",
+                        help="sandwich recipe without the smallest network in each step")
     parser.add_argument("--sandwich", type=int, default=2,
                         help="random subnets per supernet step beside the two ends (default 2)")
     parser.add_argument("--no-distill", action="store_true",
@@ -374,8 +389,10 @@ def main(argv: list[str] | None = None) -> None:
               f"{clock.unit:.1f} s", flush=True)
 
         t0 = time.perf_counter()
-        recipe = recipe_for(space, lambda parts: budgets.within(space, parts), args.sandwich,
-                            args.seed, distill=not args.no_distill)
+        recipe = (largest_only() if args.recipe == "largest" else
+                  recipe_for(space, lambda parts: budgets.within(space, parts), args.sandwich,
+                             args.seed, distill=not args.no_distill,
+                             smallest=not args.no_smallest))
         supernet = _train_supernet(space, data, recipe, config(args.seed, args.supernet_epochs),
                                    root / "supernet")
         clock.supernet = time.perf_counter() - t0
@@ -419,11 +436,10 @@ def main(argv: list[str] | None = None) -> None:
     wall = time.perf_counter() - started
     load_end = os.getloadavg()
     train_n, val_n, test_n = data.sizes
-    distill = "no distillation" if args.no_distill else "distilled from the largest"
     print(f"\n{args.backbone} on {data.name} at {args.input_size} px: {train_n} training, "
           f"{val_n} validation, {test_n} test images; {args.epochs} epochs, batch {BATCH_SIZE}; "
           f"budget uniform P{args.budget_part} = {budget / 1e6:.2f} M MACs; supernet "
-          f"{args.supernet_epochs} epochs, sandwich {args.sandwich} ({distill}), pool of "
+          f"{args.supernet_epochs} epochs, {_recipe_words(args)}, pool of "
           f"{len(recipe.pool)}; {len(candidates)} architectures × {args.seeds} seed(s); "
           f"{torch.get_num_threads()} threads; load {load_start[0]:.2f} at the start, "
           f"{load_end[0]:.2f} at the end; {wall / 60:.1f} min wall\n")

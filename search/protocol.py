@@ -110,6 +110,7 @@ class SupernetTrialConfig:
     distill: bool
     calibration_batches: int
     workers: int  # data-parallel Ray Train workers; 1: this trial trains alone
+    smallest: bool = True  # the smallest network in every step (False: the largest alone)
 
     def to_config(self) -> dict[str, Any]:
         return {"job": dataclasses.asdict(self.job),

@@ -22,6 +22,7 @@ from search.settings import (
     SAMPLERS,
     SCHEDULERS,
     STRATEGIES,
+    SUPERNET_RECIPES,
     SearchSettings,
 )
 from search.store.objectives import OBJECTIVES
@@ -88,9 +89,13 @@ def build_parser() -> OneLineParser:
     add("--finalist-init", default=defaults.finalist_init, choices=FINALIST_INITS,
         help="oneshot: stand-alone runs (finalists, baselines, confirmation) start from "
              "scratch or from their weights inside the supernet (fine-tuning)")
+    add("--supernet-recipe", default=defaults.supernet_recipe, choices=SUPERNET_RECIPES,
+        help="oneshot: what each supernet step trains: the largest network alone (ranked best "
+             "in docs/BENCHMARKS.md), or the sandwich rule (largest, smallest and --sandwich "
+             "random architectures, distilled from the largest)")
     add("--sandwich", type=int, default=defaults.sandwich,
-        help="oneshot: random architectures within the budgets trained in each supernet step, "
-             "beside the largest and the smallest")
+        help="oneshot, sandwich recipe: random architectures within the budgets trained in "
+             "each supernet step, beside the largest and the smallest")
     add("--supernet-workers", type=int, default=defaults.supernet_workers,
         help="oneshot: data-parallel Ray Train workers for the supernet (each takes "
              "--cpus-per-trial CPUs)")

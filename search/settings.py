@@ -21,6 +21,7 @@ SCHEDULERS = ("fifo", "asha")
 BASELINES = ("all", "near", "none")  # which uniform-P networks are trained beside the search
 STRATEGIES = ("standard", "oneshot")  # train every candidate, or estimate them with a supernet
 FINALIST_INITS = ("scratch", "supernet")  # how a one-shot search's stand-alone runs start
+SUPERNET_RECIPES = ("largest", "sandwich")  # what a supernet step trains (docs/ONESHOT.md)
 
 
 def _positive_int(name: str, value: object) -> None:
@@ -52,7 +53,8 @@ class SearchSettings:
     candidates: int = 500  # one-shot: architectures the supernet estimates
     finalists: int = 3  # one-shot: best estimates then trained stand-alone
     finalist_init: str = "scratch"  # one-shot: stand-alone runs from scratch or the supernet
-    sandwich: int = 2  # one-shot: random subnets per supernet step beside the two ends
+    supernet_recipe: str = "largest"  # one-shot: the largest network alone (measured best)
+    sandwich: int = 2  # one-shot, sandwich recipe: random subnets per step beside the two ends
     supernet_workers: int = 1  # one-shot: data-parallel Ray Train workers for the supernet
     baselines: str = "all"
     confirm_top: int = 1
@@ -171,6 +173,7 @@ class SearchSettings:
 
     def _validate_oneshot(self) -> None:
         _choice("finalist-init", self.finalist_init, FINALIST_INITS)
+        _choice("supernet-recipe", self.supernet_recipe, SUPERNET_RECIPES)
         for name in ("supernet_epochs", "candidates", "finalists", "supernet_workers"):
             value = getattr(self, name)
             if value is not None:

@@ -38,6 +38,7 @@ from search.oneshot.sandwich import (
     SandwichRecipe,
     SupernetRun,
     distillation_loss,
+    largest_only,
     recipe_for,
     smallest_parts,
     supernet_architecture,
@@ -114,6 +115,13 @@ def test_each_step_trains_the_smallest_then_random_subnets_from_the_pool(digits)
     assert all(step[0] == smallest_parts(SPACE) and len(step) == 4 for step in steps)
     assert all(parts in recipe.pool for step in steps for parts in step[1:])
     assert len({parts for step in steps for parts in step[1:]}) > 10  # drawn, not fixed
+
+
+def test_the_default_recipe_trains_the_largest_network_alone(digits) -> None:
+    run = SupernetRun(supernet_architecture(SPACE), digits, TrainConfig(epochs=1),
+                      torch.device("cpu"), largest_only())
+    assert run.step_architectures() == []
+    assert SearchSettings().supernet_recipe == "largest"
 
 
 def test_distillation_from_a_one_hot_teacher_is_cross_entropy() -> None:
@@ -205,11 +213,13 @@ def _oneshot(storage: str, artifacts: Path, study: str, **overrides) -> SearchSe
     return SearchSettings(**options)
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_a_oneshot_search_end_to_end(backend, request, local_ray, tmp_path) -> None:
+@pytest.mark.parametrize(("backend", "recipe"), [("sqlite", "sandwich"),
+                                               ("postgresql", "largest")])
+def test_a_oneshot_search_end_to_end(backend, recipe, request, local_ray, tmp_path) -> None:
     storage = (f"sqlite:///{tmp_path / 'study.db'}" if backend == "sqlite"
                else request.getfixturevalue("postgres_url"))
-    settings = _oneshot(storage, tmp_path, f"oneshot-{backend}-{uuid.uuid4().hex[:8]}")
+    settings = _oneshot(storage, tmp_path, f"oneshot-{backend}-{uuid.uuid4().hex[:8]}",
+                        supernet_recipe=recipe)
     out = io.StringIO()
     outcome = run_search(settings, out=out)
     text = out.getvalue()
@@ -223,6 +233,8 @@ def test_a_oneshot_search_end_to_end(backend, request, local_ray, tmp_path) -> N
     study = optuna.load_study(study_name=outcome.study_name, storage=storage)
     supernet = study.user_attrs[records.STUDY_SUPERNET]
     assert Path(supernet["checkpoint"]).is_file() and supernet["epochs"] == 1
+    assert supernet["recipe"] == recipe
+    assert ("the smallest and 2 random" in text) == (recipe == "sandwich")
     assert study.user_attrs[records.STUDY_STRATEGY] == "oneshot"
     # The finalists are the two best estimates, trained stand-alone with their estimates kept.
     trained = by_status[records.COMPLETE]

@@ -33,7 +33,7 @@ from ray.tune.schedulers import FIFOScheduler
 from hetconv.errors import ConfigError
 from search.console import SearchConsole, duration, parts_summary
 from search.oneshot.estimates import CALIBRATION_BATCHES, SupernetEvaluator
-from search.oneshot.sandwich import recipe_for, supernet_architecture
+from search.oneshot.sandwich import largest_only, recipe_for, supernet_architecture
 from search.oneshot.trainable import train_data_parallel, train_supernet_trial
 from search.proposer import BudgetedProposer
 from search.protocol import SupernetTrialConfig, TrainingJob, TrialReport
@@ -58,6 +58,7 @@ class SupernetRecord:
 
     checkpoint: str
     epochs: int
+    recipe: str  # SearchSettings.supernet_recipe
     sandwich: int
     val_accuracy: float
     seconds: float
@@ -76,9 +77,11 @@ def train_supernet_stage(settings: SearchSettings, study: optuna.Study,
     done = SupernetRecord.of(study)
     epochs = settings.supernet_training_epochs
     if done is not None:
-        if (done.epochs, done.sandwich) != (epochs, settings.sandwich):
+        if (done.epochs, done.recipe, done.sandwich) \
+                != (epochs, settings.supernet_recipe, settings.sandwich):
             raise ConfigError(f"--resume: the study's supernet was trained for {done.epochs} "
-                              f"epochs with --sandwich {done.sandwich}, not {epochs} and "
+                              f"epochs with --supernet-recipe {done.recipe} and --sandwich "
+                              f"{done.sandwich}, not {epochs}, {settings.supernet_recipe} and "
                               f"{settings.sandwich}; pass the same options")
         console.print(f"supernet: trained already ({done.epochs} epochs, largest network val "
                       f"{done.val_accuracy:.2%}); {done.checkpoint}")
@@ -86,16 +89,20 @@ def train_supernet_stage(settings: SearchSettings, study: optuna.Study,
     space = proposer.space
     artifacts = Path(settings.artifacts_dir).resolve()
     folder = artifacts / "checkpoints" / study.study_name / "supernet"
-    recipe = recipe_for(space, lambda parts: proposer.budgets.within(space, parts),
-                        settings.sandwich, settings.seed)
+    sandwich = settings.supernet_recipe == "sandwich"
+    recipe = (recipe_for(space, lambda parts: proposer.budgets.within(space, parts),
+                         settings.sandwich, settings.seed) if sandwich else largest_only())
     config = SupernetTrialConfig(settings.training_job(epochs),
                                  supernet_architecture(space).to_json(), str(folder),
-                                 recipe.pool, settings.sandwich, True,
-                                 recipe.calibration_batches, settings.supernet_workers)
+                                 recipe.pool, recipe.random_subnets, recipe.distill,
+                                 recipe.calibration_batches, settings.supernet_workers,
+                                 recipe.smallest)
+    steps = (f"the largest network, the smallest and {settings.sandwich} random architectures "
+             f"within the budgets (from {len(recipe.pool)} drawn), the smaller ones distilled "
+             f"from the largest" if sandwich else "the largest network alone (masked "
+             "sub-networks are estimated)")
     console.print(f"supernet: training the part-1 network's supernet for {epochs} epochs; each "
-                  f"step trains the largest network, the smallest and {settings.sandwich} "
-                  f"random architectures within the budgets (from {len(recipe.pool)} drawn), "
-                  f"the smaller ones distilled from the largest"
+                  f"step trains {steps}"
                   + (f"; data-parallel over {settings.supernet_workers} Ray Train workers"
                      if settings.supernet_workers > 1 else ""))
     started = time.monotonic()
@@ -104,7 +111,8 @@ def train_supernet_stage(settings: SearchSettings, study: optuna.Study,
     else:
         report = _train_in_one_trial(config, settings, study.study_name, artifacts, console,
                                      started)
-    done = SupernetRecord(str(folder / CHECKPOINT_FILE), epochs, settings.sandwich,
+    done = SupernetRecord(str(folder / CHECKPOINT_FILE), epochs, settings.supernet_recipe,
+                          settings.sandwich,
                           report.val_accuracy, time.monotonic() - started,
                           settings.supernet_workers)
     study.set_user_attr(records.STUDY_SUPERNET, done.__dict__)

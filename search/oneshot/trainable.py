@@ -57,7 +57,7 @@ class DistributedSupernetRun(SupernetRun):
 
 def _recipe(config: SupernetTrialConfig) -> SandwichRecipe:
     return SandwichRecipe(config.pool, config.random_subnets, config.distill,
-                          config.calibration_batches)
+                          config.calibration_batches, config.smallest)
 
 
 def _resume_file(config: SupernetTrialConfig) -> Path | None:
