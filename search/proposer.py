@@ -82,11 +82,11 @@ class BudgetedProposer:
         return found
 
     def enqueue_baselines(self, which: str = "all",
-                          estimates: dict[int, float] | None = None) -> list[int]:
+                          estimate: Callable[[tuple[int, ...]], float] | None = None) -> list[int]:
         """Queue the uniform-P networks within the budgets, each once per study: ``all``,
         ``near`` (the two costliest: what a searched network at the budget must beat) or
-        ``none``. ``estimates``: a one-shot supernet's estimate of each, by part, recorded
-        beside the result."""
+        ``none``. ``estimate``: a one-shot supernet's estimate of a network, recorded beside
+        its result (asked only for the networks queued now)."""
         within = self.baselines_within()
         chosen = {"all": within, "near": within[:2], "none": []}[which]
         # A baseline that failed is queued again; one done, running or queued is not.
@@ -97,8 +97,8 @@ class BudgetedProposer:
         for part, arch in chosen:
             if part not in present:
                 attrs: dict[str, float] = {records.BASELINE_PART: part}
-                if estimates and part in estimates:
-                    attrs[records.ESTIMATED_ACCURACY] = estimates[part]
+                if estimate is not None:
+                    attrs[records.ESTIMATED_ACCURACY] = estimate(arch.parts)
                 self.study.enqueue_trial(parts_to_params(arch.parts), user_attrs=attrs)
         return [part for part, _ in chosen]
 
@@ -114,7 +114,8 @@ class BudgetedProposer:
                          estimated_accuracy: float) -> None:
         """Queue the stand-alone training of a one-shot search's candidate."""
         self.study.enqueue_trial(parts_to_params(parts), user_attrs={
-            records.FINALIST_OF: estimate_trial, records.ESTIMATED_ACCURACY: estimated_accuracy})
+            records.FINALIST_OF: estimate_trial, records.ESTIMATED_ACCURACY: estimated_accuracy,
+            records.PARTS: list(parts)})
 
     def _suggest_parts(self, trial: optuna.Trial) -> tuple[int, ...]:
         return tuple(

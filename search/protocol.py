@@ -111,6 +111,7 @@ class SupernetTrialConfig:
     calibration_batches: int
     workers: int  # data-parallel Ray Train workers; 1: this trial trains alone
     smallest: bool = True  # the smallest network in every step (False: the largest alone)
+    use_gpu: bool = False  # data-parallel workers each take a GPU (NCCL); else CPUs on gloo
 
     def to_config(self) -> dict[str, Any]:
         return {"job": dataclasses.asdict(self.job),

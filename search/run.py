@@ -88,7 +88,8 @@ def build_parser() -> OneLineParser:
         help="oneshot: best-estimated architectures then trained stand-alone")
     add("--finalist-init", default=defaults.finalist_init, choices=FINALIST_INITS,
         help="oneshot: stand-alone runs (finalists, baselines, confirmation) start from "
-             "scratch or from their weights inside the supernet (fine-tuning)")
+             "their weights inside the supernet (fine-tuning: measured better in "
+             "docs/BENCHMARKS.md) or from scratch")
     add("--supernet-recipe", default=defaults.supernet_recipe, choices=SUPERNET_RECIPES,
         help="oneshot: what each supernet step trains: the largest network alone (ranked best "
              "in docs/BENCHMARKS.md), or the sandwich rule (largest, smallest and --sandwich "

@@ -22,6 +22,7 @@ from search.budgets import Budgets
 from search.confirmation import confirmation_plan
 from search.console import SearchConsole, duration, say
 from search.oneshot.strategy import (
+    SupernetEstimator,
     SupernetRecord,
     enqueue_finalists,
     estimate_stage,
@@ -280,9 +281,10 @@ def _oneshot_stages(settings: SearchSettings, study: optuna.Study, proposer: Bud
                     console: SearchConsole) -> list[int]:
     """Supernet, estimates, then the finalists and the baselines queued; the baselines' parts."""
     supernet = train_supernet_stage(settings, study, proposer, console)
-    estimates = estimate_stage(settings, study, proposer, supernet, console,
-                               lambda: _max_concurrent(settings, console))
-    baselines = proposer.enqueue_baselines(settings.baselines, estimates)
+    with SupernetEstimator(settings, proposer, supernet,
+                           lambda: _max_concurrent(settings, console)) as estimator:
+        estimate_stage(settings, study, proposer, estimator, console)
+        baselines = proposer.enqueue_baselines(settings.baselines, estimator.estimate)
     queued = enqueue_finalists(study, proposer, settings.finalists)
     if queued:
         console.print(f"finalists: the best {queued} estimates queued for stand-alone training")

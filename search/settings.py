@@ -52,7 +52,7 @@ class SearchSettings:
     supernet_epochs: int | None = None  # one-shot: the supernet's epochs (default: --epochs)
     candidates: int = 500  # one-shot: architectures the supernet estimates
     finalists: int = 3  # one-shot: best estimates then trained stand-alone
-    finalist_init: str = "scratch"  # one-shot: stand-alone runs from scratch or the supernet
+    finalist_init: str = "supernet"  # one-shot: stand-alone runs fine-tuned (measured better)
     supernet_recipe: str = "largest"  # one-shot: the largest network alone (measured best)
     sandwich: int = 2  # one-shot, sandwich recipe: random subnets per step beside the two ends
     supernet_workers: int = 1  # one-shot: data-parallel Ray Train workers for the supernet
@@ -182,6 +182,10 @@ class SearchSettings:
                 or self.sandwich < 0:
             raise ConfigError(f"--sandwich must be 0 or more random subnets per step, got "
                               f"{self.sandwich!r}")
+        if self.supernet_workers > 1 and self.batch_size % self.supernet_workers:
+            raise ConfigError(f"--batch-size {self.batch_size} does not split evenly over "
+                              f"--supernet-workers {self.supernet_workers}; pass a multiple of "
+                              f"it (every worker trains an equal share of each batch)")
         if self.finalists > self.candidates:
             raise ConfigError(f"--finalists {self.finalists} is more than --candidates "
                               f"{self.candidates}; lower it or estimate more candidates")

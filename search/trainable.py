@@ -29,11 +29,12 @@ def cached_dataset(name: str, input_size: int, data_dir: str | None, seed: int) 
     return load_dataset(name, input_size, data_dir, seed=seed, download=False)
 
 
-def _resume_file(config: TrialConfig) -> Path | None:
-    own = Path(config.checkpoint_dir) / CHECKPOINT_FILE
+def resume_file(checkpoint_dir: str, earlier: str | None = None) -> Path | None:
+    """The checkpoint a (re)started trial continues: its own, else an earlier trial's of the
+    same architecture (a re-queued trial), else none."""
+    own = Path(checkpoint_dir) / CHECKPOINT_FILE
     if own.exists():
         return own
-    earlier = config.resume_from
     if earlier and Path(earlier).exists():
         return Path(earlier)
     return None
@@ -56,7 +57,7 @@ def train_trial(ray_config: dict[str, Any]) -> None:
             tune.report(TrialReport(result.epoch, result.val_accuracy, node,
                                     train_loss=result.train_loss).to_result())
 
-    resume_from = _resume_file(config)
+    resume_from = resume_file(config.checkpoint_dir, config.resume_from)
     start = (extracted_weights(job.init_from, arch, data)
              if job.init_from and resume_from is None else None)
     outcome = train(arch, data, train_config, checkpoint_dir=Path(config.checkpoint_dir),

@@ -43,7 +43,9 @@ from search.oneshot.sandwich import (
     smallest_parts,
     supernet_architecture,
 )
+from search.oneshot.strategy import enqueue_finalists
 from search.oneshot.trainable import train_data_parallel
+from search.proposer import BudgetedProposer
 from search.protocol import SupernetTrialConfig, TrainingJob
 from search.runner import run_search
 from search.settings import SearchSettings
@@ -77,13 +79,15 @@ class _Stop(Exception):
 
 
 def _train_supernet(data, folder: Path, epochs: int, resume: bool = False,
-                    stop_after: int | None = None, **options):
-    """Train a supernet; ``stop_after`` epochs stands for a run killed after that epoch."""
+                    stop_after: int | None = None, recipe: SandwichRecipe | None = None,
+                    **options):
+    """Train a supernet (the sandwich unless ``recipe``); ``stop_after`` epochs stands for a
+    run killed after that epoch."""
     def on_epoch(result) -> None:
         if result.epoch == stop_after:
             raise _Stop
 
-    factory = functools.partial(SupernetRun, recipe=_recipe(**options))
+    factory = functools.partial(SupernetRun, recipe=recipe or _recipe(**options))
     try:
         return train(supernet_architecture(SPACE), data,
                      TrainConfig(epochs=epochs, batch_size=64), checkpoint_dir=folder,
@@ -96,7 +100,7 @@ def _train_supernet(data, folder: Path, epochs: int, resume: bool = False,
 @pytest.fixture(scope="module")
 def supernet(digits, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("supernet")
-    _train_supernet(digits, folder, epochs=2)
+    _train_supernet(digits, folder, epochs=2, recipe=largest_only())
     return folder / "checkpoint.pt"
 
 
@@ -258,6 +262,11 @@ def test_a_oneshot_search_end_to_end(backend, recipe, request, local_ray, tmp_pa
     # The export picks from stand-alone results, never from an estimate.
     exported = export_best(storage, outcome.study_name, tmp_path / "best.json")
     assert exported.number in {r.number for r in trained}
+    # More candidates once the finalists are chosen would score them as estimates: refused.
+    more = dataclasses.replace(settings, resume=True, candidates=150)
+    with pytest.raises(ConfigError, match="estimates ended at 100 candidates.*--candidates 100"):
+        run_search(more, out=io.StringIO())
+    assert len(study.get_trials()) == len(outcome.records)
 
 
 def test_the_samplers_learn_from_the_estimates(local_ray, tmp_path) -> None:
@@ -269,6 +278,24 @@ def test_the_samplers_learn_from_the_estimates(local_ray, tmp_path) -> None:
             if t.user_attrs.get(records.STATUS) == records.ESTIMATED]
     assert len(told) == 30
     assert all(t.values == [t.user_attrs[records.VAL_ACCURACY]] for t in told)
+
+
+def test_a_finalist_that_failed_is_queued_again_and_only_it() -> None:
+    proposer = BudgetedProposer(optuna.create_study(), SPACE, Budgets(macs=BUDGET))
+    for accuracy in (0.5, 0.9, 0.7, 0.8):
+        proposer.complete_estimate(proposer.propose(estimate=True), accuracy)
+    assert enqueue_finalists(proposer.study, proposer, 2) == 2
+    assert enqueue_finalists(proposer.study, proposer, 2) == 0  # queued once, not twice
+    queued = proposer.study.get_trials(states=(TrialState.WAITING,))
+    best = {0.9, 0.8}
+    assert {t.user_attrs[records.ESTIMATED_ACCURACY] for t in queued} == best
+    failed = proposer.study.ask()
+    proposer.study.tell(failed, state=TrialState.FAIL)
+    assert enqueue_finalists(proposer.study, proposer, 2) == 1
+    again = proposer.study.get_trials(states=(TrialState.WAITING,))
+    assert sorted(t.user_attrs[records.FINALIST_OF] for t in again) \
+        == sorted(t.user_attrs[records.FINALIST_OF] for t in queued)
+    assert enqueue_finalists(proposer.study, proposer, 3) == 1  # a third, when asked for
 
 
 def _command(storage: str, artifacts: Path, *extra: str) -> list[str]:

@@ -53,6 +53,16 @@ def recalibrate_batch_norm(model: nn.Module, images: torch.Tensor, batch_size: i
         model.eval()
 
 
+def estimate_parts(model: nn.Module, parts: Sequence[int], calibration: torch.Tensor,
+                   batch_size: int, images: torch.Tensor, labels: torch.Tensor,
+                   device: torch.device) -> float:
+    """The supernet's accuracy at ``parts`` on ``images``: batch norm re-estimated on
+    ``calibration`` first."""
+    set_parts(model, parts)
+    recalibrate_batch_norm(model, calibration, batch_size)
+    return evaluate(model, images, labels, device)
+
+
 def build_supernet(arch: Architecture, data: DataSplits,
                    weights: Mapping[str, torch.Tensor]) -> nn.Module:
     """The supernet of ``arch`` (the part-1 network) with trained ``weights``, on the CPU."""
@@ -93,6 +103,5 @@ class SupernetEvaluator:
 
     def estimate(self, parts: Sequence[int]) -> float:
         """Validation accuracy of the candidate with ``parts``, batch norm re-estimated."""
-        set_parts(self.model, parts)
-        recalibrate_batch_norm(self.model, self.calibration, self.batch_size)
-        return evaluate(self.model, self.data.val_x, self.data.val_y, self.device)
+        return estimate_parts(self.model, parts, self.calibration, self.batch_size,
+                              self.data.val_x, self.data.val_y, self.device)

@@ -31,7 +31,7 @@ running statistics averaged over differently sized networks fit none of them.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,13 +42,9 @@ from torch import nn
 
 from hetconv.errors import ConfigError
 from hetconv.supernet import set_parts, to_supernet
-from search.oneshot.estimates import (
-    CALIBRATION_BATCHES,
-    calibration_images,
-    recalibrate_batch_norm,
-)
+from search.oneshot.estimates import CALIBRATION_BATCHES, calibration_images, estimate_parts
 from search.training.data import DataSplits
-from search.training.trainer import TrainConfig, TrainingRun, evaluate
+from search.training.trainer import TrainConfig, TrainingRun
 from space import Architecture, SearchSpace
 
 
@@ -142,13 +138,8 @@ class SupernetRun(TrainingRun):
 
     def evaluate(self, images: torch.Tensor, labels: torch.Tensor) -> float:
         """The largest network's accuracy, its batch-norm statistics re-estimated first."""
-        return self.estimate(self.space.uniform_parts(1), images, labels)
-
-    def estimate(self, parts: Sequence[int], images: torch.Tensor,
-                 labels: torch.Tensor) -> float:
-        set_parts(self.model, parts)
-        recalibrate_batch_norm(self.model, self.calibration, self.config.batch_size)
-        return evaluate(self.model, images, labels, self.device, self.config.eval_batch_size)
+        return estimate_parts(self.model, self.space.uniform_parts(1), self.calibration,
+                              self.config.batch_size, images, labels, self.device)
 
     def state(self) -> dict[str, Any]:
         state = super().state()

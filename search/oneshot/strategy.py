@@ -26,7 +26,9 @@ from typing import Any
 
 import optuna
 import ray
+import ray.exceptions
 import torch
+from optuna.trial import TrialState
 from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 
@@ -35,7 +37,7 @@ from search.console import SearchConsole, duration, parts_summary
 from search.oneshot.estimates import CALIBRATION_BATCHES, SupernetEvaluator
 from search.oneshot.sandwich import largest_only, recipe_for, supernet_architecture
 from search.oneshot.trainable import train_data_parallel, train_supernet_trial
-from search.proposer import BudgetedProposer
+from search.proposer import BudgetedProposer, Proposal
 from search.protocol import SupernetTrialConfig, TrainingJob, TrialReport
 from search.settings import SearchSettings
 from search.store import records
@@ -96,7 +98,7 @@ def train_supernet_stage(settings: SearchSettings, study: optuna.Study,
                                  supernet_architecture(space).to_json(), str(folder),
                                  recipe.pool, recipe.random_subnets, recipe.distill,
                                  recipe.calibration_batches, settings.supernet_workers,
-                                 recipe.smallest)
+                                 recipe.smallest, use_gpu=settings.gpus_per_trial > 0)
     steps = (f"the largest network, the smallest and {settings.sandwich} random architectures "
              f"within the budgets (from {len(recipe.pool)} drawn), the smaller ones distilled "
              f"from the largest" if sandwich else "the largest network alone (masked "
@@ -137,8 +139,8 @@ def _train_in_one_trial(config: SupernetTrialConfig, settings: SearchSettings, s
     result = tuner.fit()[0]
     report = TrialReport.from_result(result.metrics)
     if result.error is not None or report is None or not report.done:
-        reason = str(result.error).strip().splitlines()[-1:] or ["no final report"]
-        raise SupernetFailed(f"the supernet trial failed: {reason[0]} (full log: "
+        reason = _last_line(result.error) if result.error is not None else "no final report"
+        raise SupernetFailed(f"the supernet trial failed: {reason} (full log: "
                              f"{Path(result.path) / 'error.txt'})")
     return report
 
@@ -148,14 +150,19 @@ def _train_data_parallel(config: SupernetTrialConfig, settings: SearchSettings,
     try:
         metrics = train_data_parallel(config, settings.max_failures, str(artifacts / "ray"))
     except Exception as error:  # Ray Train wraps the workers' errors in its own
-        reason = str(error).strip().splitlines()[-1:] or [type(error).__name__]
-        raise SupernetFailed(f"the data-parallel supernet training failed: {reason[0]} (logs "
-                             f"under {artifacts / 'ray'})") from None
+        raise SupernetFailed(f"the data-parallel supernet training failed: "
+                             f"{_last_line(error)} (logs under {artifacts / 'ray'})") from None
     report = TrialReport.from_result(metrics)
     if report is None or not report.done:
         raise SupernetFailed("the data-parallel supernet training ended without its final "
                              f"report (logs under {artifacts / 'ray'})")
     return report
+
+
+def _last_line(error: BaseException) -> str:
+    """The last line of a (Ray-wrapped) error: where its own message is."""
+    lines = str(error).strip().splitlines()
+    return lines[-1] if lines else type(error).__name__
 
 
 class _EpochLines(tune.Callback):
@@ -164,8 +171,8 @@ class _EpochLines(tune.Callback):
     def __init__(self, console: SearchConsole, epochs: int, started: float) -> None:
         self.console, self.epochs, self.started = console, epochs, started
 
-    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
-                        **info: Any) -> None:
+    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any,
+                        result: dict[str, Any], **info: Any) -> None:
         report = TrialReport.from_result(result)
         if report is not None:
             self.console.print(f"  supernet epoch {report.epoch}/{self.epochs}: largest "
@@ -187,72 +194,112 @@ class _EvaluatorActor:
         return self.evaluator.estimate(parts)
 
 
-def estimate_stage(settings: SearchSettings, study: optuna.Study, proposer: BudgetedProposer,
-                   supernet: SupernetRecord, console: SearchConsole,
-                   slots: Callable[[], int]) -> dict[int, float]:
-    """Estimate candidates until the study has ``--candidates`` estimates; returns the
-    uniform baselines' estimates by part."""
-    space = proposer.space
-    saved = read_checkpoint(supernet.checkpoint)
-    weights = ray.put(saved["model"])  # once; every actor reads the same object
-    actor_class = ray.remote(_EvaluatorActor).options(num_cpus=settings.cpus_per_trial,
-                                                      num_gpus=settings.gpus_per_trial)
-    job = settings.training_job(supernet.epochs)
-    arch_json = supernet_architecture(space).to_json()
-    actors: list[Any] = [actor_class.remote(job, arch_json, weights, CALIBRATION_BATCHES)
-              for _ in range(slots())]
-    try:
-        counts = trial_counts(study)
-        left = settings.candidates - counts.estimates
-        if left > 0:
-            console.print(f"estimates: scoring {left} candidates with the supernet on "
-                          f"{len(actors)} Ray workers"
-                          + (f" ({counts.estimates} scored already)" if counts.estimates else ""))
-            _estimate_candidates(proposer, actors, left, counts.estimates, settings.candidates,
-                                 console)
-        baselines = proposer.baselines_within()
-        values = ray.get([actors[i % len(actors)].estimate.remote(arch.parts)
-                          for i, (_, arch) in enumerate(baselines)])
-        return {part: value for (part, _), value in zip(baselines, values, strict=True)}
-    finally:
-        for actor in actors:
+class SupernetEstimator:
+    """Ray actors holding the trained supernet, started on first use and killed on exit; they
+    received its weights once, through the object store."""
+
+    def __init__(self, settings: SearchSettings, proposer: BudgetedProposer,
+                 supernet: SupernetRecord, slots: Callable[[], int]) -> None:
+        self.settings, self.supernet, self.slots = settings, supernet, slots
+        self.arch_json = supernet_architecture(proposer.space).to_json()
+        self._actors: list[Any] = []
+
+    def __enter__(self) -> SupernetEstimator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for actor in self._actors:
             ray.kill(actor)
 
+    def actors(self) -> list[Any]:
+        if not self._actors:
+            weights = ray.put(read_checkpoint(self.supernet.checkpoint)["model"])
+            actor_class = ray.remote(_EvaluatorActor).options(
+                num_cpus=self.settings.cpus_per_trial, num_gpus=self.settings.gpus_per_trial)
+            job = self.settings.training_job(self.supernet.epochs)
+            self._actors = [actor_class.remote(job, self.arch_json, weights,
+                                               CALIBRATION_BATCHES)
+                            for _ in range(max(1, self.slots()))]
+        return self._actors
 
-def _estimate_candidates(proposer: BudgetedProposer, actors: list[Any], left: int,
-                         done_before: int, total: int, console: SearchConsole) -> None:
+    def submit(self, index: int, parts: tuple[int, ...]) -> ray.ObjectRef:
+        actors = self.actors()
+        return actors[index % len(actors)].estimate.remote(parts)
+
+    def estimate(self, parts: tuple[int, ...]) -> float:
+        """One architecture's estimate, waited for (the baselines')."""
+        try:
+            return float(ray.get(self.submit(0, parts)))
+        except ray.exceptions.RayError as error:
+            raise SupernetFailed(f"estimating {parts_summary(parts)} failed: "
+                                 f"{_last_line(error)}") from None
+
+
+def estimate_stage(settings: SearchSettings, study: optuna.Study, proposer: BudgetedProposer,
+                   estimator: SupernetEstimator, console: SearchConsole) -> None:
+    """Estimate candidates until the study has ``--candidates`` estimates (and none queued).
+
+    Estimates are proposed by ``study.ask()``, which hands out queued trials first, so the
+    stage runs only before the finalists and baselines are queued: once they are, a resumed
+    search with more ``--candidates`` is refused rather than scoring them as estimates.
+    """
+    counts = trial_counts(study)
+    left = max(settings.candidates - counts.estimates, counts.queued_estimates)
+    if left <= 0:
+        return
+    chosen = [t.number for t in study.get_trials(deepcopy=False)
+              if records.FINALIST_OF in t.user_attrs or records.BASELINE_PART in t.user_attrs]
+    if chosen:
+        raise ConfigError(f"--resume: this study's estimates ended at {counts.estimates} "
+                          f"candidates and its finalists were chosen; pass --candidates "
+                          f"{counts.estimates}")
+    console.print(f"estimates: scoring {left} candidates with the supernet on "
+                  f"{len(estimator.actors())} Ray workers"
+                  + (f" ({counts.estimates} scored already)" if counts.estimates else ""))
+    _estimate_candidates(proposer, estimator, left, counts.estimates, console)
+
+
+def _estimate_candidates(proposer: BudgetedProposer, estimator: SupernetEstimator, left: int,
+                         done_before: int, console: SearchConsole) -> None:
     started = last_line = time.monotonic()
-    pending: dict[Any, Any] = {}
+    in_flight = _IN_FLIGHT_PER_ACTOR * len(estimator.actors())
+    pending: dict[ray.ObjectRef, Proposal] = {}
     submitted = finished = 0
     best: tuple[float, int, tuple[int, ...]] | None = None
-    while finished < left:
-        while submitted < left and len(pending) < _IN_FLIGHT_PER_ACTOR * len(actors):
-            proposal = proposer.propose(estimate=True)
-            actor = actors[submitted % len(actors)]
-            pending[actor.estimate.remote(proposal.architecture.parts)] = proposal
-            submitted += 1
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        proposal = pending.pop(ready[0])
-        accuracy = float(ray.get(ready[0]))
-        proposer.complete_estimate(proposal, accuracy)
-        finished += 1
-        if best is None or accuracy > best[0]:
-            best = (accuracy, proposal.number, proposal.architecture.parts)
-        now = time.monotonic()
-        if now - last_line >= _PROGRESS_EVERY_S or finished == left:
-            last_line = now
-            console.print(f"  estimates: {done_before + finished}/{total} in "
-                          f"{duration(now - started)}, {proposer.rejected} proposals rejected "
-                          f"over the budgets, best estimate {best[0]:.2%} (trial {best[1]}: "
-                          f"{parts_summary(best[2])})")
+    try:
+        while finished < left:
+            while submitted < left and len(pending) < in_flight:
+                proposal = proposer.propose(estimate=True)
+                pending[estimator.submit(submitted, proposal.architecture.parts)] = proposal
+                submitted += 1
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            accuracy = float(ray.get(ready[0]))
+            proposal = pending.pop(ready[0])
+            proposer.complete_estimate(proposal, accuracy)
+            finished += 1
+            if best is None or accuracy > best[0]:
+                best = (accuracy, proposal.number, proposal.architecture.parts)
+            now = time.monotonic()
+            if now - last_line >= _PROGRESS_EVERY_S or finished == left:
+                last_line = now
+                console.print(f"  estimates: {done_before + finished}/{done_before + left} in "
+                              f"{duration(now - started)}, {proposer.rejected} proposals "
+                              f"rejected over the budgets, best estimate {best[0]:.2%} (trial "
+                              f"{best[1]}: {parts_summary(best[2])})")
+    except ray.exceptions.RayError as error:
+        for proposal in pending.values():  # told failed, so a resume scores them again
+            proposer.fail(proposal)
+        raise SupernetFailed(f"estimating a candidate failed: {_last_line(error)}") from None
 
 
 def enqueue_finalists(study: optuna.Study, proposer: BudgetedProposer, finalists: int) -> int:
-    """Queue the best ``finalists`` estimated architectures for stand-alone training, once per
-    study; returns how many were queued now."""
+    """Queue the best ``finalists`` estimated architectures for stand-alone training, those
+    not trained, running or queued already (a failed one is queued again); returns how many
+    were queued now."""
     trials = study.get_trials(deepcopy=False)
-    if any(records.FINALIST_OF in t.user_attrs for t in trials):
-        return 0
+    alive = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+    present = {tuple(t.user_attrs.get(records.PARTS) or ()) for t in trials
+               if records.FINALIST_OF in t.user_attrs and t.state in alive}
     estimates = [records.to_record(t) for t in trials
                  if t.user_attrs.get(records.STATUS) == records.ESTIMATED]
     estimates.sort(key=lambda r: (-(r.accuracy or 0.0), r.paper_macs or 0, r.number))
@@ -261,6 +308,7 @@ def enqueue_finalists(study: optuna.Study, proposer: BudgetedProposer, finalists
         if len(chosen) == finalists:
             break
         chosen.setdefault(record.parts, record)
-    for record in chosen.values():
+    missing = [record for parts, record in chosen.items() if parts not in present]
+    for record in missing:
         proposer.enqueue_finalist(record.parts, record.number, record.accuracy or 0.0)
-    return len(chosen)
+    return len(missing)

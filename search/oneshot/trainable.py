@@ -14,6 +14,7 @@ from the last finished epoch.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,9 @@ from ray import tune
 
 from search.oneshot.sandwich import SandwichRecipe, SupernetRun
 from search.protocol import SupernetTrialConfig, TrialReport
-from search.trainable import cached_dataset
-from search.training.checkpoint import CHECKPOINT_FILE
+from search.trainable import cached_dataset, resume_file
 from search.training.data import DataSplits
-from search.training.trainer import EpochResult, TrainConfig, TrainResult, train
+from search.training.trainer import EpochResult, RunFactory, TrainConfig, TrainResult, train
 from space import Architecture
 
 
@@ -40,6 +40,10 @@ class DistributedSupernetRun(SupernetRun):
         with torch.no_grad():  # every process starts from rank 0's initial weights
             for tensor in self.model.state_dict().values():
                 dist.broadcast(tensor, 0)
+
+    def settings(self) -> dict[str, Any]:
+        # Batch norm sees each worker's share of a batch: the worker count shapes the result.
+        return {**super().settings(), "workers": self.world}
 
     def shard(self, index: torch.Tensor) -> torch.Tensor:
         return index[self.rank::self.world]
@@ -60,24 +64,21 @@ def _recipe(config: SupernetTrialConfig) -> SandwichRecipe:
                           config.calibration_batches, config.smallest)
 
 
-def _resume_file(config: SupernetTrialConfig) -> Path | None:
-    own = Path(config.checkpoint_dir) / CHECKPOINT_FILE
-    return own if own.exists() else None
-
-
 def train_supernet(config: SupernetTrialConfig, data: DataSplits, rank: int = 0,
-                   world: int = 1, on_epoch: Any = None) -> TrainResult:
+                   world: int = 1,
+                   on_epoch: Callable[[EpochResult], None] | None = None) -> TrainResult:
     """Train (or continue) the supernet of ``config`` as process ``rank`` of ``world``."""
     job = config.job
     torch.set_num_threads(max(1, job.threads))
-    factory: Any = functools.partial(SupernetRun, recipe=_recipe(config))
+    factory: RunFactory = functools.partial(SupernetRun, recipe=_recipe(config))
     if world > 1:
         factory = functools.partial(DistributedSupernetRun, recipe=_recipe(config), rank=rank,
                                     world=world)
     return train(Architecture.from_json(config.architecture), data,
                  TrainConfig(epochs=job.epochs, batch_size=job.batch_size, seed=job.seed),
                  checkpoint_dir=Path(config.checkpoint_dir) if rank == 0 else None,
-                 resume_from=_resume_file(config), on_epoch=on_epoch, run_factory=factory)
+                 resume_from=resume_file(config.checkpoint_dir), on_epoch=on_epoch,
+                 run_factory=factory)
 
 
 def _data(config: SupernetTrialConfig) -> DataSplits:
@@ -111,7 +112,7 @@ def train_data_parallel(config: SupernetTrialConfig, max_failures: int,
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    gpu = torch.cuda.is_available()
+    gpu = config.use_gpu
     # Ray Train v2 (the default) passes the loop's return value back; the stubs are v1's.
     worker: Any = supernet_worker
     trainer = TorchTrainer(

@@ -53,7 +53,6 @@ REPLICATE = "replicate"  # confirmation run k (1, 2, ...) of an architecture: an
 ESTIMATE = "supernet_estimate"  # True on a one-shot candidate scored by the supernet
 ESTIMATED_ACCURACY = "estimated_accuracy"  # the supernet's estimate, on a trained architecture
 FINALIST_OF = "finalist_of"  # the estimate trial whose architecture this trial trains
-INIT_FROM = "init_from"  # the supernet checkpoint a fine-tuned trial started from
 
 # Status values.
 COMPLETE = "complete"
