@@ -10,16 +10,17 @@ the largest gives the small ones a smoother target than the labels.
 
 The networks' losses are averaged, not summed, before the one optimizer step: summed, a step
 of four networks moves the shared weights four times as far as the trainer's learning rate
-means, and the supernet barely trained (ResNet-20 on digits at 16 px, 3 epochs: the largest
+means, and the supernet barely trained (ResNet-20 on the digits at 16 px, 3 epochs: the largest
 network reached 25 % validation accuracy summed, 43 % averaged; ``docs/BENCHMARKS.md``).
 
 Measured (``docs/BENCHMARKS.md``, "One-shot quality"), the sandwich ranked architectures
 *backwards* at the epochs this project could afford: the smallest network, trained in every
 step, pulls the shared kernels its way, and the architectures nearest it estimate best (Kendall
 tau -0.74 against stand-alone accuracy). Training the largest network alone, and estimating its
-masked sub-networks with batch norm re-estimated, ranked best (tau +0.46; the stand-alone seeds
-agree with each other at +0.67), so it is the default (:func:`largest_only`); the sandwich
-stays a recipe for longer supernet trainings, where the literature found it pays.
+masked sub-networks with batch norm re-estimated, ranked them the right way round (tau +0.34;
+the stand-alone seeds agree with each other at +0.67), so it is the default
+(:func:`largest_only`); the sandwich stays a recipe for longer supernet trainings, where the
+literature found it pays.
 
 The run is :class:`~search.training.trainer.TrainingRun` with another step and network, so it
 has the same schedule, checkpoints and exact resume; the subnet draws come from their own
