@@ -47,11 +47,10 @@ def fingerprint(data: DataSplits) -> str:
     return f"{data.sizes}:{digest.hexdigest()[:16]}"
 
 
-def read_resumable(path: Path | str, arch: Architecture, data: DataSplits,
-                   settings: Mapping[str, Any]) -> dict[str, Any]:
+def read_resumable(path: Path | str, arch: Architecture, data: DataSplits) -> dict[str, Any]:
     """The checkpoint at ``path`` (the file or its folder), refused unless it was written for
-    ``arch`` on the same ``data`` splits with the same result-shaping training ``settings``
-    (the trainer's config as a dict)."""
+    ``arch`` on the same ``data`` splits; :func:`check_settings` then compares the training
+    settings (known only once the run is built)."""
     path = _checkpoint_path(path)
     saved = _read_checkpoint(path)
     _check_architecture(saved, arch, path)
@@ -61,12 +60,19 @@ def read_resumable(path: Path | str, arch: Architecture, data: DataSplits,
     if saved["splits"] != fingerprint(data):
         raise ConfigError(f"checkpoint {path} was trained on other {data.name} splits (sizes or "
                           f"order differ); resume with the same data seed and val_fraction")
+    return saved
+
+
+def check_settings(saved: Mapping[str, Any], settings: Mapping[str, Any],
+                   path: Path | str) -> None:
+    """Refuse a checkpoint written with other result-shaping training ``settings`` (the run's
+    :meth:`~search.training.trainer.TrainingRun.settings`)."""
     changed = [f"{k}: {saved['config'].get(k)!r} -> {value!r}" for k, value in settings.items()
                if k not in _NOT_RESULT_SHAPING and saved["config"].get(k) != value]
     if changed:
-        raise ConfigError(f"checkpoint {path} was written with other training settings "
-                          f"({', '.join(changed)}); resume with the settings it was written with")
-    return saved
+        raise ConfigError(f"checkpoint {_checkpoint_path(path)} was written with other training "
+                          f"settings ({', '.join(changed)}); resume with the settings it was "
+                          f"written with")
 
 
 def load_weights(checkpoint_file: Path, arch: Architecture) -> nn.Module:

@@ -34,7 +34,12 @@ from torch import nn
 
 from hetconv.errors import ConfigError
 from search.training.augment import crop_padding, random_crop_flip, unit_range
-from search.training.checkpoint import fingerprint, read_resumable, write_checkpoint
+from search.training.checkpoint import (
+    check_settings,
+    fingerprint,
+    read_resumable,
+    write_checkpoint,
+)
 from search.training.data import DataSplits
 from space.architecture import Architecture, Normalization
 
@@ -181,12 +186,13 @@ def train(arch: Architecture, data: DataSplits, config: TrainConfig,
         raise ConfigError(f"dataset {data.name!r} has splits of sizes {data.sizes}; training "
                           f"needs at least 2 training images and 1 each for val and test")
     device = resolve_device(config.device)
+    saved = read_resumable(resume_from, arch, data) if resume_from is not None else None
     with _isolated_rng(device), _cudnn_benchmark(device):
         run = (run_factory or TrainingRun)(arch, data, config, device)
+        if saved is not None and resume_from is not None:
+            check_settings(saved, run.settings(), resume_from)
         if initial_weights is not None:
             run.load_weights(initial_weights)
-        saved = (read_resumable(resume_from, arch, data, run.settings())
-                 if resume_from is not None else None)
         return run.fit(saved, checkpoint_dir, on_epoch)
 
 
