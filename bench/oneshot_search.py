@@ -379,6 +379,15 @@ def main(argv: list[str] | None = None) -> None:
     print("one-shot vs standard: " + verdict(
         oneshot.export_estimate(), standard.export_estimate(), "one-shot's export",
         "the standard search's export", "the test split"))
+    if oneshot.exported.first.parts == standard.exported.first.parts:
+        print(f"  (both searches exported the same architecture, "
+              f"{parts_summary(oneshot.exported.first.parts)}: the gap is one of training, "
+              f"not of architecture)")
+    if args.finalist_init == "supernet":
+        print(f"  (the one-shot search's stand-alone runs, its baselines included, start from "
+              f"the supernet's weights, {args.supernet_epochs} epochs trained, and the standard "
+              f"search's from scratch: a gap between the two exports mixes the architecture "
+              f"with that training)")
     print("one-shot supernet: " + (tau.describe() if tau else
                                    "Kendall tau undefined (fewer than two estimated "
                                    "architectures with different results)"))
