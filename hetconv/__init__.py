@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from hetconv.errors import ConfigError
 
 if TYPE_CHECKING:
+    from hetconv.conversion import convert, convertible
     from hetconv.deployment import DeployedModel, deploy
     from hetconv.fold import fold_batchnorm
     from hetconv.layer import (
@@ -27,7 +28,8 @@ if TYPE_CHECKING:
     )
     from hetconv.supernet import SuperHetConv2d, extract, set_parts, to_supernet
 
-_LAZY = {"DeployedModel": "hetconv.deployment", "deploy": "hetconv.deployment",
+_LAZY = {"convert": "hetconv.conversion", "convertible": "hetconv.conversion",
+         "DeployedModel": "hetconv.deployment", "deploy": "hetconv.deployment",
          "fold_batchnorm": "hetconv.fold", "HetConv2d": "hetconv.layer",
          "MaskedHetConv2d": "hetconv.layer", "common_divisors": "hetconv.layer",
          "hetconv_mask": "hetconv.layer", "kxk_pattern": "hetconv.layer",
@@ -41,6 +43,8 @@ __all__ = [
     "MaskedHetConv2d",
     "SuperHetConv2d",
     "common_divisors",
+    "convert",
+    "convertible",
     "deploy",
     "extract",
     "fold_batchnorm",

@@ -11,8 +11,8 @@ import numpy as np
 from torch import nn
 
 from hetconv.errors import ConfigError
-from hetconv.models import build_model
 from hetconv.models.normalize import check_statistics
+from space.networks import build_network
 from space.search_space import SearchSpace
 
 SCHEMA = "hetnas/architecture"
@@ -118,8 +118,10 @@ class Architecture:
         It normalises its input by :attr:`normalization` when the architecture has one.
         """
         norm = self.normalization
-        return build_model(self.backbone, self.parts, self.num_classes, self.in_channels,
-                           None if norm is None else norm.mean, None if norm is None else norm.std)
+        assert self.num_classes is not None and self.in_channels is not None  # __post_init__
+        return build_network(self.backbone, self.parts, self.num_classes, self.in_channels,
+                             None if norm is None else norm.mean,
+                             None if norm is None else norm.std)
 
     def to_dict(self) -> dict[str, Any]:
         norm = self.normalization

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from hetconv.errors import ConfigError, param
-from hetconv.models import get_backbone
 from space.cost import CostProfile, cost_profile
+from space.networks import defaults
 from space.trace import SearchableLayer, trace_backbone
 
 
@@ -20,9 +20,10 @@ from space.trace import SearchableLayer, trace_backbone
 class SearchSpace:
     """One part per searchable layer, each from that layer's allowed parts.
 
-    ``input_size``, ``num_classes`` and ``in_channels`` default to the backbone's own (32, 10 and
-    3 for the CIFAR families, 224, 1000 and 3 for the ImageNet ones); a search takes them from
-    its data set.
+    ``backbone`` is a built-in family or a factory, ``package.module:callable``
+    (``space.networks``). ``input_size``, ``num_classes`` and ``in_channels`` default to the
+    family's own (32, 10 and 3 for the CIFAR families, 224, 1000 and 3 for the ImageNet ones;
+    a factory has none); a search takes them from its data set.
     """
 
     backbone: str
@@ -32,13 +33,16 @@ class SearchSpace:
 
     def __init__(self, backbone: str, input_size: int | None = None,
                  num_classes: int | None = None, in_channels: int | None = None) -> None:
-        """``None`` takes the backbone's own value."""
-        spec = get_backbone(backbone)
+        """``None`` takes the backbone's own value (a factory's network has none)."""
+        spec = defaults(backbone)
         object.__setattr__(self, "backbone", backbone)
         given = {"input_size": input_size, "num_classes": num_classes,
                  "in_channels": in_channels}
         for field, value in given.items():
             value = getattr(spec, field) if value is None else value
+            if value is None:
+                raise ConfigError(f"network {backbone!r} comes from a factory, which says no "
+                                  f"{field}; give {param(field)}")
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{field} must be a positive integer, got {value!r}")
             object.__setattr__(self, field, value)

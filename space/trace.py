@@ -16,7 +16,7 @@ from torch import nn
 
 from hetconv.errors import ConfigError, param
 from hetconv.layer import HetConv2d
-from hetconv.models import build_model, get_backbone
+from space.networks import build_network, defaults
 from space.parts import allowed_parts
 
 
@@ -86,10 +86,11 @@ def trace_network(model: nn.Module, input_shape: tuple[int, int, int],
     try:
         model(torch.empty(1, *input_shape, device="meta"))
     except (RuntimeError, ValueError) as error:
-        size = input_shape[-1]
-        raise ConfigError(f"input size {size} is too small for {label} "
-                          f"({error.args[0].splitlines()[0]}); use a larger "
-                          f"{param('input_size')}") from None
+        channels, height, width = input_shape
+        raise ConfigError(f"{label} cannot take a {channels}x{height}x{width} input "
+                          f"({error.args[0].splitlines()[0]}): too small for it, or a network "
+                          f"made for other input channels; use a larger {param('input_size')} "
+                          f"or a network for {channels}-channel images") from None
     layers = tuple(
         SearchableLayer(i, name, m.in_channels, m.out_channels, m.kernel_size, m.stride,
                         m.padding, *fed[name], allowed_parts(m.in_channels, m.out_channels))
@@ -98,15 +99,17 @@ def trace_network(model: nn.Module, input_shape: tuple[int, int, int],
                        for p in m.parameters(recurse=False))
     searchable_params = sum(p.numel() for _, m in hetconvs for p in m.parameters(recurse=False))
     other_params = sum(p.numel() for p in model.parameters()) - fixed_params - searchable_params
+    # A searchable layer's bias costs the same at every part: it counts with the fixed weights.
+    fixed_params += sum(m.bias.numel() for _, m in hetconvs if m.bias is not None)
     return NetworkTrace(layers, fixed_macs, fixed_params, other_params)
 
 
 @functools.cache
 def trace_backbone(backbone: str, input_size: int, num_classes: int,
                    in_channels: int) -> NetworkTrace:
-    """The trace of a built-in family's standard network, once per shape."""
+    """The trace of a network's standard form (every part 1), once per shape."""
     with torch.device("meta"):
-        model = build_model(backbone, None, num_classes, in_channels)
+        model = build_network(backbone, None, num_classes, in_channels)
     return trace_network(model, (in_channels, input_size, input_size), backbone)
 
 
@@ -115,6 +118,6 @@ def searchable_layers(backbone: str, input_size: int | None = None,
                       in_channels: int | None = None) -> tuple[SearchableLayer, ...]:
     """A built-in family's searchable layers (at its own input, classes and channels unless
     given)."""
-    spec = get_backbone(backbone)
+    spec = defaults(backbone)
     return trace_backbone(backbone, input_size or spec.input_size,
                           num_classes or spec.num_classes, in_channels or spec.in_channels).layers

@@ -58,3 +58,20 @@ class InputNormalization(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
+
+
+class NormalizedNetwork(nn.Module):
+    """A network a user wrote, with the input normalisation the built-in families have in front.
+
+    ``network`` keeps its own module names under ``network.``, so a state dict of the user's
+    network maps onto it by that prefix.
+    """
+
+    def __init__(self, channels: int, network: nn.Module, mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None) -> None:
+        super().__init__()
+        self.normalize = InputNormalization(channels, mean, std)
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(self.normalize(x))

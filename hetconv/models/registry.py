@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from torch import nn
 
 from hetconv.errors import ConfigError
-from hetconv.models.resnet import resnet18, resnet34, resnet50
+from hetconv.models.resnet import from_torchvision, resnet18, resnet34, resnet50
 from hetconv.models.resnet_cifar import resnet20, resnet56
 from hetconv.models.vgg import vgg16
 
@@ -23,6 +23,8 @@ class Backbone:
     num_classes: int
     summary: str
     in_channels: int = 3
+    # Renames a state dict from another common layout (torchvision's) to this family's keys.
+    dense_keys: Callable[[Mapping[str, object]], dict[str, object]] = dict
 
 
 BACKBONES: dict[str, Backbone] = {
@@ -30,9 +32,12 @@ BACKBONES: dict[str, Backbone] = {
         Backbone("vgg16", vgg16, 32, 10, "VGG-16 with batch norm for 32x32 inputs"),
         Backbone("resnet20", resnet20, 32, 10, "CIFAR ResNet-20"),
         Backbone("resnet56", resnet56, 32, 10, "CIFAR ResNet-56"),
-        Backbone("resnet18", resnet18, 224, 1000, "ImageNet ResNet-18"),
-        Backbone("resnet34", resnet34, 224, 1000, "ImageNet ResNet-34"),
-        Backbone("resnet50", resnet50, 224, 1000, "ImageNet ResNet-50 (3x3 layers searchable)"),
+        Backbone("resnet18", resnet18, 224, 1000, "ImageNet ResNet-18",
+                 dense_keys=from_torchvision),
+        Backbone("resnet34", resnet34, 224, 1000, "ImageNet ResNet-34",
+                 dense_keys=from_torchvision),
+        Backbone("resnet50", resnet50, 224, 1000, "ImageNet ResNet-50 (3x3 layers searchable)",
+                 dense_keys=from_torchvision),
     )
 }
 

@@ -6,7 +6,8 @@ Layout as in torchvision (ResNet v1.5: the stride sits on the bottleneck's 3×3)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -113,3 +114,27 @@ def resnet50(parts: Sequence[int] | None = None, num_classes: int = 1000, in_cha
              mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> ResNet:
     """ResNet-50: 16 searchable layers (the bottlenecks' 3×3)."""
     return ResNet("resnet50", Bottleneck, (3, 4, 6, 3), parts, num_classes, in_channels, mean, std)
+
+
+_TORCHVISION_KEYS = (
+    (re.compile(r"^conv1\."), lambda _: "stem.0."),
+    (re.compile(r"^bn1\."), lambda _: "stem.1."),
+    (re.compile(r"^layer(\d)\."), lambda match: f"stages.{int(match.group(1)) - 1}."),
+    (re.compile(r"\.downsample\."), lambda _: ".shortcut."),
+)
+
+
+def from_torchvision(state: Mapping[str, object]) -> dict[str, object]:
+    """A state dict in torchvision's ResNet layout (``conv1``, ``layer1.0.downsample``) renamed
+    to this module's (``stem.0``, ``stages.0.0.shortcut``); any other layout unchanged.
+
+    The networks are the same (torchvision's ResNet v1.5), so trained ImageNet weights load.
+    """
+    if "layer1.0.conv1.weight" not in state:
+        return dict(state)
+    renamed = {}
+    for key, value in state.items():
+        for pattern, replacement in _TORCHVISION_KEYS:
+            key = pattern.sub(replacement, key)
+        renamed[key] = value
+    return renamed

@@ -35,7 +35,6 @@ from hetconv.deployment import DeployedModel, deploy
 from hetconv.errors import ConfigError, param
 from hetconv.layer import HetConv2d
 from hetconv.layout import OrderedHetConv2d, is_power_of_two
-from hetconv.models import build_model
 from hetconv.timing import interleaved_samples
 from search.store.latency_table import (
     Calibration,
@@ -45,6 +44,7 @@ from search.store.latency_table import (
     NetworkKey,
 )
 from space.latency import LatencyModel, LatencySpec, fit_network_terms
+from space.networks import build_network
 from space.search_space import SearchSpace
 
 TARGET_SECONDS = 0.3  # timed calls per figure: about this long in all ...
@@ -144,7 +144,7 @@ def measure_network(space: SearchSpace, parts: np.ndarray | tuple[int, ...],
     """Milliseconds (and timed calls) of the whole deployed network with ``parts``, timed as
     the layers are."""
     parts = space.check_parts(tuple(int(p) for p in parts))
-    model = build_model(space.backbone, parts, space.num_classes, space.in_channels)
+    model = build_network(space.backbone, parts, space.num_classes, space.in_channels)
     model = model.to(spec.torch_device, spec.torch_dtype).eval()
     x = _example((spec.batch, space.in_channels, space.input_size, space.input_size), spec)
     torch._dynamo.reset()

@@ -1,0 +1,152 @@
+"""Turn any network's convolutions into HetConv layers, carrying trained kernels over.
+
+A plain :class:`torch.nn.Conv2d` can become a :class:`~hetconv.layer.HetConv2d` when it has an
+odd square kernel larger than 1×1 (the 1×1 kernels sit on its centre tap), ``groups=1`` (the
+K×K pattern shifts across *all* input channels), no dilation, zero padding of the same size on
+every side, a square stride, and channel counts with a common divisor above 1. Any other layer
+(the depthwise convolution of a MobileNet, a 1×1 projection, a dilated or reflect-padded
+convolution, a ``Conv2d`` subclass with its own ``forward``) is reported with its reason and
+left as it is.
+
+A trained dense kernel carries over the only way the paper's layer allows
+(``docs/HETCONV.md``): the K×K kernels on the part's pattern are kept, and off the pattern
+only the centre tap survives. At part 1 nothing is dropped, so a network converted at part 1
+computes exactly what it computed before.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from hetconv.errors import ConfigError
+from hetconv.layer import HetConv2d, common_divisors, hetconv_mask
+
+
+@dataclass(frozen=True)
+class Convertible:
+    """The convolutions of a network that can take a HetConv part, and why the others cannot.
+
+    Both map module names (as ``named_modules`` gives them) in module order.
+    """
+
+    eligible: dict[str, nn.Conv2d]
+    ineligible: dict[str, str]  # name -> reason
+
+    def describe_ineligible(self, limit: int = 3) -> str:
+        """The first few ineligible layers with their reasons, for messages."""
+        shown = [f"{name} ({reason})" for name, reason in list(self.ineligible.items())[:limit]]
+        more = len(self.ineligible) - limit
+        return "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
+
+
+def _symmetric(value: int | tuple[int, ...]) -> int | None:
+    """The one number of a square kernel, stride or padding; None when the sides differ."""
+    values = (value,) if isinstance(value, int) else tuple(value)
+    return values[0] if len(set(values)) == 1 else None
+
+
+def _padding(conv: nn.Conv2d) -> int | None:
+    if conv.padding == "valid":
+        return 0
+    if conv.padding == "same":
+        return conv.kernel_size[0] // 2  # torch allows "same" only at stride 1
+    return _symmetric(conv.padding)  # type: ignore[arg-type]
+
+
+def ineligibility(conv: nn.Module) -> str | None:
+    """Why ``conv`` cannot become a HetConv layer, or None when it can."""
+    if type(conv) is not nn.Conv2d:
+        return f"a {type(conv).__name__}, not a plain Conv2d, so its forward may differ"
+    kernel = _symmetric(conv.kernel_size)
+    if kernel is None:
+        return f"kernel {tuple(conv.kernel_size)} is not square"
+    if kernel == 1 or kernel % 2 == 0:
+        return f"kernel {kernel}x{kernel}: HetConv needs an odd kernel larger than 1x1"
+    if conv.groups != 1:
+        return f"groups={conv.groups} (a grouped or depthwise convolution)"
+    if _symmetric(conv.dilation) != 1:
+        return f"dilation {tuple(conv.dilation)}"
+    if conv.padding_mode != "zeros":
+        return f"padding_mode {conv.padding_mode!r}"
+    if _padding(conv) is None:
+        return f"padding {conv.padding} differs between sides"
+    if _symmetric(conv.stride) is None:
+        return f"stride {tuple(conv.stride)} is not square"
+    if math.gcd(conv.in_channels, conv.out_channels) == 1:
+        return (f"channels {conv.in_channels}->{conv.out_channels} have no common divisor "
+                f"above 1, so no part above 1 fits")
+    return None
+
+
+def convertible(model: nn.Module) -> Convertible:
+    """Every convolution of ``model``, sorted into those that can take a part and the rest."""
+    eligible: dict[str, nn.Conv2d] = {}
+    ineligible: dict[str, str] = {}
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Conv2d):
+            continue
+        reason = ineligibility(module)
+        if reason is None:
+            eligible[name] = module
+        else:
+            ineligible[name] = reason
+    return Convertible(eligible, ineligible)
+
+
+def hetconv_from_conv(conv: nn.Conv2d, part: int) -> HetConv2d:
+    """The HetConv layer of ``part`` closest to ``conv``: its trained kernel on the part's
+    pattern, the centre tap elsewhere, its bias; same device and dtype."""
+    reason = ineligibility(conv)
+    if reason is not None:
+        raise ConfigError(f"{conv} cannot become a HetConv layer: {reason}")
+    kernel = conv.kernel_size[0]
+    layer = HetConv2d(conv.in_channels, conv.out_channels, kernel, conv.stride[0], _padding(conv),
+                      part, conv.bias is not None)
+    layer = layer.to(device=conv.weight.device, dtype=conv.weight.dtype)
+    if conv.weight.device.type == "meta":
+        return layer
+    mask = hetconv_mask(conv.in_channels, conv.out_channels, kernel, part)
+    layer.load_dense_weight(conv.weight.detach() * mask.to(conv.weight.device))
+    if conv.bias is not None and layer.bias is not None:
+        with torch.no_grad():
+            layer.bias.copy_(conv.bias)
+    return layer
+
+
+def convert(model: nn.Module, parts: int | Mapping[str, int] = 1) -> nn.Module:
+    """Replace convolutions of ``model`` in place by HetConv layers; returns ``model``.
+
+    ``parts`` is one part for every eligible layer (a layer that part does not fit takes the
+    largest common divisor of its channel counts below it), or a part per layer name (layers
+    not named stay as they are). Naming a layer that cannot be converted, or giving it a part
+    that does not divide its channel counts, raises :class:`ConfigError` with the reason.
+    :func:`convertible` lists the layers and the reasons beforehand.
+    """
+    found = convertible(model)
+    if isinstance(parts, Mapping):
+        unknown = [name for name in parts if name not in found.eligible]
+        if unknown:
+            name = unknown[0]
+            reason = found.ineligible.get(name, "no Conv2d of that name in the network")
+            raise ConfigError(f"layer {name!r} cannot take a HetConv part: {reason}")
+        chosen = dict(parts)
+    else:
+        if isinstance(parts, bool) or not isinstance(parts, int) or parts < 1:
+            raise ConfigError(f"part must be a positive integer, got {parts!r}")
+        chosen = {name: max(p for p in common_divisors(conv.in_channels, conv.out_channels)
+                            if p <= parts)
+                  for name, conv in found.eligible.items()}
+    for name, part in chosen.items():
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        try:
+            layer = hetconv_from_conv(found.eligible[name], part)
+        except ConfigError as error:
+            raise ConfigError(f"layer {name!r}: {error}") from None
+        setattr(parent, child, layer)
+    return model

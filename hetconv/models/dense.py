@@ -1,0 +1,69 @@
+"""Trained dense weights into a standard network (every part 1), checked key by key.
+
+Compression starts from a trained network. Its state dict must name and shape every parameter
+and buffer as the network does, with two exceptions a user meets at once when fine-tuning: the
+input normalisation is the search's own (it comes from the data, and a dense checkpoint rarely
+has one), and a classifier trained for another class count (ImageNet's 1,000 against the
+data's 10) starts fresh, with a note saying so. Anything else that does not match is one
+:class:`ConfigError` naming the first offending key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from hetconv.errors import ConfigError
+
+
+def classifier_name(model: nn.Module) -> str | None:
+    """The last linear layer in module order: the classifier of every usual network."""
+    linears = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    return linears[-1] if linears else None
+
+
+def load_dense_state(model: nn.Module, state: Mapping[str, object], source: str,
+                     skip_prefix: str | None = None) -> list[str]:
+    """Copy ``state`` into ``model``; returns notes on what was kept fresh.
+
+    Keys of ``model`` under ``skip_prefix`` (its input normalisation) are neither required nor
+    taken from ``state``.
+    """
+    own = {key: value for key, value in model.state_dict().items()
+           if skip_prefix is None or not key.startswith(skip_prefix)}
+    tensors: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise ConfigError(f"{source}: entry {key!r} is a {type(value).__name__}, not a "
+                              f"tensor; pass a plain state dict (torch.save(model.state_dict()))")
+        tensors[key] = value
+    missing = [key for key in own if key not in tensors]
+    unexpected = [key for key in tensors if key not in own
+                  and not (skip_prefix and key.startswith(skip_prefix))]
+    if missing or unexpected:
+        first = (f"lacks {missing[0]!r}" if missing else f"has {unexpected[0]!r}, which the "
+                 f"network does not")
+        raise ConfigError(f"{source} does not fit the network: it {first} ({len(missing)} "
+                          f"missing, {len(unexpected)} unexpected keys); pass the state dict of "
+                          f"the same network")
+    head = classifier_name(model)
+    fresh: list[str] = []
+    for key, value in own.items():
+        given = tensors[key]
+        if given.shape == value.shape:
+            continue
+        if head is not None and key.startswith(f"{head}.") and given.shape[1:] == value.shape[1:]:
+            fresh.append(key)
+            continue
+        raise ConfigError(f"{source}: {key!r} has shape {tuple(given.shape)}, the network's "
+                          f"{tuple(value.shape)}; pass the state dict of the same network")
+    with torch.no_grad():
+        for key, value in own.items():
+            if key not in fresh:
+                value.copy_(tensors[key])
+    if not fresh:
+        return []
+    return [f"classifier {head} starts fresh: {source} has {tensors[fresh[0]].shape[0]} "
+            f"outputs, this network {own[fresh[0]].shape[0]}"]

@@ -1,0 +1,102 @@
+"""Trials that start from a trained dense network (``--init-from dense.pt``).
+
+Every architecture of the search starts from the same dense weights, each the only way its
+parts allow (``docs/HETCONV.md``): the dense network is loaded into the standard network
+(every part 1), which becomes a supernet whose one kernel per layer holds every part, and the
+architecture is extracted from it: K×K kernels on its pattern, centre taps elsewhere, every
+other weight (stem, batch norm, classifier) as trained. The one-shot supernet starts from the
+standard network itself.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from hetconv.errors import ConfigError, param
+from hetconv.supernet import extract, set_parts, to_supernet
+from search.training.data import DataSplits
+from search.training.trainer import trained_architecture
+from space import Architecture, SearchSpace
+from space.architecture import Normalization
+from space.networks import build_network, load_dense
+
+
+def read_dense(path: str) -> dict[str, torch.Tensor]:
+    """The state dict in ``path``, loaded without unpickling code; read once per process while
+    the file stays the same."""
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        stat = None
+    return _read_dense(path, None if stat is None else (stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=2)
+def _read_dense(path: str, _version: tuple[int, int] | None) -> dict[str, torch.Tensor]:
+    flag = param("init_from")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ConfigError(f"{flag} {path}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{flag} {path} is a folder; pass the file holding the state "
+                          f"dict") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile,
+            OSError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(f"{flag} {path} is not a plain PyTorch state dict ({reason}); save "
+                          f"one with torch.save(model.state_dict(), path)") from None
+    if not isinstance(state, dict):
+        raise ConfigError(f"{flag} {path} holds a {type(state).__name__}, not a state dict; "
+                          f"save one with torch.save(model.state_dict(), path)")
+    return state
+
+
+def dense_digest(path: str) -> str:
+    """SHA-256 of the file: a resumed search must start its new trials from the same weights."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(functools.partial(handle.read, 1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def standard_network(space: SearchSpace, path: str,
+                     normalization: Normalization | None = None) -> tuple[nn.Module, list[str]]:
+    """The space's standard network (every part 1) holding the dense weights in ``path``, and
+    notes on what starts fresh; a mismatch is one ConfigError naming the first key."""
+    with torch.random.fork_rng(devices=[]):
+        model = build_network(space.backbone, None, space.num_classes, space.in_channels,
+                              None if normalization is None else normalization.mean,
+                              None if normalization is None else normalization.std)
+    notes = load_dense(space.backbone, model, read_dense(path), f"dense weights {path}")
+    return model, notes
+
+
+def dense_start(arch: Architecture, data: DataSplits, path: str) -> dict[str, torch.Tensor]:
+    """The weights ``arch`` starts from, as trained on ``data``: the dense network's kernels
+    on its parts' patterns, every other weight as trained."""
+    normalization = Normalization(data.mean, data.std)
+    standard, _ = standard_network(arch.space, path, normalization)
+    if all(part == 1 for part in arch.parts):
+        return standard.state_dict()
+    supernet = to_supernet(standard)
+    set_parts(supernet, arch.parts)
+    with torch.random.fork_rng(devices=[]):
+        target = trained_architecture(arch, data).build()
+    return extract(supernet, target).state_dict()
+
+
+def check_dense(space: SearchSpace, path: str) -> list[str]:
+    """Refuse dense weights that do not fit the space's network, before anything is written;
+    returns the notes (a classifier that starts fresh)."""
+    if not Path(path).exists():
+        raise ConfigError(f"{param('init_from')} {path}: no such file")
+    return standard_network(space, path)[1]

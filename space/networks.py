@@ -1,0 +1,156 @@
+"""Where a searched network comes from: a built-in family, or a user's factory.
+
+An architecture names its network by one string (``Architecture.backbone``): a built-in family
+(``resnet20``) or ``package.module:factory``, a callable that returns a ``torch.nn.Module``
+given the class count (and ``in_channels=`` when it takes that keyword). A factory's network is
+made searchable by :func:`hetconv.convert`: every convolution that can take a part
+above 1 from the search's powers of two (``space.parts``) becomes a HetConv layer, in module
+order, and the input normalisation is put in front (:class:`NormalizedNetwork`), as the
+built-in families have it. So the trace, the cost model, the trainer, export and the
+dashboards treat both kinds alike.
+
+Importing the factory runs the user's code: an architecture file that names a factory is as
+trusted as the module it names.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import cast
+
+from torch import nn
+
+from hetconv.conversion import Convertible, convert, convertible
+from hetconv.errors import ConfigError
+from hetconv.layer import HetConv2d
+from hetconv.models import build_model, get_backbone
+from hetconv.models.dense import load_dense_state
+from hetconv.models.normalize import NormalizedNetwork
+from space.parts import allowed_parts
+
+FACTORY_SEPARATOR = ":"
+
+
+def is_factory(backbone: str) -> bool:
+    """Whether ``backbone`` names a user's factory (``module:callable``), not a family."""
+    return FACTORY_SEPARATOR in backbone
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """What a network was designed for; None where the data must say (a factory's network)."""
+
+    input_size: int | None
+    num_classes: int | None
+    in_channels: int | None
+
+
+def defaults(backbone: str) -> Defaults:
+    """The input size, class count and channels a network takes when none are given."""
+    if is_factory(backbone):
+        resolve_factory(backbone)  # a bad name fails here, before any size is asked for
+        return Defaults(None, None, None)
+    spec = get_backbone(backbone)
+    return Defaults(spec.input_size, spec.num_classes, spec.in_channels)
+
+
+@functools.cache
+def resolve_factory(backbone: str) -> Callable[..., object]:
+    """The callable ``module:name`` names, imported once; a bad name is one ConfigError."""
+    module_name, _, attribute = backbone.partition(FACTORY_SEPARATOR)
+    if not module_name or not attribute:
+        raise ConfigError(f"network {backbone!r} must be written package.module:factory")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ConfigError(f"network {backbone!r}: cannot import {module_name!r} ({error}); "
+                          f"install it or run from the folder that holds it") from None
+    except Exception as error:  # the user's module raised while importing: its fault, one line
+        raise ConfigError(f"network {backbone!r}: importing {module_name!r} raised "
+                          f"{type(error).__name__}: {error}") from None
+    factory: object = module
+    for part in attribute.split("."):
+        factory = getattr(factory, part, None)
+        if factory is None:
+            raise ConfigError(f"network {backbone!r}: module {module_name!r} has no "
+                              f"{attribute!r}")
+    if not callable(factory):
+        raise ConfigError(f"network {backbone!r}: {attribute!r} is a "
+                          f"{type(factory).__name__}, not a callable returning a network")
+    return factory
+
+
+def dense_network(backbone: str, num_classes: int, in_channels: int) -> nn.Module:
+    """The factory's network as it builds it: plain convolutions, its own initialisation."""
+    factory = resolve_factory(backbone)
+    kwargs = {"in_channels": in_channels} if _takes_in_channels(factory) else {}
+    try:
+        network = factory(num_classes, **kwargs)
+    except Exception as error:
+        raise ConfigError(f"network {backbone!r} raised {type(error).__name__} when "
+                          f"called with num_classes={num_classes}: {error}") from None
+    if not isinstance(network, nn.Module):
+        raise ConfigError(f"network {backbone!r} returned a {type(network).__name__}, "
+                          f"not a torch.nn.Module")
+    return network
+
+
+def _takes_in_channels(factory: Callable[..., object]) -> bool:
+    try:
+        return "in_channels" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # builtins and some C callables have no signature
+        return False
+
+
+def searchable_names(network: nn.Module, backbone: str) -> tuple[list[str], Convertible]:
+    """The convolutions of a factory's network the search gives a part (those offered a part
+    above 1), and the conversion's verdict on every convolution."""
+    found = convertible(network)
+    names = [name for name, conv in found.eligible.items()
+             if len(allowed_parts(conv.in_channels, conv.out_channels)) > 1]
+    if not names:
+        why = found.describe_ineligible() or "it has no Conv2d at all"
+        raise ConfigError(f"network {backbone!r} has no convolution that can take a "
+                          f"HetConv part: {why}")
+    return names, found
+
+
+def build_network(backbone: str, parts: Sequence[int] | None, num_classes: int,
+                  in_channels: int, mean: Sequence[float] | None = None,
+                  std: Sequence[float] | None = None) -> nn.Module:
+    """A network with one part per searchable layer (``None``: every part 1, the standard
+    network), normalising its input by ``mean``/``std`` (default: the identity)."""
+    if not is_factory(backbone):
+        return build_model(backbone, parts, num_classes, in_channels, mean, std)
+    network = dense_network(backbone, num_classes, in_channels)
+    names, _ = searchable_names(network, backbone)
+    parts = [1] * len(names) if parts is None else list(parts)
+    if len(parts) != len(names):
+        raise ConfigError(f"{backbone} has {len(names)} searchable layers but {len(parts)} parts "
+                          f"were given")
+    convert(network, dict(zip(names, parts, strict=True)))
+    for name in names:
+        layer = network.get_submodule(name)
+        # A kernel masked to a part above 1 keeps only centre taps off the pattern, which
+        # shrinks its output; the layer's own initialisation is scaled for what it reads.
+        if isinstance(layer, HetConv2d) and layer.part > 1:
+            layer.reset_parameters()
+    return NormalizedNetwork(in_channels, network, mean, std)
+
+
+def load_dense(backbone: str, standard: nn.Module, state: Mapping[str, object],
+               source: str) -> list[str]:
+    """Load trained dense weights into ``standard``, the network ``backbone`` builds with every
+    part 1; returns notes on what starts fresh (:func:`hetconv.models.dense.load_dense_state`).
+
+    A factory's weights are its own network's state dict; a family's are its state dict (or, for
+    the ImageNet ResNets, torchvision's). Neither needs the input normalisation.
+    """
+    if is_factory(backbone):
+        return load_dense_state(cast(NormalizedNetwork, standard).network, state, source)
+    return load_dense_state(standard, get_backbone(backbone).dense_keys(state), source,
+                            skip_prefix="normalize.")
