@@ -35,6 +35,7 @@ class TrainingJob:
     seed: int
     threads: int  # torch threads in the trial's worker
     init_from: str | None = None  # a one-shot supernet checkpoint every trial is fine-tuned from
+    dense_from: str | None = None  # trained dense weights every trial starts from (--init-from)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import os
 
 import optuna
 
+from hetconv.errors import ConfigError
 from hetconv.models import BACKBONES
 from search.cli import OneLineParser, macs_amount, milliseconds, run_cli
 from search.oneshot.strategy import SupernetFailed
@@ -29,6 +30,7 @@ from search.store.objectives import OBJECTIVES
 from search.store.storage import DEFAULT_STORAGE
 from search.training.data import DATASETS
 from space.latency import DEVICES, RUNTIMES
+from space.networks import is_factory
 
 PROG = "python -m search.run"
 # Library parameters whose flag here is not ``--name``: the latency options are prefixed.
@@ -60,8 +62,17 @@ def build_parser() -> OneLineParser:
         help="batch size the latencies are measured at")
     add("--latency-runtime", default=defaults.latency_runtime, choices=RUNTIMES,
         help="compiled: the deploy form under TorchInductor; eager: without it")
-    add("--backbone", default=defaults.backbone,
-        help=f"model family: {', '.join(BACKBONES)}")
+    add("--backbone", default=None,
+        help=f"built-in model family: {', '.join(BACKBONES)} (default {defaults.backbone})")
+    add("--model", default=None, metavar="MODULE:FACTORY",
+        help="your own network instead of a built-in family: a callable that returns a "
+             "torch.nn.Module given the class count (and in_channels=, if it takes that "
+             "keyword), e.g. mypkg.models:mynet; its convolutions that can take a part become "
+             "HetConv layers (the module must be importable on every Ray worker)")
+    add("--init-from", default=None, metavar="DENSE.pt",
+        help="trained dense weights (a state dict of the network with every part 1; for the "
+             "built-in ImageNet ResNets also torchvision's layout) that every trial, and the "
+             "one-shot supernet, starts from instead of a random initialisation")
     add("--dataset", default=defaults.dataset, choices=DATASETS,
         help="digits (bundled with scikit-learn), fashion-mnist (IDX files in --data-dir, else "
              "Debian's dataset-fashion-mnist, else downloaded), cifar10, cifar100 (python-batch "
@@ -147,7 +158,18 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     logging.getLogger("ray").setLevel(logging.WARNING)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    run_search(SearchSettings(**{key: value for key, value in vars(args).items()}))
+    options = vars(args)
+    model, backbone = options.pop("model"), options.pop("backbone")
+    if model is not None and backbone is not None:
+        raise ConfigError("--model and --backbone both name the network; pass one of them")
+    if model is not None:
+        if not is_factory(model):
+            raise ConfigError(f"--model {model!r} must be written package.module:factory (a "
+                              f"built-in family goes in --backbone)")
+        options["backbone"] = model
+    elif backbone is not None:
+        options["backbone"] = backbone
+    run_search(SearchSettings(**options))
     return 0
 
 

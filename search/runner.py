@@ -206,6 +206,9 @@ def run_search(settings: SearchSettings, out: TextIO | None = None,
                   f"), budget {budgets.describe()} (MACs: cheapest "
                   f"{space.min_macs:.4g}, standard {space.max_macs:.4g}"
                   f"{_latency_range(budgets)})")
+    if settings.init_from is not None:
+        console.print(f"every run starts from the dense weights {settings.dense_weights}"
+                      + "".join(f"; {note}" for note in settings.dense_notes))
     if recovered:
         console.print(f"resumed: trials {recovered} were left running and are queued again")
     progress = _Progress(console, proposer, settings.epochs, started)

@@ -13,6 +13,7 @@ from search.protocol import TrainingJob
 from search.store.objectives import OBJECTIVES, PARETO_LATENCY
 from search.store.storage import DEFAULT_STORAGE
 from search.training.data import DatasetInfo, check_dataset
+from search.training.dense_start import check_dense
 from space import SearchSpace
 from space.latency import RUNTIMES, LatencySpec, check_latency_budget
 
@@ -74,6 +75,7 @@ class SearchSettings:
     resume: bool = False
     artifacts_dir: str = "hetnas_artifacts"
     max_failures: int = 2
+    init_from: str | None = None  # trained dense weights every trial starts from
 
     @functools.cached_property
     def dataset_info(self) -> DatasetInfo:
@@ -103,7 +105,19 @@ class SearchSettings:
             dataset=self.dataset,
             data_dir=str(Path(self.data_dir).resolve()) if self.data_dir else None,
             epochs=self.epochs if epochs is None else epochs, batch_size=self.batch_size,
-            seed=self.seed, threads=max(1, int(self.cpus_per_trial)), init_from=init_from)
+            seed=self.seed, threads=max(1, int(self.cpus_per_trial)), init_from=init_from,
+            dense_from=self.dense_weights)
+
+    @property
+    def dense_weights(self) -> str | None:
+        """``--init-from`` as an absolute path, so workers in other folders find it."""
+        return None if self.init_from is None else str(Path(self.init_from).resolve())
+
+    @functools.cached_property
+    def dense_notes(self) -> list[str]:
+        """What ``--init-from`` leaves fresh (a classifier for other classes); checks the file
+        against the network, naming the first key that does not fit."""
+        return [] if self.init_from is None else check_dense(self.space, self.init_from)
 
     @property
     def needs_latency(self) -> bool:
@@ -126,6 +140,7 @@ class SearchSettings:
             self.space.check_budget(self.budget)
         if self.latency_budget is not None:
             check_latency_budget(self.latency_budget)
+        self.dense_notes  # noqa: B018 (a file that does not fit fails before anything is written)
         _choice("sampler", self.sampler, SAMPLERS)
         _choice("objective", self.objective, tuple(OBJECTIVES))
         _choice("scheduler", self.scheduler, SCHEDULERS)

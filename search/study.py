@@ -15,12 +15,21 @@ from search.settings import SearchSettings
 from search.store import records
 from search.store.objectives import objective_named
 from search.training.data import DataSplits
+from search.training.dense_start import dense_digest
 
 
 def default_study_name(settings: SearchSettings) -> str:
-    """``vgg16-digits-20261125-153000``: new each run, so a rerun never collides."""
+    """``vgg16-digits-20261125-153000``: new each run, so a rerun never collides. A factory's
+    network is named by its callable (``mynet-digits-...``), since the name becomes folders."""
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return f"{settings.backbone}-{settings.dataset}-{stamp}"
+    network = settings.backbone.rpartition(":")[2]
+    return f"{network}-{settings.dataset}-{stamp}"
+
+
+def _dense_attr(settings: SearchSettings) -> dict[str, str] | None:
+    """What ``--init-from`` the study's trials start from; None when they start from scratch."""
+    path = settings.dense_weights
+    return None if path is None else {"path": path, "sha256": dense_digest(path)}
 
 
 def make_sampler(settings: SearchSettings) -> optuna.samplers.BaseSampler:
@@ -87,6 +96,7 @@ def create_study(storage: optuna.storages.BaseStorage, name: str, settings: Sear
                         else list(data.class_names)),
                        (records.STUDY_OBJECTIVE, settings.objective),
                        (records.STUDY_EPOCHS, settings.epochs),
+                       (records.STUDY_INIT_FROM, _dense_attr(settings)),
                        *_comparability_attrs(settings, data).items(),
                        (records.STUDY_VERSIONS, library_versions()),
                        *_latency_attrs(settings).items()):
@@ -137,6 +147,15 @@ def load_for_resume(storage: optuna.storages.BaseStorage, name: str, settings: S
             raise ConfigError(f"--resume: study {name!r} was run with {flag} {stored[key]}, "
                               f"not {value}; its trials would not be comparable: pass {flag} "
                               f"{stored[key]}, or start a new study")
+    dense = stored.get(records.STUDY_INIT_FROM)
+    wanted = _dense_attr(settings)
+    if (dense or {}).get("sha256") != (wanted or {}).get("sha256"):
+        was = "from scratch" if dense is None else f"from --init-from {dense['path']}"
+        now = ("from scratch" if wanted is None
+               else f"from {wanted['path']}, which holds other weights")
+        raise ConfigError(f"--resume: study {name!r} started its trials {was}, not {now}; its "
+                          f"trials would not be comparable: pass the same --init-from file, or "
+                          f"start a new study")
     budget = stored.get(records.STUDY_BUDGET)
     if not _same_budget(budget, settings.budget):
         given = "none" if settings.budget is None else f"{settings.budget:g}"

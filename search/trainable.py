@@ -19,6 +19,7 @@ from search.oneshot.estimates import extracted_weights
 from search.protocol import TrialConfig, TrialReport
 from search.training.checkpoint import CHECKPOINT_FILE
 from search.training.data import DataSplits, load_dataset
+from search.training.dense_start import dense_start
 from search.training.trainer import EpochResult, TrainConfig, train
 from space import Architecture
 
@@ -58,8 +59,11 @@ def train_trial(ray_config: dict[str, Any]) -> None:
                                     train_loss=result.train_loss).to_result())
 
     resume_from = resume_file(config.checkpoint_dir, config.resume_from)
-    start = (extracted_weights(job.init_from, arch, data)
-             if job.init_from and resume_from is None else None)
+    start = None
+    if resume_from is None and job.init_from:
+        start = extracted_weights(job.init_from, arch, data)
+    elif resume_from is None and job.dense_from:
+        start = dense_start(arch, data, job.dense_from)
     outcome = train(arch, data, train_config, checkpoint_dir=Path(config.checkpoint_dir),
                     resume_from=resume_from, on_epoch=report, initial_weights=start)
     tune.report(TrialReport(outcome.epochs_trained, outcome.val_accuracy, node,

@@ -202,3 +202,43 @@ def test_resume_with_other_settings_than_stored(tmp_path: Path, options: list[st
                   "stored", cwd=tmp_path)
     _assert_one_line_error(result, fragment)
     assert len(optuna.load_study(study_name="stored", storage=storage).trials) == 0
+
+
+ROOT = Path(__file__).resolve().parent.parent
+OWN = ["--budget", "1e9", "--input-size", "8"]
+
+
+@pytest.mark.parametrize(("args", "fragments"), [
+    (["--model", "tests.no_such_module:net", *OWN], ["cannot import 'tests.no_such_module'"]),
+    (["--model", "tests.foreign_networks:raises", *OWN],
+     ["raised ValueError when called with num_classes=10"]),
+    (["--model", "tests.foreign_networks:pointwise_only", *OWN],
+     ["no convolution that can take a HetConv part", "groups=8"]),
+    (["--model", "tests.foreign_networks", *OWN], ["must be written package.module:factory"]),
+    (["--model", "tests.foreign_networks:foreign", "--backbone", "vgg16", *OWN],
+     ["--model and --backbone"]),
+    (["--model", "tests.foreign_networks:foreign", "--budget", "1e9"], ["give --input-size"]),
+    (["--model", "tests.foreign_networks:foreign", *OWN, "--init-from", "missing.pt"],
+     ["--init-from missing.pt: no such file"]),
+    (["--model", "tests.foreign_networks:foreign", *OWN, "--init-from", "{rgb}"],
+     ["'stem.0.weight' has shape (12, 3, 3, 3)", "(12, 1, 3, 3)"]),
+    (["--model", "tests.foreign_networks:foreign", *OWN, "--init-from", "{garbage}"],
+     ["not a plain PyTorch state dict"]),
+])
+def test_own_network_options_fail_in_one_line_before_writing(
+        tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, args: list[str],
+        fragments: list[str]) -> None:
+    import torch
+
+    from tests.foreign_networks import foreign
+
+    files = tmp_path_factory.mktemp("weights")
+    torch.save(foreign(10, in_channels=3).state_dict(), files / "rgb.pt")
+    (files / "garbage.pt").write_bytes(b"no state dict")
+    args = [a.format(rgb=files / "rgb.pt", garbage=files / "garbage.pt") for a in args]
+    env = {**os.environ, "RAY_AIR_NEW_OUTPUT": "0", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-m", "search.run", *args, "--storage",
+                             f"sqlite:///{tmp_path / 'x.db'}"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    _assert_one_line_error(result, *fragments)
+    assert list(tmp_path.iterdir()) == []

@@ -83,6 +83,7 @@ STUDY_VAL_IMAGES = "val_images"  # images each validation accuracy is measured o
 STUDY_TEST_IMAGES = "test_images"
 STUDY_VERSIONS = "versions"
 STUDY_STRATEGY = "strategy"  # "standard" (every candidate trained) or "oneshot"
+STUDY_INIT_FROM = "init_from"  # the dense weights trials start from: path and SHA-256, or None
 STUDY_SUPERNET = "supernet"  # a one-shot study's supernet: checkpoint, epochs, accuracy, time
 
 

@@ -1,0 +1,105 @@
+"""A search of a network HetNAS did not write (``--model``), started from its trained dense
+weights (``--init-from``): real Ray, real storage, real training on the bundled digits."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+from hetconv import HetConv2d
+from search.exporter import export_best
+from search.runner import run_search
+from search.settings import SearchSettings
+from search.store import records
+from search.store.storage import open_storage
+from search.training.checkpoint import read_checkpoint
+from search.training.data import load_dataset
+from search.training.dense_start import dense_start
+from search.training.trainer import TrainConfig, train
+from space import Architecture, SearchSpace
+from tests.foreign_networks import SEARCHABLE
+
+FACTORY = "tests.foreign_networks:foreign"
+INPUT_SIZE, SEED = 8, 3
+
+
+@pytest.fixture(scope="module")
+def dense_weights(tmp_path_factory) -> Path:
+    """The user's network trained dense on the digits, saved as its own state dict."""
+    data = load_dataset("digits", INPUT_SIZE, seed=SEED)
+    arch = Architecture(FACTORY, (1,) * len(SEARCHABLE), INPUT_SIZE, 10, 1)
+    folder = tmp_path_factory.mktemp("dense")
+    train(arch, data, TrainConfig(epochs=3, batch_size=64, seed=0), checkpoint_dir=folder)
+    state = read_checkpoint(folder)["model"]
+    trained = {key.removeprefix("network."): value for key, value in state.items()
+               if key.startswith("network.")}
+    path = folder / "dense.pt"
+    torch.save(trained, path)
+    return path
+
+
+def _settings(storage: str, artifacts: Path, dense: Path, **overrides) -> SearchSettings:
+    space = SearchSpace(FACTORY, INPUT_SIZE, 10, 1)
+    budget = Architecture.uniform(FACTORY, 4, INPUT_SIZE, 10, 1).macs
+    assert space.min_macs < budget < space.max_macs
+    options = dict(budget=budget, backbone=FACTORY, input_size=INPUT_SIZE, trials=2, epochs=1,
+                   batch_size=64, sampler="random", storage=storage, study="own",
+                   artifacts_dir=str(artifacts), max_concurrent=2, seed=SEED, confirm_top=0,
+                   baselines="near", init_from=str(dense))
+    options.update(overrides)
+    return SearchSettings(**options)
+
+
+def test_search_of_own_network_from_dense_weights(local_ray, tmp_path, dense_weights) -> None:
+    settings = _settings(f"sqlite:///{tmp_path / 'own.db'}", tmp_path, dense_weights)
+    out = io.StringIO()
+    outcome = run_search(settings, out=out)
+    assert f"every run starts from the dense weights {dense_weights}" in out.getvalue()
+    complete = [r for r in outcome.records if r.status == records.COMPLETE]
+    assert len(complete) >= settings.trials + 1  # searched ones and the near baselines
+    study = optuna.load_study(study_name="own", storage=open_storage(settings.storage))
+    assert study.user_attrs[records.STUDY_BACKBONE] == FACTORY
+    assert study.user_attrs[records.STUDY_INIT_FROM]["path"] == str(dense_weights)
+    # Each trial started from the dense weights: training it here from them, with the trial's
+    # seed on one thread, ends in exactly the trial's weights; from scratch it does not.
+    data = load_dataset("digits", INPUT_SIZE, seed=SEED)
+    record = next(r for r in complete if any(p > 1 for p in r.parts))
+    arch = Architecture.from_json(record.architecture)
+    config = TrainConfig(epochs=1, batch_size=64,
+                         seed=study.trials[record.number].user_attrs[records.SEED])
+    saved = read_checkpoint(record.checkpoint)["model"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the trial's worker (--cpus-per-trial 1)
+    try:
+        again = train(arch, data, config, checkpoint_dir=tmp_path / "again",
+                      initial_weights=dense_start(arch, data, str(dense_weights)))
+        scratch = train(arch, data, config, checkpoint_dir=tmp_path / "scratch")
+    finally:
+        torch.set_num_threads(threads)
+    assert again.val_accuracy == record.accuracy
+    assert all(torch.equal(value, saved[key])
+               for key, value in read_checkpoint(tmp_path / "again")["model"].items())
+    assert scratch.val_accuracy != record.accuracy or not torch.equal(
+        read_checkpoint(tmp_path / "scratch")["model"]["network.head.weight"],
+        saved["network.head.weight"])
+    # The export names the factory and rebuilds the user's network with the searched parts.
+    best = tmp_path / "best.json"
+    shipped = export_best(settings.storage, "own", best, tmp_path / "best.pt")
+    document = json.loads(best.read_text())
+    assert document["backbone"] == FACTORY and tuple(document["parts"]) == shipped.parts
+    model = Architecture.from_json(best.read_text()).build()
+    model.load_state_dict(torch.load(tmp_path / "best.pt", weights_only=True))
+    parts = [m.part for m in model.modules() if isinstance(m, HetConv2d)]
+    assert parts == list(shipped.parts)
+    # A resume with other dense weights is refused: its trials would not be comparable.
+    other = tmp_path / "other.pt"
+    state = torch.load(dense_weights, weights_only=True)
+    torch.save({k: v + 1 if v.is_floating_point() else v for k, v in state.items()}, other)
+    with pytest.raises(ValueError, match="holds other weights"):
+        run_search(dataclasses.replace(settings, resume=True, init_from=str(other)))
