@@ -35,7 +35,7 @@ from space.networks import is_factory
 PROG = "python -m search.run"
 # Library parameters whose flag here is not ``--name``: the latency options are prefixed.
 LIBRARY_FLAGS = {"device": "--latency-device", "batch": "--latency-batch",
-                 "runtime": "--latency-runtime"}
+                 "runtime": "--latency-runtime", "workers": "--supernet-workers"}
 
 
 def build_parser() -> OneLineParser:

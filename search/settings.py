@@ -14,6 +14,7 @@ from search.store.objectives import OBJECTIVES, PARETO_LATENCY
 from search.store.storage import DEFAULT_STORAGE
 from search.training.data import DatasetInfo, check_dataset
 from search.training.dense_start import check_dense
+from search.training.parallel import check_workers
 from space import SearchSpace
 from space.latency import RUNTIMES, LatencySpec, check_latency_budget
 
@@ -197,10 +198,7 @@ class SearchSettings:
                 or self.sandwich < 0:
             raise ConfigError(f"--sandwich must be 0 or more random subnets per step, got "
                               f"{self.sandwich!r}")
-        if self.supernet_workers > 1 and self.batch_size % self.supernet_workers:
-            raise ConfigError(f"--batch-size {self.batch_size} does not split evenly over "
-                              f"--supernet-workers {self.supernet_workers}; pass a multiple of "
-                              f"it (every worker trains an equal share of each batch)")
+        check_workers(self.batch_size, self.supernet_workers)
         if self.finalists > self.candidates:
             raise ConfigError(f"--finalists {self.finalists} is more than --candidates "
                               f"{self.candidates}; lower it or estimate more candidates")
