@@ -1,0 +1,248 @@
+"""``python -m search.train best.json --epochs N --out final.pt``: train an exported architecture
+to the end, from scratch or from its trained weights (``--weights``: fine-tuning).
+
+It writes the weights (``--out``) and, beside them with the same stem, an architecture file
+(``final.json``) holding the training data's input normalisation and class names and the
+result, so ``python -m search.check final.json --weights final.pt`` reads them back. Every epoch
+is checkpointed in ``--checkpoint-dir``; ``--resume`` continues an interrupted run and ends
+exactly where the uninterrupted one would. ``--workers N`` trains data-parallel over Ray Train
+workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+
+from hetconv.errors import ConfigError
+from hetconv.models.normalize import InputNormalization
+from search.arch_files import load_trained, read_architecture
+from search.cli import OneLineParser, run_cli
+from search.final_training import FinalJob, TrainingFailed, train_job, train_on_workers
+from search.runner import connect_ray
+from search.store.files import write_atomic
+from search.store.uncertainty import estimate, wilson_interval
+from search.training.checkpoint import CHECKPOINT_FILE, read_checkpoint
+from search.training.data import DATASETS, DataSplits, load_dataset
+from search.training.parallel import check_workers
+from search.training.trainer import EpochResult, TrainConfig, TrainResult, resolve_device
+from space import Architecture, Normalization
+
+PROG = "python -m search.train"
+INTERRUPTED = 130  # the shell's status for a command stopped by Ctrl-C
+SCRATCH = "scratch"
+STARTED_FROM = "started_from.txt"  # in the checkpoint folder: what a resumed run started from
+_DEFAULTS = TrainConfig(epochs=1)
+
+
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(
+        prog=PROG,
+        description="Train an exported architecture to the end, from scratch or fine-tuning its "
+                    "weights; write the weights and, beside them, an architecture file with the "
+                    "result.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add = parser.add_argument
+    add("architecture", type=Path, help="architecture JSON (search.export)")
+    add("--weights", type=Path, default=None,
+        help="start from these trained weights (fine-tuning; default: from scratch)")
+    add("--epochs", type=int, required=True, help="training epochs")
+    add("--out", type=Path, required=True,
+        help="trained weights (a state dict) to write; the architecture file with the result "
+             "goes beside it, with the same stem and .json")
+    add("--dataset", default=None, choices=DATASETS,
+        help="data set to train on (default: the one the architecture file's result names)")
+    add("--data-dir", default=None,
+        help="folder holding the fashion-mnist, cifar or image-folder data")
+    add("--batch-size", type=int, default=_DEFAULTS.batch_size, help="training batch size")
+    add("--lr", type=float, default=_DEFAULTS.lr,
+        help="learning rate at batch size 128 (scaled linearly with --batch-size, annealed by a "
+             "cosine)")
+    add("--seed", type=int, default=_DEFAULTS.seed,
+        help="seed of the validation split and of the training")
+    add("--device", default=_DEFAULTS.device,
+        help="auto (CUDA when available), cpu, cuda or cuda:N, with --workers 1")
+    add("--threads", type=int, default=None,
+        help="torch threads (per worker with --workers N; default: torch's own, 1 per worker)")
+    add("--checkpoint-dir", type=Path, default=None,
+        help="folder of the epoch checkpoint (default: --out without its suffix, plus "
+             ".checkpoints)")
+    add("--resume", action="store_true",
+        help="continue the run whose checkpoint is in --checkpoint-dir")
+    add("--workers", type=int, default=1,
+        help="data-parallel Ray Train workers, each on its share of every batch; 1: train in "
+             "this process")
+    add("--gpus-per-worker", type=int, default=0,
+        help="with --workers N: 1 trains each worker on a GPU (NCCL), 0 on CPUs (gloo)")
+    add("--ray-address", default=None,
+        help="with --workers N: host:port of a running Ray head (default: start a local Ray); "
+             "the checkpoint folder, --weights and --data-dir must then be on storage every "
+             "node reads")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _train(args)
+    except KeyboardInterrupt:
+        print("interrupted; continue with --resume", file=sys.stderr, flush=True)
+        return INTERRUPTED
+
+
+def _train(args: argparse.Namespace) -> int:
+    _check_options(args)
+    arch = read_architecture(args.architecture)
+    described = args.out.with_suffix(".json")
+    _refuse_overwriting_inputs(args, described)
+    dataset = args.dataset or _recorded_dataset(args.architecture)
+    if dataset is None:
+        raise ConfigError(f"{args.architecture} does not name the data set it was trained on; "
+                          f"pass --dataset")
+    folder = (args.checkpoint_dir or args.out.with_suffix(".checkpoints")).resolve()
+    started_from = _started_from(args, folder)
+    start = (load_trained(arch, args.weights).state_dict()
+             if args.weights is not None and not args.resume else None)
+    data = load_dataset(dataset, arch.space.input_size, args.data_dir, seed=args.seed)
+    if (arch.in_channels, arch.num_classes) != (data.channels, data.num_classes):
+        raise ConfigError(f"{args.architecture} is a network for {arch.in_channels}-channel "
+                          f"images and {arch.num_classes} classes, but dataset {dataset!r} has "
+                          f"{data.channels}-channel images and {data.num_classes} classes; pass "
+                          f"the --dataset it was searched on")
+    job = FinalJob(
+        architecture=arch.to_json(), dataset=dataset,
+        data_dir=str(Path(args.data_dir).resolve()) if args.data_dir else None,
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+        device=(args.device if args.workers == 1 else "cuda" if args.gpus_per_worker else "cpu"),
+        threads=args.threads, checkpoint_dir=str(folder), resume=args.resume,
+        weights=None if start is None else started_from)
+    epochs = f"{args.epochs} epoch" + ("s" if args.epochs > 1 else "")
+    _say(f"training {arch.backbone} ({arch.macs:.4g} MACs) on {dataset} "
+         f"({len(data.train_y)} training images) for {epochs} from {started_from}"
+         + (f", data-parallel over {args.workers} Ray Train workers" if args.workers > 1
+            else ""))
+    if args.resume:
+        _say(f"resuming after epoch {read_checkpoint(folder)['epoch']}/{args.epochs} "
+             f"({folder / CHECKPOINT_FILE})")
+    else:
+        write_atomic(folder / STARTED_FROM, lambda path: path.write_text(started_from + "\n"))
+    on_epoch = functools.partial(_print_epoch, epochs=args.epochs, val_images=len(data.val_y))
+    if args.workers == 1:
+        result = train_job(job, data, start, on_epoch=on_epoch)
+    else:
+        logging.getLogger("ray").setLevel(logging.WARNING)
+        connect_ray(args.ray_address)
+        result = train_on_workers(job, args.workers, args.gpus_per_worker > 0, on_epoch)
+    state = read_checkpoint(folder)["model"]  # the last epoch's weights, whichever process ran
+    trained = arch.as_searched().trained_on(_normalization(arch, state), data.class_names)
+    document = trained.to_dict()
+    document["result"] = _result(dataset, args.seed, started_from, result, data)
+    write_atomic(args.out, functools.partial(torch.save, state))
+    write_atomic(described, lambda path: path.write_text(json.dumps(document, indent=2) + "\n"))
+    test, val = (estimate([accuracy], len(labels)).describe() for accuracy, labels in
+                 ((result.test_accuracy, data.test_y), (result.val_accuracy, data.val_y)))
+    _say(f"test accuracy {test} on {len(data.test_y)} images (95% Wilson interval); "
+         f"validation {val} on {len(data.val_y)}")
+    _say(f"wrote {args.out} and {described}")
+    return 0
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """The options' own rules, before anything is read or written."""
+    TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be a positive integer, got {args.threads}")
+    check_workers(args.batch_size, args.workers)
+    if args.gpus_per_worker not in (0, 1):
+        raise ConfigError(f"--gpus-per-worker must be 0 (CPUs, gloo) or 1 (a GPU each, NCCL), "
+                          f"got {args.gpus_per_worker}")
+    if args.workers == 1:
+        if args.gpus_per_worker or args.ray_address:
+            raise ConfigError("--gpus-per-worker and --ray-address are for --workers N > 1; "
+                              "one process trains where --device says")
+        resolve_device(args.device)
+    elif args.device != _DEFAULTS.device:
+        raise ConfigError("--device is for --workers 1; data-parallel workers train on CPUs, "
+                          "or on a GPU each with --gpus-per-worker 1")
+
+
+def _refuse_overwriting_inputs(args: argparse.Namespace, described: Path) -> None:
+    if described.resolve() == args.out.resolve():
+        raise ConfigError(f"--out {args.out} would be both the weights and the architecture "
+                          f"file beside them; name the weights e.g. {args.out.with_suffix('.pt')}")
+    for written in (args.out, described):
+        for name, given in (("the architecture file", args.architecture),
+                            ("--weights", args.weights)):
+            if given is not None and written.resolve() == given.resolve():
+                raise ConfigError(f"--out {args.out} would write {written} over {name}; "
+                                  f"choose another --out")
+
+
+def _recorded_dataset(path: Path) -> str | None:
+    """The data set an exported architecture's result names (read_architecture checked the
+    file)."""
+    result = json.loads(path.read_text()).get("result")
+    dataset = result.get("dataset") if isinstance(result, dict) else None
+    return dataset if isinstance(dataset, str) else None
+
+
+def _started_from(args: argparse.Namespace, folder: Path) -> str:
+    """The weights the run starts (or started) from, or :data:`SCRATCH`; refuses to start over
+    an earlier run's checkpoint, or to resume without one or from other weights."""
+    given = str(args.weights.resolve()) if args.weights is not None else SCRATCH
+    checkpoint = folder / CHECKPOINT_FILE
+    if not args.resume:
+        if checkpoint.exists():
+            raise ConfigError(f"{checkpoint} holds an earlier run's checkpoint; pass --resume to "
+                              f"continue it, or remove it to start over")
+        return given
+    if not checkpoint.exists():
+        raise ConfigError(f"--resume: no checkpoint in {folder}; run without --resume to start")
+    record = folder / STARTED_FROM
+    recorded = record.read_text().strip() if record.exists() else given
+    if args.weights is not None and recorded != given:
+        raise ConfigError(f"the run in {folder} started from {recorded}, not --weights "
+                          f"{args.weights}; resume it with its own --weights, or without")
+    return recorded
+
+
+def _normalization(arch: Architecture, state: dict[str, torch.Tensor]) -> Normalization:
+    """What the trained network normalises its input by: the training split's statistics from
+    scratch, the starting weights' when fine-tuned (they come with the weights)."""
+    model = arch.as_searched().build()
+    model.load_state_dict(state)
+    normalize = cast(InputNormalization, model.normalize)
+    mean, std = (tuple(buffer.flatten().tolist()) for buffer in (normalize.mean, normalize.std))
+    return Normalization(mean, std)
+
+
+def _result(dataset: str, seed: int, started_from: str, result: TrainResult,
+            data: DataSplits) -> dict[str, Any]:
+    """The file's ``result`` block: accuracies with their 95 % Wilson intervals."""
+    val_images, test_images = len(data.val_y), len(data.test_y)
+    return {"dataset": dataset, "epochs": result.epochs_trained, "seed": seed,
+            "started_from": started_from,
+            "accuracy": result.val_accuracy, "val_images": val_images,
+            "accuracy_interval": list(wilson_interval(result.val_accuracy, val_images)),
+            "test_accuracy": result.test_accuracy, "test_images": test_images,
+            "test_accuracy_interval": list(wilson_interval(result.test_accuracy, test_images))}
+
+
+def _print_epoch(result: EpochResult, epochs: int, val_images: int) -> None:
+    _say(f"epoch {result.epoch}/{epochs}  train loss {result.train_loss:.4f}  val "
+         f"{result.val_accuracy:.2%} on {val_images} images  {result.seconds:.1f} s")
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)  # flushed: a killed run has shown every epoch it finished
+
+
+if __name__ == "__main__":
+    run_cli(main, PROG, failures=(TrainingFailed,))
