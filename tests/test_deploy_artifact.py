@@ -1,0 +1,195 @@
+"""``python -m search.deploy``: a program plain PyTorch runs without HetNAS, at any batch size,
+with the trained network's outputs; bad input is one line, exit status 2, and nothing written."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from search.cli import run_cli
+from search.deploy import PROG, main
+from space import Architecture, Normalization
+
+# Mostly part 1 (dense, nothing to time), so that choosing the deploy form takes seconds; the
+# other layers give the program grouped forms and class-ordered activations.
+PARTS = (4, 2, 1, 1, 1, 1, 8, 1, 1, 1, 1, 1, 4, 1, 1, 1, 1, 2)
+ARCH = Architecture("resnet20", PARTS, input_size=16, num_classes=10,
+                    in_channels=1).trained_on(Normalization((0.5,), (0.25,)), None)
+BATCHES = (1, 3, 8)  # the deploy form is chosen at batch 1 (the default); the program takes any
+PROJECT_PACKAGES = ("hetconv", "space", "search", "dashboards")
+
+# Runs with ``python -I -S``: neither the working directory, PYTHONPATH nor site-packages' .pth
+# files (the editable install's finder is one) are on the path; site-packages itself is added
+# as a plain directory, so torch is importable and the project is not.
+ISOLATED_LOAD = """
+import importlib.util
+import sys
+
+sys.path.extend({site_dirs!r})
+found = [name for name in {packages!r} if importlib.util.find_spec(name) is not None]
+if found:
+    raise SystemExit(f"the project is importable here ({{found}}): the check is not isolated")
+try:
+    import hetconv  # noqa: F401
+except ModuleNotFoundError:
+    pass
+else:
+    raise SystemExit("import hetconv worked")
+
+import torch
+
+program = torch.export.load("model.pt2").module()
+saved = torch.load("check.pt")
+for x, expected in zip(saved["inputs"], saved["expected"], strict=True):
+    out = program(x)
+    assert not out.requires_grad
+    atol = 1e-4 * max(1.0, float(expected.abs().max()))
+    torch.testing.assert_close(out, expected, rtol=1e-3, atol=atol)
+print("batches", *(len(x) for x in saved["inputs"]))
+"""
+
+
+def _trained_like(model: nn.Module) -> nn.Module:
+    """Batch norms with the non-trivial statistics and affine terms training would give."""
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                size = module.num_features
+                module.running_mean.copy_(torch.rand(size, generator=generator) - 0.5)
+                module.running_var.copy_(torch.rand(size, generator=generator) + 0.5)
+                module.weight.copy_(torch.rand(size, generator=generator) + 0.5)
+                module.bias.copy_(torch.rand(size, generator=generator) - 0.5)
+    return model.eval()
+
+
+def _deploy(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "search.deploy", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, nn.Module]:
+    """A folder holding final.json and final.pt, and the trained model they describe."""
+    folder = tmp_path_factory.mktemp("trained")
+    torch.manual_seed(0)
+    model = _trained_like(ARCH.build())
+    (folder / "final.json").write_text(ARCH.to_json())
+    torch.save(model.state_dict(), folder / "final.pt")
+    return folder, model
+
+
+@pytest.fixture(scope="module")
+def deployed(trained: tuple[Path, nn.Module]) -> subprocess.CompletedProcess:
+    folder, _ = trained
+    result = _deploy(folder, "final.json", "--weights", "final.pt", "--out", "model.pt2",
+                     "--onnx", "model.onnx")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def _inputs_and_outputs(model: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    generator = torch.Generator().manual_seed(1)
+    inputs = [torch.rand(n, 1, 16, 16, generator=generator) for n in BATCHES]
+    with torch.no_grad():
+        return inputs, [model(x) for x in inputs]
+
+
+def test_the_program_runs_in_plain_pytorch_at_any_batch_size(trained, deployed) -> None:
+    folder, model = trained
+    inputs, expected = _inputs_and_outputs(model)
+    torch.save({"inputs": inputs, "expected": expected}, folder / "check.pt")
+    site_dirs = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    script = ISOLATED_LOAD.format(site_dirs=site_dirs, packages=PROJECT_PACKAGES)
+    result = subprocess.run([sys.executable, "-I", "-S", "-c", script], cwd=folder,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert result.stdout.split() == ["batches", *map(str, BATCHES)]
+
+
+def test_the_command_says_what_it_wrote_and_how_to_load_it(deployed) -> None:
+    lines = deployed.stdout.splitlines()
+    assert lines[0].startswith("wrote        model.pt2: torch.export program of resnet20")
+    assert any("float32 (N, 1, 16, 16), any N, values in [0, 1]" in line for line in lines)
+    assert any("torch.export.load('model.pt2').module()(x)" in line for line in lines)
+    assert any(line.startswith("checked      max abs difference") for line in lines)
+    assert any(line.startswith("onnx         model.onnx: opset") for line in lines)
+
+
+def test_the_onnx_model_gives_the_trained_outputs_at_any_batch_size(trained, deployed) -> None:
+    import onnxruntime
+
+    folder, model = trained
+    session = onnxruntime.InferenceSession(str(folder / "model.onnx"),
+                                           providers=["CPUExecutionProvider"])
+    for x, expected in zip(*_inputs_and_outputs(model), strict=True):
+        out = torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
+        atol = 1e-4 * max(1.0, float(expected.abs().max()))
+        torch.testing.assert_close(out, expected, rtol=1e-3, atol=atol)
+
+
+@pytest.fixture
+def inputs_folder(trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The working folder of a bad call: the architecture and weights, other weights, a folder
+    and a previous program that must survive."""
+    source, _ = trained
+    for name in ("final.json", "final.pt"):
+        shutil.copy(source / name, tmp_path / name)
+    torch.save(Architecture.uniform("resnet20", 4, input_size=16, num_classes=5,
+                                    in_channels=1).build().state_dict(), tmp_path / "other.pt")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "model.pt2").write_bytes(b"a previous program")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _files(folder: Path) -> dict[Path, bytes]:
+    return {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+
+
+GOOD = ["final.json", "--weights", "final.pt"]
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    ([*GOOD, "--out", "final.pt"], "--out final.pt would overwrite --weights"),
+    ([*GOOD, "--out", "model.pt2", "--onnx", "final.json"],
+     "--onnx final.json would overwrite the architecture file"),
+    ([*GOOD, "--out", "folder"], "--out folder is a folder"),
+    ([*GOOD, "--out", "final.pt/model.pt2"], "final.pt is a file, not a folder"),
+    ([*GOOD, "--out", "model.onnx"], "--out model.onnx should end in .pt2"),
+    ([*GOOD, "--out", "model.pt2", "--batch", "0"], "--batch 1"),
+    ([*GOOD, "--out", "model.pt2", "--batch", "two"], "invalid int value: 'two'"),
+    ([*GOOD, "--out", "model.pt2", "--device", "tpu"], "invalid choice: 'tpu'"),
+    (["final.json", "--weights", "other.pt", "--out", "model.pt2"], "does not match"),
+    (["final.json", "--weights", "missing.pt", "--out", "model.pt2"],
+     "missing.pt does not exist"),
+    (["final.json", "--weights", "folder", "--out", "model.pt2"],
+     "--weights folder is a folder"),
+    (["missing.json", "--weights", "final.pt", "--out", "model.pt2"],
+     "cannot read architecture file missing.json"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(inputs_folder: Path, args: list[str],
+                                                  fragment: str,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    before = _files(inputs_folder)
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(lambda: main(args), PROG)
+    assert exit_.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(PROG) and fragment in lines[0], lines
+    assert _files(inputs_folder) == before
+
+
+def test_the_command_line_exits_with_status_2_on_bad_input(inputs_folder: Path) -> None:
+    before = _files(inputs_folder)
+    result = _deploy(inputs_folder, "final.json", "--weights", "other.pt", "--out", "model.pt2")
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert len(result.stderr.strip().splitlines()) == 1 and "does not match" in result.stderr
+    assert _files(inputs_folder) == before
