@@ -4,6 +4,7 @@ weights (``--init-from``): real Ray, real storage, real training on the bundled 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import json
 from pathlib import Path
@@ -14,6 +15,8 @@ import torch
 
 from hetconv import HetConv2d
 from search.exporter import export_best
+from search.oneshot.sandwich import SupernetRun, largest_only, supernet_architecture
+from search.oneshot.strategy import SupernetRecord
 from search.runner import run_search
 from search.settings import SearchSettings
 from search.store import records
@@ -103,3 +106,32 @@ def test_search_of_own_network_from_dense_weights(local_ray, tmp_path, dense_wei
     torch.save({k: v + 1 if v.is_floating_point() else v for k, v in state.items()}, other)
     with pytest.raises(ValueError, match="holds other weights"):
         run_search(dataclasses.replace(settings, resume=True, init_from=str(other)))
+
+
+def test_oneshot_search_of_own_network_starts_its_supernet_from_dense_weights(
+        local_ray, postgres_url, study_name, tmp_path, dense_weights) -> None:
+    settings = _settings(postgres_url, tmp_path, dense_weights, study=study_name,
+                         strategy="oneshot", supernet_epochs=1, candidates=12, finalists=1)
+    outcome = run_search(settings, out=io.StringIO())
+    study = optuna.load_study(study_name=study_name, storage=open_storage(postgres_url))
+    assert sum(r.estimate for r in outcome.records) == 12
+    assert any(r.status == records.COMPLETE and not r.estimate for r in outcome.records)
+    supernet = SupernetRecord.of(study)
+    assert supernet is not None
+    # The supernet trial started from the dense weights: the same training here, from them,
+    # on one thread, ends in exactly its checkpoint.
+    data = load_dataset("digits", INPUT_SIZE, seed=SEED)
+    arch = supernet_architecture(settings.space)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(arch, data, TrainConfig(epochs=1, batch_size=64, seed=SEED),
+              checkpoint_dir=tmp_path / "again",
+              initial_weights=dense_start(arch, data, str(dense_weights)),
+              run_factory=functools.partial(SupernetRun, recipe=largest_only()))
+    finally:
+        torch.set_num_threads(threads)
+    saved = read_checkpoint(supernet.checkpoint)["model"]
+    again = read_checkpoint(tmp_path / "again")["model"]
+    assert saved.keys() == again.keys()
+    assert all(torch.equal(value, saved[key]) for key, value in again.items())
