@@ -3,6 +3,7 @@ with the trained network's outputs; bad input is one line, exit status 2, and no
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -23,7 +24,8 @@ PARTS = (4, 2, 1, 1, 1, 1, 8, 1, 1, 1, 1, 1, 4, 1, 1, 1, 1, 2)
 ARCH = Architecture("resnet20", PARTS, input_size=16, num_classes=10,
                     in_channels=1).trained_on(Normalization((0.5,), (0.25,)), None)
 BATCHES = (1, 3, 8)  # the deploy form is chosen at batch 1 (the default); the program takes any
-PROJECT_PACKAGES = ("hetconv", "space", "search", "dashboards")
+PROJECT_PACKAGES = ("hetconv", "space", "search", "dashboards", "tests")
+ROOT = Path(__file__).resolve().parent.parent
 
 # Runs with ``python -I -S``: neither the working directory, PYTHONPATH nor site-packages' .pth
 # files (the editable install's finder is one) are on the path; site-packages itself is added
@@ -102,8 +104,9 @@ def _inputs_and_outputs(model: nn.Module) -> tuple[list[torch.Tensor], list[torc
         return inputs, [model(x) for x in inputs]
 
 
-def test_the_program_runs_in_plain_pytorch_at_any_batch_size(trained, deployed) -> None:
-    folder, model = trained
+def _load_in_plain_pytorch(folder: Path, model: nn.Module) -> None:
+    """Run ``folder/model.pt2`` where neither HetNAS nor the tests can be imported, and compare
+    its outputs with ``model``'s at every batch size of :data:`BATCHES`."""
     inputs, expected = _inputs_and_outputs(model)
     torch.save({"inputs": inputs, "expected": expected}, folder / "check.pt")
     site_dirs = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
@@ -112,6 +115,29 @@ def test_the_program_runs_in_plain_pytorch_at_any_batch_size(trained, deployed) 
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     assert result.stdout.split() == ["batches", *map(str, BATCHES)]
+
+
+def test_the_program_runs_in_plain_pytorch_at_any_batch_size(trained, deployed) -> None:
+    folder, model = trained
+    _load_in_plain_pytorch(folder, model)
+
+
+def test_a_users_own_network_deploys_without_its_module(tmp_path: Path) -> None:
+    """A network from a factory (tests/foreign_networks.py: 5x5, depthwise, residual layers)
+    runs from its program where the module that defined it is not importable."""
+    arch = Architecture("tests.foreign_networks:foreign", (4, 2, 8, 2), input_size=16,
+                        num_classes=10, in_channels=1).trained_on(Normalization((0.5,), (0.25,)),
+                                                                  None)
+    torch.manual_seed(0)
+    model = _trained_like(arch.build())
+    (tmp_path / "final.json").write_text(arch.to_json())
+    torch.save(model.state_dict(), tmp_path / "final.pt")
+    result = subprocess.run([sys.executable, "-m", "search.deploy", "final.json", "--weights",
+                             "final.pt", "--out", "model.pt2"], cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _load_in_plain_pytorch(tmp_path, model)
 
 
 def test_the_command_says_what_it_wrote_and_how_to_load_it(deployed) -> None:
