@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from pathlib import Path
 from typing import cast
 
@@ -12,6 +10,7 @@ from torch import nn
 
 from hetconv.errors import ConfigError
 from hetconv.models.normalize import InputNormalization
+from search.training.checkpoint import read_state_dict
 from space import Architecture
 
 
@@ -26,17 +25,7 @@ def read_architecture(path: Path) -> Architecture:
 
 def load_trained(arch: Architecture, weights: Path) -> nn.Module:
     """``arch`` built with the state dict in ``weights``, loaded without unpickling code."""
-    try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ConfigError(f"weights file {weights} does not exist") from None
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(f"weights file {weights} is not a plain PyTorch state dict "
-                          f"({reason})") from None
-    if not isinstance(state, dict):
-        raise ConfigError(f"weights file {weights} holds a {type(state).__name__}, not a "
-                          f"state dict")
+    state = read_state_dict(weights, "weights file")
     model = arch.build()
     try:
         model.load_state_dict(state)

@@ -219,7 +219,7 @@ OWN = ["--budget", "1e9", "--input-size", "8"]
      ["--model and --backbone"]),
     (["--model", "tests.foreign_networks:foreign", "--budget", "1e9"], ["give --input-size"]),
     (["--model", "tests.foreign_networks:foreign", *OWN, "--init-from", "missing.pt"],
-     ["--init-from missing.pt: no such file"]),
+     ["--init-from missing.pt does not exist"]),
     (["--model", "tests.foreign_networks:foreign", *OWN, "--init-from", "{rgb}"],
      ["'stem.0.weight' has shape (12, 3, 3, 3)", "(12, 1, 3, 3)"]),
     (["--model", "tests.foreign_networks:foreign", *OWN, "--init-from", "{garbage}"],

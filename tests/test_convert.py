@@ -22,23 +22,11 @@ from search.training.data import DataSplits
 from search.training.dense_start import check_dense, dense_start, standard_network
 from space import Architecture, SearchSpace
 from tests.foreign_networks import SEARCHABLE, Foreign
+from tests.networks import trained_like
 
 FACTORY = "tests.foreign_networks:foreign"
 SIZE = 20  # not 32: the trace must take the network's real input
 
-
-def _trained_like(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Random kernels and non-trivial batch-norm statistics, as training would leave them."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                size = module.num_features
-                module.running_mean.copy_(torch.rand(size, generator=generator) - 0.5)
-                module.running_var.copy_(torch.rand(size, generator=generator) + 0.5)
-                module.weight.copy_(torch.rand(size, generator=generator) + 0.5)
-                module.bias.copy_(torch.rand(size, generator=generator) - 0.5)
-    return model.eval()
 
 
 def _input(channels: int = 1, batch: int = 4) -> torch.Tensor:
@@ -50,7 +38,7 @@ def _input(channels: int = 1, batch: int = 4) -> torch.Tensor:
 
 def test_conversion_at_part_one_keeps_the_function_exactly():
     torch.manual_seed(0)
-    dense = _trained_like(Foreign(10, in_channels=3))
+    dense = trained_like(Foreign(10, in_channels=3))
     x = _input(3)
     converted = convert(copy.deepcopy(dense), 1)
     assert sum(isinstance(m, HetConv2d) for m in converted.modules()) == 6
@@ -199,7 +187,7 @@ def _data(channels: int, classes: int) -> DataSplits:
 
 def test_dense_weights_of_a_factory_network_give_its_function(tmp_path):
     torch.manual_seed(0)
-    dense = _trained_like(Foreign(10, in_channels=1))
+    dense = trained_like(Foreign(10, in_channels=1))
     path = tmp_path / "dense.pt"
     torch.save(dense.state_dict(), path)
     space = SearchSpace(FACTORY, SIZE, 10, 1)
@@ -262,7 +250,7 @@ def _torchvision_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
 
 def test_builtin_resnet_takes_torchvision_keys(tmp_path):
     torch.manual_seed(0)
-    dense = _trained_like(build_model("resnet18", None, 1000, 3))
+    dense = trained_like(build_model("resnet18", None, 1000, 3))
     state = _torchvision_layout(dense.state_dict())
     assert "layer2.0.downsample.0.weight" in state and "conv1.weight" in state
     path = tmp_path / "resnet18.pt"

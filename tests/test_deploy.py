@@ -24,26 +24,13 @@ from hetconv.deployment import (
 from hetconv.layer import HetConv2d, MaskedHetConv2d
 from hetconv.models import build_model
 from space import SearchSpace
-
-
-def _trained_like(model: nn.Module, seed: int) -> nn.Module:
-    """Give every batch norm non-trivial statistics and affine terms, as training would."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                size = module.num_features
-                module.running_mean.copy_(torch.rand(size, generator=generator) - 0.5)
-                module.running_var.copy_(torch.rand(size, generator=generator) + 0.5)
-                module.weight.copy_(torch.rand(size, generator=generator) + 0.5)
-                module.bias.copy_(torch.rand(size, generator=generator) - 0.5)
-    return model.eval()
+from tests.networks import trained_like
 
 
 def _random_model(backbone: str, seed: int) -> nn.Module:
     parts = SearchSpace(backbone).random_parts(np.random.default_rng(seed), 1)[0]
     torch.manual_seed(seed)
-    return _trained_like(build_model(backbone, [int(p) for p in parts]), seed)
+    return trained_like(build_model(backbone, [int(p) for p in parts]), seed)
 
 
 @pytest.mark.parametrize(("backbone", "size"), [("vgg16", 32), ("resnet20", 16),
@@ -109,7 +96,7 @@ def test_a_batch_norm_whose_input_is_also_used_elsewhere_is_kept():
             y = self.conv(x)
             return self.bn(y) + y
 
-    model = _trained_like(Branching(), seed=0)
+    model = trained_like(Branching(), seed=0)
     graph = trace(copy.deepcopy(model))
     assert fold_batchnorms(graph) == 0
     x = torch.randn(2, 8, 6, 6)
@@ -147,7 +134,7 @@ def test_masked_reference_layers_are_deployed_in_a_fast_form():
     model = nn.Sequential(MaskedHetConv2d(8, 16, part=4), nn.BatchNorm2d(16), nn.ReLU())
     with torch.no_grad():
         model[0].weight.normal_()
-    model = _trained_like(model, seed=4)
+    model = trained_like(model, seed=4)
     deployed = deploy(model, torch.randn(2, 8, 5, 5), compile=False)
     assert not any(isinstance(m, MaskedHetConv2d) for m in deployed.module.modules())
     assert set(deployed.forms) == {"0"}

@@ -17,6 +17,7 @@ from torch import nn
 from search.cli import run_cli
 from search.deploy import PROG, main
 from space import Architecture, Normalization
+from tests.networks import trained_like
 
 # Mostly part 1 (dense, nothing to time), so that choosing the deploy form takes seconds; the
 # other layers give the program grouped forms and class-ordered activations.
@@ -58,19 +59,6 @@ print("batches", *(len(x) for x in saved["inputs"]))
 """
 
 
-def _trained_like(model: nn.Module) -> nn.Module:
-    """Batch norms with the non-trivial statistics and affine terms training would give."""
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                size = module.num_features
-                module.running_mean.copy_(torch.rand(size, generator=generator) - 0.5)
-                module.running_var.copy_(torch.rand(size, generator=generator) + 0.5)
-                module.weight.copy_(torch.rand(size, generator=generator) + 0.5)
-                module.bias.copy_(torch.rand(size, generator=generator) - 0.5)
-    return model.eval()
-
 
 def _deploy(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "search.deploy", *args], cwd=cwd,
@@ -82,7 +70,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, nn.Module]:
     """A folder holding final.json and final.pt, and the trained model they describe."""
     folder = tmp_path_factory.mktemp("trained")
     torch.manual_seed(0)
-    model = _trained_like(ARCH.build())
+    model = trained_like(ARCH.build())
     (folder / "final.json").write_text(ARCH.to_json())
     torch.save(model.state_dict(), folder / "final.pt")
     return folder, model
@@ -129,7 +117,7 @@ def test_a_users_own_network_deploys_without_its_module(tmp_path: Path) -> None:
                         num_classes=10, in_channels=1).trained_on(Normalization((0.5,), (0.25,)),
                                                                   None)
     torch.manual_seed(0)
-    model = _trained_like(arch.build())
+    model = trained_like(arch.build())
     (tmp_path / "final.json").write_text(arch.to_json())
     torch.save(model.state_dict(), tmp_path / "final.pt")
     result = subprocess.run([sys.executable, "-m", "search.deploy", "final.json", "--weights",

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import pickle
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -93,6 +95,27 @@ def load_weights(checkpoint_file: Path, arch: Architecture) -> nn.Module:
                           f"({str(error).splitlines()[0]}); pass the architecture it was "
                           f"trained with") from None
     return model.eval()
+
+
+def read_state_dict(path: Path | str, label: str) -> dict[str, Any]:
+    """The plain state dict a user's file holds, loaded without unpickling code; any problem
+    is one :class:`ConfigError` naming the file as ``label`` (``weights file``, a flag)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ConfigError(f"{label} {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{label} {path} is a folder; pass the file holding the state "
+                          f"dict") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile,
+            OSError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(f"{label} {path} is not a plain PyTorch state dict ({reason}); save "
+                          f"one with torch.save(model.state_dict(), path)") from None
+    if not isinstance(state, dict):
+        raise ConfigError(f"{label} {path} holds a {type(state).__name__}, not a state dict; "
+                          f"save one with torch.save(model.state_dict(), path)")
+    return state
 
 
 def _checkpoint_path(path: Path | str) -> Path:

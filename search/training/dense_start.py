@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import pickle
-import zipfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from hetconv.errors import ConfigError, param
+from hetconv.errors import param
 from hetconv.supernet import extract, set_parts, to_supernet
+from search.training.checkpoint import read_state_dict
 from search.training.data import DataSplits
 from search.training.trainer import trained_architecture
 from space import Architecture, SearchSpace
@@ -40,23 +39,7 @@ def read_dense(path: str) -> dict[str, torch.Tensor]:
 
 @functools.lru_cache(maxsize=2)
 def _read_dense(path: str, _version: tuple[int, int] | None) -> dict[str, torch.Tensor]:
-    flag = param("init_from")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ConfigError(f"{flag} {path}: no such file") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{flag} {path} is a folder; pass the file holding the state "
-                          f"dict") from None
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile,
-            OSError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(f"{flag} {path} is not a plain PyTorch state dict ({reason}); save "
-                          f"one with torch.save(model.state_dict(), path)") from None
-    if not isinstance(state, dict):
-        raise ConfigError(f"{flag} {path} holds a {type(state).__name__}, not a state dict; "
-                          f"save one with torch.save(model.state_dict(), path)")
-    return state
+    return read_state_dict(path, param("init_from"))
 
 
 def dense_digest(path: str) -> str:
@@ -97,6 +80,4 @@ def dense_start(arch: Architecture, data: DataSplits, path: str) -> dict[str, to
 def check_dense(space: SearchSpace, path: str) -> list[str]:
     """Refuse dense weights that do not fit the space's network, before anything is written;
     returns the notes (a classifier that starts fresh)."""
-    if not Path(path).exists():
-        raise ConfigError(f"{param('init_from')} {path}: no such file")
     return standard_network(space, path)[1]
