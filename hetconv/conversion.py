@@ -36,6 +36,7 @@ class Convertible:
 
     eligible: dict[str, nn.Conv2d]
     ineligible: dict[str, str]  # name -> reason
+    order: tuple[str, ...]  # every convolution's name, in module order
 
     def describe_ineligible(self, limit: int = 3) -> str:
         """The first few ineligible layers with their reasons, for messages."""
@@ -95,7 +96,8 @@ def convertible(model: nn.Module) -> Convertible:
             eligible[name] = module
         else:
             ineligible[name] = reason
-    return Convertible(eligible, ineligible)
+    return Convertible(eligible, ineligible, tuple(
+        name for name, module in model.named_modules() if isinstance(module, nn.Conv2d)))
 
 
 def hetconv_from_conv(conv: nn.Conv2d, part: int) -> HetConv2d:

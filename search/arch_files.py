@@ -30,9 +30,13 @@ def load_trained(arch: Architecture, weights: Path) -> nn.Module:
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError) as error:
+        # torch's first line names the module; the next one names the keys.
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 else lines[0] if lines else type(error).__name__
+        detail = detail if len(detail) <= 160 else detail[:157] + "..."
         raise ConfigError(f"weights file {weights} does not match the {arch.backbone} "
-                          f"architecture ({str(error).splitlines()[0]}); pass the weights "
-                          f"exported with it") from None
+                          f"architecture ({detail}); pass the weights exported with "
+                          f"it") from None
     check_normalization(model, arch, f"weights file {weights}")
     return model.eval()
 

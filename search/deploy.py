@@ -37,7 +37,7 @@ from hetconv.deployment import ATOL_SCALE, RTOL, DeployedModel, deploy
 from hetconv.errors import ConfigError
 from search.arch_files import load_trained, read_architecture
 from search.cli import OneLineParser, run_cli
-from search.store.files import write_atomic
+from search.store.files import check_target, write_atomic
 from space import Architecture
 from space.latency import DEVICES, LatencySpec
 
@@ -84,12 +84,7 @@ def _check_outputs(args: argparse.Namespace) -> None:
         if path.resolve() in taken:
             raise ConfigError(f"{flag} {path} would overwrite {taken[path.resolve()]}; write "
                               f"the {suffix} file under another name")
-        if path.is_dir():
-            raise ConfigError(f"{flag} {path} is a folder; give a file name inside it, e.g. "
-                              f"{path / ('model' + suffix)}")
-        if path.parent.exists() and not path.parent.is_dir():
-            raise ConfigError(f"{flag} {path}: {path.parent} is a file, not a folder; write "
-                              f"the {suffix} file elsewhere")
+        check_target(path, flag)
         if path.suffix != suffix:
             raise ConfigError(f"{flag} {path} should end in {suffix}; name the file e.g. "
                               f"model{suffix}")

@@ -11,7 +11,7 @@ import torch
 from hetconv.errors import ConfigError
 from search.arch_files import check_normalization
 from search.store import records
-from search.store.files import write_atomic
+from search.store.files import check_target, write_atomic
 from search.store.records import ArchitectureRuns, TrialRecord
 from search.store.storage import open_storage
 from search.store.uncertainty import estimate, wilson_interval
@@ -92,6 +92,12 @@ def export_best(storage_url: str, study_name: str, out: Path,
                 weights: Path | None = None) -> TrialRecord:
     """Write the best architecture as JSON (with its input statistics, class names and result)
     and optionally its weights (which normalise their input too)."""
+    check_target(out, "--out")
+    if weights is not None:
+        check_target(weights, "--weights")
+        if weights.resolve() == out.resolve():
+            raise ConfigError(f"--out and --weights are both {out}; give the weights their own "
+                              f"file")
     study = _load_study(storage_url, study_name)
     runs = _best_in(study)
     best = runs.best_run  # the weights shipped: the best of its runs on validation

@@ -48,6 +48,7 @@ from search.study import (
 )
 from search.trainable import train_trial
 from search.training.data import DataSplits, load_dataset
+from search.training.dense_start import dense_accuracy
 
 _WORKER_WAIT_S = 60
 
@@ -192,6 +193,8 @@ def run_search(settings: SearchSettings, out: TextIO | None = None,
     connect_ray(settings.ray_address)
     study, recovered = _open_study(storage, settings, data)
     sizes = _split_sizes(data)
+    dense = (None if settings.init_from is None
+             else dense_accuracy(settings.space, settings.init_from, data))
     del data  # trials load their own copy; the driver keeps none for the whole search
     space = settings.space
     console = SearchConsole(budgets, out, study.user_attrs.get(records.STUDY_VAL_IMAGES),
@@ -206,8 +209,11 @@ def run_search(settings: SearchSettings, out: TextIO | None = None,
                   f"), budget {budgets.describe()} (MACs: cheapest "
                   f"{space.min_macs:.4g}, standard {space.max_macs:.4g}"
                   f"{_latency_range(budgets)})")
-    if settings.init_from is not None:
-        console.print(f"every run starts from the dense weights {settings.dense_weights}"
+    if dense is not None:
+        accuracy, images = dense
+        console.print(f"every run starts from the dense weights {settings.dense_weights}, which "
+                      f"score {accuracy:.1%} on {images} validation images fed as the trials "
+                      f"feed them (normalised by the training split's mean and std)"
                       + "".join(f"; {note}" for note in settings.dense_notes))
     if recovered:
         console.print(f"resumed: trials {recovered} were left running and are queued again")

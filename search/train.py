@@ -27,7 +27,7 @@ from search.arch_files import load_trained, read_architecture
 from search.cli import OneLineParser, run_cli
 from search.final_training import FinalJob, TrainingFailed, train_job, train_on_workers
 from search.runner import connect_ray
-from search.store.files import write_atomic
+from search.store.files import check_target, write_atomic
 from search.store.uncertainty import estimate, wilson_interval
 from search.training.checkpoint import CHECKPOINT_FILE, read_checkpoint
 from search.training.data import DATASETS, DataSplits, load_dataset
@@ -174,6 +174,8 @@ def _check_options(args: argparse.Namespace) -> None:
 
 
 def _refuse_overwriting_inputs(args: argparse.Namespace, described: Path) -> None:
+    check_target(args.out, "--out")
+    check_target(described, "--out's architecture file")
     if described.resolve() == args.out.resolve():
         raise ConfigError(f"--out {args.out} would be both the weights and the architecture "
                           f"file beside them; name the weights e.g. {args.out.with_suffix('.pt')}")

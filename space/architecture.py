@@ -119,7 +119,9 @@ class Architecture:
         """
         norm = self.normalization
         assert self.num_classes is not None and self.in_channels is not None  # __post_init__
+        assert self.input_size is not None
         return build_network(self.backbone, self.parts, self.num_classes, self.in_channels,
+                             self.input_size,
                              None if norm is None else norm.mean,
                              None if norm is None else norm.std)
 

@@ -18,14 +18,16 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import NoReturn, cast
 
+import torch
 from torch import nn
 
-from hetconv.conversion import Convertible, convert, convertible
-from hetconv.errors import ConfigError
+from hetconv.conversion import convert, convertible
+from hetconv.errors import ConfigError, param
 from hetconv.layer import HetConv2d
 from hetconv.models import build_model, get_backbone
 from hetconv.models.dense import load_dense_state
@@ -106,28 +108,85 @@ def _takes_in_channels(factory: Callable[..., object]) -> bool:
         return False
 
 
-def searchable_names(network: nn.Module, backbone: str) -> tuple[list[str], Convertible]:
-    """The convolutions of a factory's network the search gives a part (those offered a part
-    above 1), and the conversion's verdict on every convolution."""
+@dataclass(frozen=True)
+class FactoryLayers:
+    """Which convolutions of a factory's network the search gives a part, and why the others
+    stay as they are (name -> reason), in module order."""
+
+    searchable: tuple[str, ...]
+    left_dense: dict[str, str]
+
+    def describe_left_dense(self, limit: int = 4) -> str:
+        shown = [f"{name} ({why})" for name, why in list(self.left_dense.items())[:limit]]
+        more = len(self.left_dense) - limit
+        return "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
+
+
+@functools.cache
+def factory_layers(backbone: str, num_classes: int, in_channels: int,
+                   input_size: int) -> FactoryLayers:
+    """Run the factory's network once, in eval mode on the CPU, on one input of the data's
+    shape: a searchable layer is a convolution HetConv can replace (:func:`hetconv.convertible`)
+    that the search offers a part above 1 (``space.parts``) and that the forward pass calls
+    exactly once. One that never runs (unused, training-only, its weight read directly) has no
+    cost to search; one that runs twice would be costed once. The output must be
+    ``(1, num_classes)`` logits."""
+    network = dense_network(backbone, num_classes, in_channels).eval()
     found = convertible(network)
-    names = [name for name, conv in found.eligible.items()
-             if len(allowed_parts(conv.in_channels, conv.out_channels)) > 1]
-    if not names:
-        why = found.describe_ineligible() or "it has no Conv2d at all"
-        raise ConfigError(f"network {backbone!r} has no convolution that can take a "
-                          f"HetConv part: {why}")
-    return names, found
+    left = dict(found.ineligible)
+    offered = []
+    for name, conv in found.eligible.items():
+        if len(allowed_parts(conv.in_channels, conv.out_channels)) > 1:
+            offered.append(name)
+        else:
+            left[name] = (f"channels {conv.in_channels}->{conv.out_channels}: no power-of-two "
+                          f"part above 1 divides both")
+    if not offered:
+        _no_searchable_layer(backbone, found.order, left)
+    calls: Counter[str] = Counter()
+    for name in offered:
+        network.get_submodule(name).register_forward_hook(
+            lambda _m, _i, _o, name=name: calls.update([name]))
+    shape = f"{in_channels}x{input_size}x{input_size}"
+    try:
+        with torch.no_grad():
+            output = network(torch.zeros(1, in_channels, input_size, input_size))
+    except Exception as error:  # the user's forward: its message is the diagnosis
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(f"network {backbone!r} cannot take a {shape} input ({reason}); use "
+                          f"another {param('input_size')} or a network for {in_channels}-channel "
+                          f"images of that size") from None
+    if not isinstance(output, torch.Tensor) or tuple(output.shape) != (1, num_classes):
+        got = (tuple(output.shape) if isinstance(output, torch.Tensor)
+               else type(output).__name__)
+        raise ConfigError(f"network {backbone!r} returned {got} for one {shape} image; it must "
+                          f"return a (batch, {num_classes}) tensor of logits, one per class")
+    for name in offered:
+        if calls[name] != 1:
+            left[name] = ("never runs in eval mode" if calls[name] == 0
+                          else f"runs {calls[name]} times per forward pass")
+    searchable = tuple(name for name in offered if calls[name] == 1)
+    if not searchable:
+        _no_searchable_layer(backbone, found.order, left)
+    return FactoryLayers(searchable, {name: left[name] for name in found.order if name in left})
+
+
+def _no_searchable_layer(backbone: str, order: Sequence[str], left: Mapping[str, str]) -> NoReturn:
+    why = "; ".join(f"{name} ({left[name]})" for name in order[:3]) or "it has no Conv2d at all"
+    raise ConfigError(f"network {backbone!r} has no convolution that can take a HetConv part: "
+                      f"{why}")
 
 
 def build_network(backbone: str, parts: Sequence[int] | None, num_classes: int,
-                  in_channels: int, mean: Sequence[float] | None = None,
+                  in_channels: int, input_size: int, mean: Sequence[float] | None = None,
                   std: Sequence[float] | None = None) -> nn.Module:
     """A network with one part per searchable layer (``None``: every part 1, the standard
-    network), normalising its input by ``mean``/``std`` (default: the identity)."""
+    network) for ``input_size`` images, normalising its input by ``mean``/``std`` (default:
+    the identity)."""
     if not is_factory(backbone):
         return build_model(backbone, parts, num_classes, in_channels, mean, std)
+    names = factory_layers(backbone, num_classes, in_channels, input_size).searchable
     network = dense_network(backbone, num_classes, in_channels)
-    names, _ = searchable_names(network, backbone)
     parts = [1] * len(names) if parts is None else list(parts)
     if len(parts) != len(names):
         raise ConfigError(f"{backbone} has {len(names)} searchable layers but {len(parts)} parts "

@@ -16,7 +16,7 @@ from torch import nn
 
 from hetconv.errors import ConfigError, param
 from hetconv.layer import HetConv2d
-from space.networks import build_network, defaults
+from space.networks import build_network, defaults, is_factory
 from space.parts import allowed_parts
 
 
@@ -84,7 +84,9 @@ def trace_network(model: nn.Module, input_shape: tuple[int, int, int],
         if isinstance(fixed, (nn.Conv2d, nn.Linear)):
             fixed.register_forward_hook(record_fixed)
     try:
-        model(torch.empty(1, *input_shape, device="meta"))
+        device = next((p.device for p in model.parameters()), torch.device("meta"))
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape, device=device))
     except (RuntimeError, ValueError) as error:
         channels, height, width = input_shape
         raise ConfigError(f"{label} cannot take a {channels}x{height}x{width} input "
@@ -108,8 +110,10 @@ def trace_network(model: nn.Module, input_shape: tuple[int, int, int],
 def trace_backbone(backbone: str, input_size: int, num_classes: int,
                    in_channels: int) -> NetworkTrace:
     """The trace of a network's standard form (every part 1), once per shape."""
-    with torch.device("meta"):
-        model = build_network(backbone, None, num_classes, in_channels)
+    # A user's network is traced on the CPU: its forward may make CPU tensors or call .item(),
+    # which the meta device refuses (factory_layers has run it there once already).
+    with torch.device("cpu" if is_factory(backbone) else "meta"):
+        model = build_network(backbone, None, num_classes, in_channels, input_size)
     return trace_network(model, (in_channels, input_size, input_size), backbone)
 
 

@@ -71,3 +71,41 @@ def raises(num_classes: int) -> nn.Module:
 
 def not_a_module(num_classes: int) -> object:
     return {"classes": num_classes}
+
+
+class Untidy(Foreign):
+    """Foreign plus what real networks have: a convolution never called in eval mode (a
+    training-only auxiliary head), one called twice (shared weights), a forward that makes a
+    CPU tensor and calls ``.item()``."""
+
+    def __init__(self, num_classes: int, in_channels: int = 3) -> None:
+        super().__init__(num_classes, in_channels)
+        self.aux = nn.Conv2d(24, 24, 3, padding=1)
+        self.shared = nn.Conv2d(24, 24, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.block(self.pointwise(self.depthwise(self.wide(self.stem(x)))))
+        if self.training:
+            x = x + 0 * self.aux(x)
+        x = self.shared(torch.relu(self.shared(x))) * torch.tensor(1.0)
+        scale = 1.0 if x.abs().sum().item() >= 0 else 0.0
+        x = torch.relu(self.odd(self.down(x))) * scale
+        return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def untidy(num_classes: int, in_channels: int = 3) -> Untidy:
+    return Untidy(num_classes, in_channels)
+
+
+def tuple_out(num_classes: int, in_channels: int = 3) -> nn.Module:
+    class Pair(Foreign):
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+            out = super().forward(x)
+            return out, out
+
+    return Pair(num_classes, in_channels)
+
+
+def five_classes(num_classes: int, in_channels: int = 3) -> Foreign:
+    """Ignores the class count it is given."""
+    return Foreign(5, in_channels)

@@ -8,6 +8,7 @@ stay as it is, 1×1 layers, a residual block with biases, channel counts with fe
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 import torch
@@ -21,6 +22,7 @@ from hetconv.models import build_model
 from search.training.data import DataSplits
 from search.training.dense_start import check_dense, dense_start, standard_network
 from space import Architecture, SearchSpace
+from space.networks import factory_layers
 from tests.foreign_networks import SEARCHABLE, Foreign
 from tests.networks import trained_like
 
@@ -221,9 +223,18 @@ def test_dense_weights_that_do_not_fit_name_the_first_key(tmp_path):
     torch.save([1, 2], path)
     with pytest.raises(ConfigError, match="holds a list, not a state dict"):
         check_dense(space, str(path))
-    path.write_bytes(b"not a checkpoint")
-    with pytest.raises(ConfigError, match="not a plain PyTorch state dict"):
+    for garbage in (b"not a checkpoint", b"hello\n", b""):
+        path.write_bytes(garbage)
+        with pytest.raises(ConfigError, match="not a plain PyTorch state dict"):
+            check_dense(space, str(path))
+    diverged = dict(state)
+    diverged["wide.0.weight"] = torch.full_like(state["wide.0.weight"], float("nan"))
+    torch.save(diverged, path)
+    with pytest.raises(ConfigError, match="'wide.0.weight' holds NaN or infinite values"):
         check_dense(space, str(path))
+    # Batch norm's step counters are optional, as torch's own strict loading has them.
+    torch.save({k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}, path)
+    assert check_dense(space, str(path)) == []
 
 
 def test_a_classifier_for_other_classes_starts_fresh_and_says_so(tmp_path):
@@ -262,3 +273,26 @@ def test_builtin_resnet_takes_torchvision_keys(tmp_path):
     for key, value in dense.state_dict().items():
         if not key.startswith(("fc.", "normalize.")):
             assert torch.equal(standard.state_dict()[key], value), key
+
+
+def test_only_convolutions_that_run_once_are_searched_and_costs_count_every_call():
+    space = SearchSpace("tests.foreign_networks:untidy", SIZE, 10, 1)
+    assert [layer.name for layer in space.layers] == [f"network.{n}" for n in SEARCHABLE]
+    layers = factory_layers("tests.foreign_networks:untidy", 10, 1, SIZE)
+    assert layers.left_dense["aux"] == "never runs in eval mode"
+    assert layers.left_dense["shared"] == "runs 2 times per forward pass"
+    assert "no power-of-two part" in layers.left_dense["odd"]
+    arch = Architecture("tests.foreign_networks:untidy", (4, 2, 8, 2), SIZE, 10, 1)
+    model = arch.build().eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(_input()[:1])
+    assert counter.get_total_flops() // 2 == arch.executed_macs  # the shared layer twice
+
+
+@pytest.mark.parametrize(("factory", "needle"), [
+    ("tuple_out", "returned tuple for one 1x20x20 image; it must return a (batch, 10) tensor"),
+    ("five_classes", "returned (1, 5) for one 1x20x20 image"),
+])
+def test_a_network_that_does_not_return_logits_is_refused(factory, needle):
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        SearchSpace(f"tests.foreign_networks:{factory}", SIZE, 10, 1)

@@ -168,6 +168,13 @@ def test_a_killed_run_resumes_to_the_uninterrupted_runs_weights(tmp_path, capsys
     _checked(tmp_path / "killed.pt", capsys)
 
 
+def _text_file(folder: Path) -> Path:
+    """A file that is no state dict: torch.load fails on it with a KeyError."""
+    path = folder.parent / f"{folder.name}-hello.pt"
+    path.write_text("hello\n")
+    return path
+
+
 def _tree(*folders: Path) -> dict[str, float]:
     return {str(p): p.stat().st_mtime for folder in folders for p in folder.rglob("*")}
 
@@ -194,6 +201,11 @@ ERRORS: dict[str, tuple[Args, list[str]]] = {
         "resnet20", 4, 8, 100, 1)), "--epochs", "1", "--out", t / "x.pt"],
                     ["100 classes", "'digits' has 1-channel images and 10 classes",
                      "pass the --dataset"]),
+    "out is a folder": (lambda s, t: [s.arch_file, "--epochs", "1", "--out", t],
+                        ["--out", "is a folder"]),
+    "text weights": (lambda s, t: [s.arch_file, "--epochs", "1", "--weights",
+                                   _text_file(t), "--out", t / "x.pt"],
+                     ["not a plain PyTorch state dict"]),
     "uneven workers": (lambda s, t: [s.arch_file, "--epochs", "1", "--workers", "3",
                                      "--out", t / "x.pt", *FAST],
                        ["--batch-size 64 does not split evenly over --workers 3"]),

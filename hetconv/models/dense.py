@@ -38,8 +38,13 @@ def load_dense_state(model: nn.Module, state: Mapping[str, object], source: str,
         if not isinstance(value, torch.Tensor):
             raise ConfigError(f"{source}: entry {key!r} is a {type(value).__name__}, not a "
                               f"tensor; pass a plain state dict (torch.save(model.state_dict()))")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ConfigError(f"{source}: {key!r} holds NaN or infinite values; pass weights "
+                              f"of a network that trained without diverging")
         tensors[key] = value
-    missing = [key for key in own if key not in tensors]
+    # Batch norm's step counter only matters with momentum=None; state dicts often lack it.
+    missing = [key for key in own if key not in tensors
+               and not key.endswith(".num_batches_tracked")]
     unexpected = [key for key in tensors if key not in own
                   and not (skip_prefix and key.startswith(skip_prefix))]
     if missing or unexpected:
@@ -51,8 +56,8 @@ def load_dense_state(model: nn.Module, state: Mapping[str, object], source: str,
     head = classifier_name(model)
     fresh: list[str] = []
     for key, value in own.items():
-        given = tensors[key]
-        if given.shape == value.shape:
+        given = tensors.get(key)
+        if given is None or given.shape == value.shape:
             continue
         if head is not None and key.startswith(f"{head}.") and given.shape[1:] == value.shape[1:]:
             fresh.append(key)
@@ -61,7 +66,7 @@ def load_dense_state(model: nn.Module, state: Mapping[str, object], source: str,
                           f"{tuple(value.shape)}; pass the state dict of the same network")
     with torch.no_grad():
         for key, value in own.items():
-            if key not in fresh:
+            if key not in fresh and key in tensors:
                 value.copy_(tensors[key])
     if not fresh:
         return []

@@ -144,7 +144,8 @@ def measure_network(space: SearchSpace, parts: np.ndarray | tuple[int, ...],
     """Milliseconds (and timed calls) of the whole deployed network with ``parts``, timed as
     the layers are."""
     parts = space.check_parts(tuple(int(p) for p in parts))
-    model = build_network(space.backbone, parts, space.num_classes, space.in_channels)
+    model = build_network(space.backbone, parts, space.num_classes, space.in_channels,
+                          space.input_size)
     model = model.to(spec.torch_device, spec.torch_dtype).eval()
     x = _example((spec.batch, space.in_channels, space.input_size, space.input_size), spec)
     torch._dynamo.reset()

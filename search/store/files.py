@@ -13,11 +13,28 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from hetconv.errors import ConfigError
+
 
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def check_target(target: Path, label: str) -> None:
+    """Refuse, before any work, a target :func:`write_atomic` could not replace with a file: a
+    folder, something that is not a regular file, or a path under a file. ``label`` names the
+    target in the message (a flag)."""
+    if target.exists() and not target.is_file():
+        kind = "a folder" if target.is_dir() else "not a regular file"
+        raise ConfigError(f"{label} {target} is {kind}; give the path of a file to write")
+    for parent in target.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"{label} {target}: {parent} is a file, not a folder; write "
+                                  f"the file elsewhere")
+            break
 
 
 def write_atomic(target: Path, write: Callable[[Path], object]) -> None:

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import pickle
-import zipfile
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -107,15 +106,20 @@ def read_state_dict(path: Path | str, label: str) -> dict[str, Any]:
     except IsADirectoryError:
         raise ConfigError(f"{label} {path} is a folder; pass the file holding the state "
                           f"dict") from None
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile,
-            OSError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(f"{label} {path} is not a plain PyTorch state dict ({reason}); save "
-                          f"one with torch.save(model.state_dict(), path)") from None
+    except Exception as error:  # truncated, foreign or unsafe: the file's fault either way
+        raise ConfigError(f"{label} {path} is not a plain PyTorch state dict "
+                          f"({_first_line(error)}); save one with "
+                          f"torch.save(model.state_dict(), path)") from None
     if not isinstance(state, dict):
         raise ConfigError(f"{label} {path} holds a {type(state).__name__}, not a state dict; "
                           f"save one with torch.save(model.state_dict(), path)")
     return state
+
+
+def _first_line(error: BaseException) -> str:
+    """The first line of an error's message, without terminal colour codes; its type if empty."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _checkpoint_path(path: Path | str) -> Path:

@@ -21,7 +21,7 @@ from hetconv.errors import param
 from hetconv.supernet import extract, set_parts, to_supernet
 from search.training.checkpoint import read_state_dict
 from search.training.data import DataSplits
-from search.training.trainer import trained_architecture
+from search.training.trainer import evaluate, trained_architecture
 from space import Architecture, SearchSpace
 from space.architecture import Normalization
 from space.networks import build_network, load_dense
@@ -35,6 +35,9 @@ def read_dense(path: str) -> dict[str, torch.Tensor]:
     except OSError:
         stat = None
     return _read_dense(path, None if stat is None else (stat.st_mtime_ns, stat.st_size))
+
+
+DENSE_CHECK_IMAGES = 1000  # validation images the driver scores the dense weights on
 
 
 @functools.lru_cache(maxsize=2)
@@ -57,6 +60,7 @@ def standard_network(space: SearchSpace, path: str,
     notes on what starts fresh; a mismatch is one ConfigError naming the first key."""
     with torch.random.fork_rng(devices=[]):
         model = build_network(space.backbone, None, space.num_classes, space.in_channels,
+                              space.input_size,
                               None if normalization is None else normalization.mean,
                               None if normalization is None else normalization.std)
     notes = load_dense(space.backbone, model, read_dense(path), f"dense weights {path}")
@@ -75,6 +79,16 @@ def dense_start(arch: Architecture, data: DataSplits, path: str) -> dict[str, to
     with torch.random.fork_rng(devices=[]):
         target = trained_architecture(arch, data).build()
     return extract(supernet, target).state_dict()
+
+
+def dense_accuracy(space: SearchSpace, path: str, data: DataSplits,
+                   images: int = DENSE_CHECK_IMAGES) -> tuple[float, int]:
+    """The dense weights' accuracy on the first ``images`` validation images, fed as every
+    trial feeds them (normalised by the training split's mean and std), and the image count:
+    a network trained on other inputs scores low here, before any trial is spent on it."""
+    model, _ = standard_network(space, path, Normalization(data.mean, data.std))
+    count = min(images, len(data.val_y))
+    return evaluate(model, data.val_x[:count], data.val_y[:count], "cpu"), count
 
 
 def check_dense(space: SearchSpace, path: str) -> list[str]:
