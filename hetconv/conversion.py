@@ -117,6 +117,7 @@ def hetconv_from_conv(conv: nn.Conv2d, part: int) -> HetConv2d:
     if conv.bias is not None and layer.bias is not None:
         with torch.no_grad():
             layer.bias.copy_(conv.bias)
+    layer.requires_grad_(conv.weight.requires_grad)  # a frozen layer stays frozen
     return layer
 
 

@@ -151,8 +151,8 @@ def load_for_resume(storage: optuna.storages.BaseStorage, name: str, settings: S
     wanted = _dense_attr(settings)
     if (dense or {}).get("sha256") != (wanted or {}).get("sha256"):
         was = "from scratch" if dense is None else f"from --init-from {dense['path']}"
-        now = ("from scratch" if wanted is None
-               else f"from {wanted['path']}, which holds other weights")
+        now = ("from scratch" if wanted is None else f"from {wanted['path']}"
+               + (", which holds other weights" if dense is not None else ""))
         raise ConfigError(f"--resume: study {name!r} started its trials {was}, not {now}; its "
                           f"trials would not be comparable: pass the same --init-from file, or "
                           f"start a new study")

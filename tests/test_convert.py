@@ -63,7 +63,10 @@ def test_a_trained_kernel_keeps_its_pattern_and_centre_taps():
     torch.manual_seed(0)
     dense = Foreign(10)
     kernel = dense.wide[0].weight.detach().clone()  # 12 -> 24, 5x5
+    dense.block.conv1.requires_grad_(False)  # frozen by its user
     convert(dense, {"wide.0": 4, "block.conv1": 8})
+    assert not any(p.requires_grad for p in dense.block.conv1.parameters())
+    assert all(p.requires_grad for p in dense.wide[0].parameters())
     layer = dense.wide[0]
     assert isinstance(layer, HetConv2d) and layer.part == 4 and layer.kernel_size == 5
     mask = hetconv_mask(12, 24, 5, 4)

@@ -99,6 +99,8 @@ def load_weights(checkpoint_file: Path, arch: Architecture) -> nn.Module:
 def read_state_dict(path: Path | str, label: str) -> dict[str, Any]:
     """The plain state dict a user's file holds, loaded without unpickling code; any problem
     is one :class:`ConfigError` naming the file as ``label`` (``weights file``, a flag)."""
+    if not Path(path).exists():  # before torch.load, whose message depends on the suffix
+        raise ConfigError(f"{label} {path} does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
