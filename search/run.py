@@ -152,13 +152,10 @@ def build_parser() -> OneLineParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    # The search prints its own trial lines; Ray Tune's tables would drown them.
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    logging.getLogger("ray").setLevel(logging.WARNING)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    options = vars(args)
+def settings_from(args: argparse.Namespace) -> SearchSettings:
+    """The settings the parsed command line asks for: ``--model`` and ``--backbone`` both name
+    the network (``SearchSettings.backbone``), a factory or a family."""
+    options = dict(vars(args))
     model, backbone = options.pop("model"), options.pop("backbone")
     if model is not None and backbone is not None:
         raise ConfigError("--model and --backbone both name the network; pass one of them")
@@ -169,7 +166,16 @@ def main(argv: list[str] | None = None) -> int:
         options["backbone"] = model
     elif backbone is not None:
         options["backbone"] = backbone
-    run_search(SearchSettings(**options))
+    return SearchSettings(**options)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # The search prints its own trial lines; Ray Tune's tables would drown them.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    logging.getLogger("ray").setLevel(logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    run_search(settings_from(args))
     return 0
 
 

@@ -40,8 +40,7 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
-from search.run import build_parser
-from search.settings import SearchSettings
+from search.run import build_parser, settings_from
 from search.store import records
 from space import Architecture
 
@@ -415,7 +414,7 @@ def test_workers_reserve_gpus_scale_and_have_shared_memory(services: dict[str, d
 def test_search_command_parses_and_shares_the_checkpoint_folder(services: dict[str, dict]) -> None:
     argv = find_command(services["search"], "python", "-m", "search.run")
     args = build_parser().parse_args(argv)
-    SearchSettings(**vars(args)).validate()
+    settings_from(args).validate()
     assert "search" in services["search"]["profiles"]
     assert args.gpus_per_trial == float(read_env_file(ENV_EXAMPLE)["GPUS_PER_TRIAL"])
     # Checkpoints and data sets: one volume each, at the path the search is given, on every
