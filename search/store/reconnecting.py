@@ -13,6 +13,7 @@ trial); that needs the connection to die in the instant between the commit and i
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -47,18 +48,32 @@ def _drop_connections(storage: RDBStorage) -> None:
         engine.dispose()
 
 
+_retrying_now = threading.local()  # the storages whose call this thread is retrying
+
+
 def _retrying(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` retried on a fresh connection after a lost one, with one budget per call:
+    the methods it calls in turn (a public method through a private one) run once each, and a
+    lost connection inside them retries the whole outer call, so a dead database costs
+    :data:`ATTEMPTS` attempts and about 3 s, not ``ATTEMPTS ** depth``."""
     @functools.wraps(method)
     def call(self: ReconnectingRDBStorage, *args: Any, **kwargs: Any) -> Any:
-        for attempt in range(ATTEMPTS):
-            try:
-                return method(self, *args, **kwargs)
-            except (DBAPIError, optuna.exceptions.StorageInternalError) as error:
-                if attempt == ATTEMPTS - 1 or not _lost_connection(error):
-                    raise
-                _drop_connections(self)
-                time.sleep(_FIRST_WAIT_S * 2 ** attempt)
-        raise AssertionError("unreachable")
+        active: set[int] = _retrying_now.__dict__.setdefault("storages", set())
+        if id(self) in active:
+            return method(self, *args, **kwargs)
+        active.add(id(self))
+        try:
+            for attempt in range(ATTEMPTS):
+                try:
+                    return method(self, *args, **kwargs)
+                except (DBAPIError, optuna.exceptions.StorageInternalError) as error:
+                    if attempt == ATTEMPTS - 1 or not _lost_connection(error):
+                        raise
+                    _drop_connections(self)
+                    time.sleep(_FIRST_WAIT_S * 2 ** attempt)
+            raise AssertionError("unreachable")
+        finally:
+            active.discard(id(self))
 
     return call
 
