@@ -32,7 +32,7 @@ from search.profiling.profiler import latency_model
 from search.proposer import BudgetedProposer
 from search.protocol import EPOCH, VAL_ACCURACY, TrialReport
 from search.searcher import BudgetedOptunaSearcher
-from search.settings import SearchSettings
+from search.settings import SearchSettings, check_study_name
 from search.store import records
 from search.store.objectives import objective_named
 from search.store.records import TrialRecord
@@ -153,6 +153,7 @@ def _open_study(storage: optuna.storages.BaseStorage, settings: SearchSettings,
                 data: DataSplits) -> tuple[optuna.Study, list[int]]:
     if settings.resume:
         name = settings.study or latest_study_name(storage)
+        check_study_name(name, "--resume: the latest study,")
         study = load_for_resume(storage, name, settings, data)
         return study, recover_interrupted(study)
     name = settings.study or default_study_name(settings)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,20 @@ BASELINES = ("all", "near", "none")  # which uniform-P networks are trained besi
 STRATEGIES = ("standard", "oneshot")  # train every candidate, or estimate them with a supernet
 FINALIST_INITS = ("scratch", "supernet")  # how a one-shot search's stand-alone runs start
 SUPERNET_RECIPES = ("largest", "sandwich")  # what a supernet step trains (docs/ONESHOT.md)
+
+
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+"""A study's name becomes folder names (checkpoints, Ray's results): letters, digits, ``.``,
+``_`` and ``-``, not starting with a dot or dash, up to 100 characters."""
+
+
+def check_study_name(name: str, what: str) -> None:
+    """Refuse a study name that is no safe folder name; ``what`` says where it came from."""
+    if not STUDY_NAME.fullmatch(name):
+        shown = name if len(name) <= 60 else name[:57] + "..."
+        raise ConfigError(f"{what} {shown!r} cannot name a study: use 1 to 100 letters, digits, "
+                          f"'.', '_' or '-', starting with a letter or digit (it becomes folder "
+                          f"names)")
 
 
 def _positive_int(name: str, value: object) -> None:
@@ -132,6 +147,8 @@ class SearchSettings:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` on the first bad option; touches no storage or cluster."""
+        if self.study is not None:
+            check_study_name(self.study, "--study")
         if self.input_size is not None:
             _positive_int("input-size", self.input_size)
         self.dataset_info  # noqa: B018 (checks the data set, which shapes the space)

@@ -242,3 +242,24 @@ def test_own_network_options_fail_in_one_line_before_writing(
                             capture_output=True, text=True, timeout=300)
     _assert_one_line_error(result, *fragments)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "x" * 101, "-dash", ".hidden", "",
+                                  "sp ace", "ünïcode"])
+def test_a_study_name_that_is_no_safe_folder_name_is_refused(tmp_path: Path, name: str) -> None:
+    result = _run("search.run", "--budget", "3e8", "--study", name, "--storage",
+                  f"sqlite:///{tmp_path / 'x.db'}", cwd=tmp_path)
+    _assert_one_line_error(result, "cannot name a study", "1 to 100 letters")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_resume_refuses_a_crafted_study_name_from_the_database(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'crafted.db'}"
+    optuna.create_study(storage=storage, study_name="../../outside")
+    result = _run("search.run", "--budget", "3e8", "--resume", "--storage", storage,
+                  cwd=tmp_path)
+    _assert_one_line_error(result, "--resume: the latest study, '../../outside' cannot name")
+    assert not (tmp_path / "hetnas_artifacts").exists()
+    assert not (tmp_path.parent / "outside").exists()
+    study = optuna.load_study(study_name="../../outside", storage=storage)
+    assert study.trials == [] and study.user_attrs == {}
