@@ -247,7 +247,7 @@ def test_own_network_options_fail_in_one_line_before_writing(
 @pytest.mark.parametrize("name", ["../escape", "a/b", "x" * 101, "-dash", ".hidden", "",
                                   "sp ace", "ünïcode"])
 def test_a_study_name_that_is_no_safe_folder_name_is_refused(tmp_path: Path, name: str) -> None:
-    result = _run("search.run", "--budget", "3e8", "--study", name, "--storage",
+    result = _run("search.run", "--budget", "3e8", f"--study={name}", "--storage",
                   f"sqlite:///{tmp_path / 'x.db'}", cwd=tmp_path)
     _assert_one_line_error(result, "cannot name a study", "1 to 100 letters")
     assert list(tmp_path.iterdir()) == []
