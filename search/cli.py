@@ -11,6 +11,7 @@ from hetconv.errors import ConfigError
 
 USAGE_ERROR = 2
 RUN_FAILED = 1
+INTERRUPTED = 130  # the shell's status for a command stopped by Ctrl-C (128 + SIGINT)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -40,15 +41,20 @@ milliseconds = number_of("milliseconds", "2.5")  # a latency budget in ms
 
 def run_cli(main: Callable[[], int | None], prog: str,
             failures: tuple[type[Exception], ...] = (),
-            flags: Mapping[str, str] | None = None) -> NoReturn:
+            flags: Mapping[str, str] | None = None, resumable: bool = False) -> NoReturn:
     """Run ``main``; a :class:`ConfigError` becomes one line on stderr and exit status 2.
 
     The error's parameters are shown as this command's flags: ``flags`` maps the parameters
     whose flag is not ``--name-with-hyphens``. Exceptions in ``failures`` (a run that went
-    wrong, not bad input) exit with status 1.
+    wrong, not bad input) exit with status 1. Ctrl-C exits with status 130 and one line, which
+    tells a ``resumable`` command's user to continue with ``--resume``.
     """
     try:
         status = main()
+    except KeyboardInterrupt:
+        hint = "; continue with --resume" if resumable else ""
+        print(f"{prog}: interrupted{hint}", file=sys.stderr, flush=True)
+        sys.exit(INTERRUPTED)
     except ConfigError as error:
         print(f"{prog}: error: {error.render(flags or {})}", file=sys.stderr)
         sys.exit(USAGE_ERROR)

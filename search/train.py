@@ -15,7 +15,6 @@ import argparse
 import functools
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any, cast
 
@@ -36,7 +35,6 @@ from search.training.trainer import EpochResult, TrainConfig, TrainResult, resol
 from space import Architecture, Normalization
 
 PROG = "python -m search.train"
-INTERRUPTED = 130  # the shell's status for a command stopped by Ctrl-C
 SCRATCH = "scratch"
 STARTED_FROM = "started_from.txt"  # in the checkpoint folder: what a resumed run started from
 _DEFAULTS = TrainConfig(epochs=1)
@@ -90,14 +88,6 @@ def build_parser() -> OneLineParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return _train(args)
-    except KeyboardInterrupt:
-        print("interrupted; continue with --resume", file=sys.stderr, flush=True)
-        return INTERRUPTED
-
-
-def _train(args: argparse.Namespace) -> int:
     _check_options(args)
     arch = read_architecture(args.architecture)
     described = args.out.with_suffix(".json")
@@ -247,4 +237,4 @@ def _say(line: str) -> None:
 
 
 if __name__ == "__main__":
-    run_cli(main, PROG, failures=(TrainingFailed,))
+    run_cli(main, PROG, failures=(TrainingFailed,), resumable=True)

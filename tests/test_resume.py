@@ -85,3 +85,30 @@ def test_resume_after_the_driver_is_killed(tmp_path: Path) -> None:
                if r.status == records.COMPLETE]
     assert len(trained) == 7
     assert len({r.parts for r in trained}) == len(trained)
+
+
+def test_ctrl_c_exits_130_and_the_search_resumes(tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT to the terminal's process group) mid-search: exit status 130 and one
+    line saying how to continue, never the normal summary; --resume then finishes it."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    env = {**os.environ, "RAY_AIR_NEW_OUTPUT": "0"}
+    driver = subprocess.Popen(_command(storage, tmp_path), cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    try:
+        _wait_for_mid_training(storage, time.monotonic() + 240)
+        os.killpg(driver.pid, signal.SIGINT)
+        stdout, stderr = driver.communicate(timeout=120)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait()
+    assert driver.returncode == 130, stderr[-2000:]
+    assert stderr.strip().splitlines()[-1] == \
+        "python -m search.run: interrupted; continue with --resume"
+    assert "verdict" not in stdout.lower() and "search.export" not in stdout  # no summary
+    resumed = subprocess.run(_command(storage, tmp_path, "--resume"), cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    trials = optuna.load_study(study_name="killed", storage=storage).get_trials()
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
