@@ -263,3 +263,11 @@ def test_resume_refuses_a_crafted_study_name_from_the_database(tmp_path: Path) -
     assert not (tmp_path.parent / "outside").exists()
     study = optuna.load_study(study_name="../../outside", storage=storage)
     assert study.trials == [] and study.user_attrs == {}
+
+
+@pytest.mark.parametrize("storage", ["sqlite://", "sqlite:///:memory:"])
+def test_an_in_memory_storage_that_would_keep_nothing_is_refused(tmp_path: Path,
+                                                                storage: str) -> None:
+    result = _run("search.run", "--budget", "3e8", "--storage", storage, cwd=tmp_path)
+    _assert_one_line_error(result, "in-memory SQLite database, which keeps nothing")
+    assert list(tmp_path.iterdir()) == []

@@ -34,10 +34,15 @@ def display_url(url: str) -> str:
 def parse_url(url: str) -> URL:
     """The parsed URL, or a ConfigError that shows what one looks like."""
     try:
-        return make_url(url)
+        parsed = make_url(url)
     except ArgumentError:
         raise ConfigError(f"storage {url!r} is not a SQLAlchemy URL; use e.g. "
                           f"{DEFAULT_STORAGE} or postgresql://user@host/db") from None
+    if parsed.get_backend_name() == "sqlite" and (
+            parsed.database in (None, "", ":memory:") or parsed.query.get("mode") == "memory"):
+        raise ConfigError(f"storage {url!r} is an in-memory SQLite database, which keeps "
+                          f"nothing once the command ends; give a file, e.g. {DEFAULT_STORAGE}")
+    return parsed
 
 
 def engine_kwargs(url: str) -> dict[str, Any]:
