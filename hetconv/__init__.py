@@ -2,10 +2,10 @@
 families built from per-layer part vectors; knows parts, not search spaces or budgets.
 
 ``hetconv`` is the root of the project's dependency graph, so its error type
-(:mod:`hetconv.errors`, which imports nothing) is the one every package raises. The
-torch-backed names below are exported lazily (PEP 562): ``from hetconv import deploy`` works as
-the README shows, while the torch-free readers (the store, the commands' error handling, the
-dashboards) import :mod:`hetconv.errors` without loading torch.
+(:mod:`hetconv.errors`, which imports only the standard library) is the one every package
+raises. The torch-backed names below are exported lazily (PEP 562): ``from hetconv import
+deploy`` works as the README shows, while the torch-free readers (the store, the commands'
+error handling, the dashboards) import :mod:`hetconv.errors` without loading torch.
 """
 
 from __future__ import annotations

@@ -38,12 +38,6 @@ class Convertible:
     ineligible: dict[str, str]  # name -> reason
     order: tuple[str, ...]  # every convolution's name, in module order
 
-    def describe_ineligible(self, limit: int = 3) -> str:
-        """The first few ineligible layers with their reasons, for messages."""
-        shown = [f"{name} ({reason})" for name, reason in list(self.ineligible.items())[:limit]]
-        more = len(self.ineligible) - limit
-        return "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
-
 
 def _symmetric(value: int | tuple[int, ...]) -> int | None:
     """The one number of a square kernel, stride or padding; None when the sides differ."""
@@ -86,18 +80,12 @@ def ineligibility(conv: nn.Module) -> str | None:
 
 def convertible(model: nn.Module) -> Convertible:
     """Every convolution of ``model``, sorted into those that can take a part and the rest."""
-    eligible: dict[str, nn.Conv2d] = {}
-    ineligible: dict[str, str] = {}
-    for name, module in model.named_modules():
-        if not isinstance(module, nn.Conv2d):
-            continue
-        reason = ineligibility(module)
-        if reason is None:
-            eligible[name] = module
-        else:
-            ineligible[name] = reason
-    return Convertible(eligible, ineligible, tuple(
-        name for name, module in model.named_modules() if isinstance(module, nn.Conv2d)))
+    convolutions = [(name, module) for name, module in model.named_modules()
+                    if isinstance(module, nn.Conv2d)]
+    reasons = {name: ineligibility(module) for name, module in convolutions}
+    return Convertible({name: module for name, module in convolutions if reasons[name] is None},
+                       {name: reason for name, reason in reasons.items() if reason is not None},
+                       tuple(name for name, _ in convolutions))
 
 
 def hetconv_from_conv(conv: nn.Conv2d, part: int) -> HetConv2d:

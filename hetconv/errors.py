@@ -7,12 +7,13 @@ can catch it the usual way; the commands turn it into one line on stderr and exi
 A library does not know which command called it, so its messages name *parameters*, marked
 with :func:`param`; ``str(error)`` shows the parameter's name (``runtime``), and a command
 shows its own flag for it (``--latency-runtime`` in ``search.run``, ``--runtime`` in
-``search.profile``) through :meth:`ConfigError.render`. This module imports nothing, so every
-package, the torch-free readers included, can import it.
+``search.profile``) through :meth:`ConfigError.render`. This module imports only the standard
+library, so every package, the torch-free readers included, can import it.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 _MARK = "\x1e"  # brackets a parameter name inside a message
@@ -21,6 +22,13 @@ _MARK = "\x1e"  # brackets a parameter name inside a message
 def param(name: str) -> str:
     """How a message names the caller's parameter ``name`` (e.g. ``input_size``)."""
     return f"{_MARK}{name}{_MARK}"
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message, without terminal colour codes; its type if empty:
+    what a one-line message quotes of a library's or a user's exception."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def default_flag(name: str) -> str:

@@ -16,12 +16,11 @@ import functools
 import json
 import logging
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 
 from hetconv.errors import ConfigError
-from hetconv.models.normalize import InputNormalization
 from search.arch_files import load_trained, read_architecture
 from search.cli import OneLineParser, run_cli
 from search.final_training import FinalJob, TrainingFailed, train_job, train_on_workers
@@ -32,7 +31,7 @@ from search.training.checkpoint import CHECKPOINT_FILE, read_checkpoint
 from search.training.data import DATASETS, DataSplits, load_dataset
 from search.training.parallel import check_workers
 from search.training.trainer import EpochResult, TrainConfig, TrainResult, resolve_device
-from space import Architecture, Normalization
+from space import Normalization
 
 PROG = "python -m search.train"
 SCRATCH = "scratch"
@@ -131,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         connect_ray(args.ray_address)
         result = train_on_workers(job, args.workers, args.gpus_per_worker > 0, on_epoch)
     state = read_checkpoint(folder)["model"]  # the last epoch's weights, whichever process ran
-    trained = arch.as_searched().trained_on(_normalization(arch, state), data.class_names)
+    trained = arch.as_searched().trained_on(_normalization(state), data.class_names)
     document = trained.to_dict()
     document["result"] = _result(dataset, args.seed, started_from, result, data)
     write_atomic(args.out, functools.partial(torch.save, state))
@@ -205,13 +204,10 @@ def _started_from(args: argparse.Namespace, folder: Path) -> str:
     return recorded
 
 
-def _normalization(arch: Architecture, state: dict[str, torch.Tensor]) -> Normalization:
-    """What the trained network normalises its input by: the training split's statistics from
-    scratch, the starting weights' when fine-tuned (they come with the weights)."""
-    model = arch.as_searched().build()
-    model.load_state_dict(state)
-    normalize = cast(InputNormalization, model.normalize)
-    mean, std = (tuple(buffer.flatten().tolist()) for buffer in (normalize.mean, normalize.std))
+def _normalization(state: dict[str, torch.Tensor]) -> Normalization:
+    """What the trained network normalises its input by (its ``normalize`` buffers): the
+    training split's statistics from scratch, the starting weights' when fine-tuned."""
+    mean, std = (tuple(state[f"normalize.{name}"].flatten().tolist()) for name in ("mean", "std"))
     return Normalization(mean, std)
 
 

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from hetconv.conversion import convert, convertible
-from hetconv.errors import ConfigError, param
+from hetconv.errors import ConfigError, first_line, param
 from hetconv.layer import HetConv2d
 from hetconv.models import build_model, get_backbone
 from hetconv.models.dense import load_dense_state
@@ -116,11 +116,6 @@ class FactoryLayers:
     searchable: tuple[str, ...]
     left_dense: dict[str, str]
 
-    def describe_left_dense(self, limit: int = 4) -> str:
-        shown = [f"{name} ({why})" for name, why in list(self.left_dense.items())[:limit]]
-        more = len(self.left_dense) - limit
-        return "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
-
 
 @functools.cache
 def factory_layers(backbone: str, num_classes: int, in_channels: int,
@@ -152,8 +147,8 @@ def factory_layers(backbone: str, num_classes: int, in_channels: int,
         with torch.no_grad():
             output = network(torch.zeros(1, in_channels, input_size, input_size))
     except Exception as error:  # the user's forward: its message is the diagnosis
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(f"network {backbone!r} cannot take a {shape} input ({reason}); use "
+        raise ConfigError(f"network {backbone!r} cannot take a {shape} input "
+                          f"({first_line(error)}); use "
                           f"another {param('input_size')} or a network for {in_channels}-channel "
                           f"images of that size") from None
     if not isinstance(output, torch.Tensor) or tuple(output.shape) != (1, num_classes):

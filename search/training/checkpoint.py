@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hetconv.errors import ConfigError
+from hetconv.errors import ConfigError, first_line
 from search.store.files import write_atomic
 from search.training.data import DataSplits
 from space.architecture import Architecture
@@ -103,25 +102,17 @@ def read_state_dict(path: Path | str, label: str) -> dict[str, Any]:
         raise ConfigError(f"{label} {path} does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ConfigError(f"{label} {path} does not exist") from None
     except IsADirectoryError:
         raise ConfigError(f"{label} {path} is a folder; pass the file holding the state "
                           f"dict") from None
     except Exception as error:  # truncated, foreign or unsafe: the file's fault either way
         raise ConfigError(f"{label} {path} is not a plain PyTorch state dict "
-                          f"({_first_line(error)}); save one with "
+                          f"({first_line(error)}); save one with "
                           f"torch.save(model.state_dict(), path)") from None
     if not isinstance(state, dict):
         raise ConfigError(f"{label} {path} holds a {type(state).__name__}, not a state dict; "
                           f"save one with torch.save(model.state_dict(), path)")
     return state
-
-
-def _first_line(error: BaseException) -> str:
-    """The first line of an error's message, without terminal colour codes; its type if empty."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _checkpoint_path(path: Path | str) -> Path:
@@ -141,9 +132,8 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated, foreign or unsafe: the file's fault either way
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ConfigError(f"cannot read checkpoint {path} ({reason}); pass a {CHECKPOINT_FILE} "
-                          f"written by a training run") from None
+        raise ConfigError(f"cannot read checkpoint {path} ({first_line(error)}); pass a "
+                          f"{CHECKPOINT_FILE} written by a training run") from None
     if not isinstance(saved, dict) or saved.get("format") != _FORMAT:
         raise ConfigError(f"{path} is not a HetNAS checkpoint; pass a {CHECKPOINT_FILE} written "
                           f"by a training run")

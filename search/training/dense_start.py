@@ -26,6 +26,8 @@ from space import Architecture, SearchSpace
 from space.architecture import Normalization
 from space.networks import build_network, load_dense
 
+DENSE_CHECK_IMAGES = 1000  # validation images the driver scores the dense weights on
+
 
 def read_dense(path: str) -> dict[str, torch.Tensor]:
     """The state dict in ``path``, loaded without unpickling code; read once per process while
@@ -35,9 +37,6 @@ def read_dense(path: str) -> dict[str, torch.Tensor]:
     except OSError:
         stat = None
     return _read_dense(path, None if stat is None else (stat.st_mtime_ns, stat.st_size))
-
-
-DENSE_CHECK_IMAGES = 1000  # validation images the driver scores the dense weights on
 
 
 @functools.lru_cache(maxsize=2)
