@@ -36,7 +36,7 @@ from dashboards.server import LiveStudies
 from hetconv.timing import median_seconds
 from search.proposer import param_name
 from search.store import objectives, records
-from search.store.storage import open_storage
+from search.store.storage import open_existing, open_storage
 from space import Architecture, SearchSpace
 
 BACKBONE = "vgg16"
@@ -138,7 +138,7 @@ def time_report(storage: str, name: str, out: Path, repeat: int) -> dict[str, fl
         out.write_text(render_report(load_table(storage, name)), encoding="utf-8")
 
     total_s, _ = median_seconds(whole, repeat)
-    live = LiveStudies(open_storage(storage, must_exist=True))
+    live = LiveStudies(open_existing(storage))
     first_s, payload = median_seconds(lambda: live.study_json(name), 1)
     poll_s, _ = median_seconds(lambda: live.study_json(name), repeat)
     study = optuna.load_study(study_name=name, storage=storage)

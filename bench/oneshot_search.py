@@ -61,7 +61,7 @@ from search.settings import FINALIST_INITS, SearchSettings
 from search.store import records
 from search.store.agreement import agreement
 from search.store.records import ArchitectureRuns, TrialRecord
-from search.store.storage import open_storage
+from search.store.storage import open_existing
 from search.store.uncertainty import Estimate, difference_interval, estimate, verdict
 from search.study import trial_counts
 from search.training.augment import unit_range
@@ -107,7 +107,7 @@ class SearchResult:
 
 def _load_study(outcome: SearchOutcome) -> optuna.Study:
     return optuna.load_study(study_name=outcome.study_name,
-                             storage=open_storage(outcome.storage, must_exist=True))
+                             storage=open_existing(outcome.storage))
 
 
 def _nearest_baseline(groups: list[ArchitectureRuns], macs: int) -> ArchitectureRuns | None:

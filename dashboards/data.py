@@ -22,7 +22,7 @@ import optuna
 from hetconv.errors import ConfigError
 from search.store import records
 from search.store.records import TrialRecord
-from search.store.storage import open_storage
+from search.store.storage import open_existing
 
 # Statuses in the order the dashboards list them; the first five are finished trials.
 STATUSES = (records.COMPLETE, records.ESTIMATED, records.REJECTED, records.EARLY_STOPPED,
@@ -225,7 +225,7 @@ def open_study(storage: optuna.storages.BaseStorage, name: str | None) -> optuna
 
 def load_table(storage_url: str, study_name: str | None = None) -> StudyTable:
     """Open the storage (it must exist), then read one study; empty studies are an error."""
-    storage = open_storage(storage_url, must_exist=True)
+    storage = open_existing(storage_url)
     table = table_from_study(open_study(storage, study_name))
     check_not_empty(table)
     return table

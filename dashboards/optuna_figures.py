@@ -16,7 +16,7 @@ from dashboards.data import StudyTable, check_not_empty, list_studies, open_stud
 from dashboards.figures import FIGURE_IDS, all_figures, figure_ids
 from search.store import records
 from search.store.objectives import ACCURACY_METRIC, MACS_METRIC, OBJECTIVES, PARETO_MACS
-from search.store.storage import open_storage
+from search.store.storage import open_existing
 
 GRAPH_PREFIX = "hetnas-"  # optuna-dashboard ids of the attached figures: hetnas-pareto, ...
 
@@ -53,7 +53,7 @@ def attach_to_study(study: optuna.Study) -> StudyTable:
 
 def attach_figures(storage_url: str, study_name: str | None = None) -> list[StudyTable]:
     """Attach figures to ``study_name``, or to every non-empty study when it is ``None``."""
-    storage = open_storage(storage_url, must_exist=True)
+    storage = open_existing(storage_url, writable=True)
     if study_name is not None:
         return [attach_to_study(open_study(storage, study_name))]
     open_study(storage, None)  # the storage holds at least one study, or a clear error

@@ -27,7 +27,7 @@ from dashboards.figures import FIGURE_IDS, LATENCY, all_figures
 from dashboards.live_script import LIVE_JS
 from dashboards.page import STYLE, estimates_text, facts
 from hetconv.errors import ConfigError
-from search.store.storage import open_storage
+from search.store.storage import open_existing
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8050
 POLL_SECONDS = 3  # how often the page asks for news
@@ -209,7 +209,7 @@ def make_server(storage_url: str, study_name: str | None = None, host: str = DEF
 
     ``port`` 0 picks a free port (tests use it); ``server.url`` says which.
     """
-    studies = LiveStudies(open_storage(storage_url, must_exist=True))
+    studies = LiveStudies(open_existing(storage_url))
     table = studies.table(study_name)
     check_not_empty(table)
     try:

@@ -13,14 +13,14 @@ from search.arch_files import check_normalization
 from search.store import records
 from search.store.files import check_target, write_atomic
 from search.store.records import ArchitectureRuns, TrialRecord
-from search.store.storage import open_storage
+from search.store.storage import open_existing
 from search.store.uncertainty import estimate, wilson_interval
 from search.training.checkpoint import load_weights
 from space import Architecture, Normalization
 
 
 def _load_study(storage_url: str, study_name: str) -> optuna.Study:
-    storage = open_storage(storage_url, must_exist=True)
+    storage = open_existing(storage_url)
     try:
         return optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:

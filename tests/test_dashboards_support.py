@@ -134,7 +134,7 @@ def _trial(number: int, objective: str, latency: bool, macs_budget: bool,
     return trial
 
 
-def write_study(storage: str, name: str, objective: str = "accuracy",
+def write_study(storage: str | optuna.storages.BaseStorage, name: str, objective: str = "accuracy",
                 attrs: dict | None = None, latency: bool = False,
                 macs_budget: bool = True, estimated: dict[int, float] | None = None
                 ) -> optuna.Study:

@@ -38,7 +38,7 @@ from search.store.latency_table import (
     LayerShape,
     NetworkKey,
 )
-from search.store.storage import open_storage
+from search.store.storage import open_existing, open_storage
 from space import LatencyModel, LatencySpec, SearchSpace
 from space.latency import fit_network_terms
 
@@ -208,8 +208,7 @@ def test_tables_are_created_beside_a_study_without_harming_it(fresh_url: str) ->
     LatencyStore(fresh_url).close()
     LatencyStore(fresh_url).close()  # a second open finds the tables and changes nothing
     assert _tables(fresh_url) == before | {LAYER_TABLE, NETWORK_TABLE}
-    reloaded = optuna.load_study(study_name="existing", storage=open_storage(fresh_url,
-                                                                              must_exist=True))
+    reloaded = optuna.load_study(study_name="existing", storage=open_existing(fresh_url))
     assert [(t.params, t.value) for t in reloaded.trials] == [({"x": 1.0}, 0.5)]
     assert reloaded.user_attrs == {"kept": True}
 
@@ -249,7 +248,7 @@ def test_profile_cli_measures_once_reuses_then_force_remeasures(fresh_url: str,
     assert all(new["measured_at"] > old["measured_at"]
                for new, old in zip(remeasured, layers, strict=True))
     assert _rows(fresh_url, NETWORK_TABLE)[0]["measured_at"] > networks[0]["measured_at"]
-    assert optuna.get_all_study_names(open_storage(fresh_url, must_exist=True)) == ["existing"]
+    assert optuna.get_all_study_names(open_existing(fresh_url)) == ["existing"]
 
 
 def test_latency_model_reads_the_table_silently_and_predicts_sums(fresh_url: str,

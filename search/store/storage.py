@@ -1,15 +1,22 @@
-"""Open an Optuna RDB storage from a SQLAlchemy URL, turning every failure into one clear line."""
+"""Open an Optuna RDB storage from a SQLAlchemy URL, turning every failure into one clear line.
+
+Two ways in: the search opens (and creates) its database with :func:`open_storage`; every other
+command opens an existing one with :func:`open_existing`, which never creates a table and never
+changes a database's settings, and, unless asked to write, opens it read-only.
+"""
 
 from __future__ import annotations
 
+import functools
+import sqlite3
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy
 
 from hetconv.errors import ConfigError
 from search.store.database import (
     DEFAULT_STORAGE,
-    create_engine,
     create_racing,
     database_errors,
     display_url,
@@ -19,33 +26,72 @@ from search.store.database import (
 )
 from search.store.reconnecting import ReconnectingRDBStorage
 
-__all__ = ["DEFAULT_STORAGE", "open_storage"]
+__all__ = ["DEFAULT_STORAGE", "open_existing", "open_storage"]
+
+# Tables only Optuna's schema has together: a foreign database that merely has a ``studies``
+# table is not taken for one (and not given Optuna's other tables).
+_OPTUNA_TABLES = ("version_info", "alembic_version", "studies", "trials")
 
 
-def _has_optuna_tables(url: str) -> bool:
-    """Look before Optuna's constructor creates its tables, so readers never write."""
-    engine = create_engine(url)
-    try:
-        return sqlalchemy.inspect(engine).has_table("studies")
-    finally:
-        engine.dispose()
-
-
-def open_storage(url: str, must_exist: bool = False) -> ReconnectingRDBStorage:
-    """Connect (creating Optuna's tables when needed) or raise :class:`ConfigError`.
-
-    Readers pass ``must_exist`` so that a mistyped SQLite path is an error, not a new empty file.
-    """
-    parsed = parse_url(url)
-    if must_exist and parsed.get_backend_name() == "sqlite" \
-            and not Path(parsed.database or "").is_file():
-        raise ConfigError(f"storage {url}: no such database file; check the path (the "
-                          f"search writes {DEFAULT_STORAGE} in the folder it ran in)")
+def open_storage(url: str) -> ReconnectingRDBStorage:
+    """The search's storage: connect, creating Optuna's tables when needed (SQLite in WAL mode),
+    or raise :class:`ConfigError`."""
+    parse_url(url)
     with database_errors(url):
-        if must_exist and not _has_optuna_tables(url):
-            raise ConfigError(f"storage {display_url(url)} holds no Optuna study; point "
-                              f"--storage at the search's database")
         storage = create_racing(
             lambda: ReconnectingRDBStorage(url, engine_kwargs=engine_kwargs(url)))
     share_sqlite(storage.engine)
     return storage
+
+
+def open_existing(url: str, *, writable: bool = False) -> ReconnectingRDBStorage:
+    """A database a search wrote, for a command that reads it (or, ``writable``, annotates its
+    studies): it must exist and hold Optuna's schema, or a :class:`ConfigError` says so.
+
+    Read-only is enforced by the database itself: SQLite's ``query_only`` (not ``mode=ro``, which
+    leaves ``-wal``/``-shm`` files behind on a WAL database) and PostgreSQL's read-only
+    transactions.
+    """
+    parsed = parse_url(url)
+    sqlite_file = parsed.get_backend_name() == "sqlite"
+    if sqlite_file and not Path(parsed.database or "").is_file():
+        raise ConfigError(f"storage {url}: no such database file; check the path (the "
+                          f"search writes {DEFAULT_STORAGE} in the folder it ran in)")
+    options = engine_kwargs(url)
+    if not writable:
+        options = _read_only(options, parsed.database if sqlite_file else None)
+    with database_errors(url):
+        if not _holds_optuna_schema(url, options):
+            raise ConfigError(f"storage {display_url(url)} holds no Optuna study; point "
+                              f"--storage at the search's database")
+        try:
+            return ReconnectingRDBStorage(url, engine_kwargs=options, skip_table_creation=True)
+        except RuntimeError as error:  # Optuna's schema check: another Optuna version's tables
+            raise ConfigError(f"storage {display_url(url)}: {str(error).splitlines()[0]}") \
+                from None
+
+
+def _read_only(options: dict[str, Any], sqlite_path: str | None) -> dict[str, Any]:
+    """``options`` with every connection made read-only."""
+    if sqlite_path is not None:
+        timeout = options["connect_args"]["timeout"]
+        return {**options, "creator": functools.partial(_query_only_sqlite, sqlite_path, timeout)}
+    connect_args = {**options.get("connect_args", {}),
+                    "options": "-c default_transaction_read_only=on"}
+    return {**options, "connect_args": connect_args}
+
+
+def _query_only_sqlite(path: str, timeout: float) -> sqlite3.Connection:
+    connection = sqlite3.connect(path, timeout=timeout, check_same_thread=False)
+    connection.execute("PRAGMA query_only = ON")
+    return connection
+
+
+def _holds_optuna_schema(url: str, options: dict[str, Any]) -> bool:
+    """Look before Optuna reads, by the tables only its schema has together."""
+    engine = sqlalchemy.create_engine(url, **options)
+    try:
+        tables = set(sqlalchemy.inspect(engine).get_table_names())
+        return tables.issuperset(_OPTUNA_TABLES)
+    finally:
+        engine.dispose()
