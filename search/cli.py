@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from typing import NoReturn
 
 from hetconv.errors import ConfigError
+from search.store.files import WriteFailed
 
 USAGE_ERROR = 2
 RUN_FAILED = 1
@@ -46,9 +47,11 @@ def run_cli(main: Callable[[], int | None], prog: str,
 
     The error's parameters are shown as this command's flags: ``flags`` maps the parameters
     whose flag is not ``--name-with-hyphens``. Exceptions in ``failures`` (a run that went
-    wrong, not bad input) exit with status 1. Ctrl-C exits with status 130 and one line, which
-    tells a ``resumable`` command's user to continue with ``--resume``.
+    wrong, not bad input), and a file system that refuses a write, exit with status 1. Ctrl-C
+    exits with status 130 and one line, which tells a ``resumable`` command's user to continue
+    with ``--resume``.
     """
+    run_failures: tuple[type[Exception], ...] = (*failures, WriteFailed)
     try:
         status = main()
     except KeyboardInterrupt:
@@ -58,7 +61,7 @@ def run_cli(main: Callable[[], int | None], prog: str,
     except ConfigError as error:
         print(f"{prog}: error: {error.render(flags or {})}", file=sys.stderr)
         sys.exit(USAGE_ERROR)
-    except failures as error:
+    except run_failures as error:
         print(f"{prog}: failed: {error}", file=sys.stderr)
         sys.exit(RUN_FAILED)
     sys.exit(status or 0)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib.util
 import io
 import logging
@@ -37,7 +38,7 @@ from hetconv.deployment import ATOL_SCALE, RTOL, DeployedModel, deploy
 from hetconv.errors import ConfigError
 from search.arch_files import load_trained, read_architecture
 from search.cli import OneLineParser, run_cli
-from search.store.files import check_target, write_atomic
+from search.store.files import check_target, write_together
 from space import Architecture
 from space.latency import DEVICES, LatencySpec
 
@@ -177,14 +178,6 @@ def _saved_onnx(servable: nn.Module, model: nn.Module,
     return data, opset, worst
 
 
-def _write(path: Path, data: bytes, flag: str) -> None:
-    try:
-        write_atomic(path, lambda temporary: temporary.write_bytes(data))
-    except OSError as error:
-        raise ConfigError(f"cannot write {flag} {path} ({error.strerror or error}); choose "
-                          f"another path") from None
-
-
 def _input_line(arch: Architecture) -> str:
     space = arch.space
     shape = f"float32 (N, {space.in_channels}, {space.input_size}, {space.input_size}), any N"
@@ -225,9 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     checks = [larger, larger[:args.batch]]  # any batch size works, --batch's included
     data, worst = _saved_program(servable, model, checks)
     onnx = None if args.onnx is None else _saved_onnx(servable, model, checks)
-    _write(args.out, data, "--out")
-    if onnx is not None:
-        _write(args.onnx, onnx[0], "--onnx")
+    files = {args.out: data} if onnx is None else {args.out: data, args.onnx: onnx[0]}
+    write_together({path: functools.partial(Path.write_bytes, data=content)
+                    for path, content in files.items()})
 
     classes = "" if arch.class_names is None else \
         f", classes in the order of {args.architecture.name}'s class_names"

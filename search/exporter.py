@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import torch
 from hetconv.errors import ConfigError
 from search.arch_files import check_normalization
 from search.store import records
-from search.store.files import check_target, write_atomic
+from search.store.files import Writer, check_target, write_together
 from search.store.records import ArchitectureRuns, TrialRecord
 from search.store.storage import open_existing
 from search.store.uncertainty import estimate, wilson_interval
@@ -111,7 +112,9 @@ def export_best(storage_url: str, study_name: str, out: Path,
         check_normalization(model, arch, f"trial {best.number}'s checkpoint")
     document = arch.to_dict()
     document["result"] = _result(study, runs, best)
-    write_atomic(out, lambda path: path.write_text(json.dumps(document, indent=2) + "\n"))
+    writes: dict[Path, Writer] = {
+        out: lambda path: path.write_text(json.dumps(document, indent=2) + "\n")}
     if model is not None and weights is not None:
-        write_atomic(weights, lambda path: torch.save(model.state_dict(), path))
+        writes[weights] = functools.partial(torch.save, model.state_dict())
+    write_together(writes)  # a failure keeps the previous pair, never a new JSON by old weights
     return best

@@ -25,7 +25,7 @@ from search.arch_files import load_trained, read_architecture
 from search.cli import OneLineParser, run_cli
 from search.final_training import FinalJob, TrainingFailed, train_job, train_on_workers
 from search.runner import connect_ray
-from search.store.files import check_target, write_atomic
+from search.store.files import check_target, write_atomic, write_together
 from search.store.uncertainty import estimate, wilson_interval
 from search.training.checkpoint import CHECKPOINT_FILE, read_checkpoint
 from search.training.data import DATASETS, DataSplits, load_dataset
@@ -133,8 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     trained = arch.as_searched().trained_on(_normalization(state), data.class_names)
     document = trained.to_dict()
     document["result"] = _result(dataset, args.seed, started_from, result, data)
-    write_atomic(args.out, functools.partial(torch.save, state))
-    write_atomic(described, lambda path: path.write_text(json.dumps(document, indent=2) + "\n"))
+    write_together({args.out: functools.partial(torch.save, state),
+                    described: lambda path: path.write_text(json.dumps(document, indent=2) + "\n")})
     test, val = (estimate([accuracy], len(labels)).describe() for accuracy, labels in
                  ((result.test_accuracy, data.test_y), (result.val_accuracy, data.val_y)))
     _say(f"test accuracy {test} on {len(data.test_y)} images (95% Wilson interval); "

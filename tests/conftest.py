@@ -1,4 +1,4 @@
-"""Shared fixtures: a real local Ray, and real SQLite and PostgreSQL storages.
+"""Shared fixtures: a real local Ray, real SQLite and PostgreSQL storages, a full file system.
 
 PostgreSQL is the machine's server on 127.0.0.1:5432 (database ``test``), or the URL in
 ``HETNAS_TEST_POSTGRES_URL``. Where it is missing the tests that need it skip, except under CI
@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from file_systems import filling_folder
 
 POSTGRES_URL = os.environ.get("HETNAS_TEST_POSTGRES_URL",
                               "postgresql://postgres@127.0.0.1:5432/test")
@@ -64,3 +67,10 @@ def local_ray():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def full_folder(tmp_path: Path) -> Iterator[Path]:
+    """A folder that fills up after ``file_systems.FULL_AT`` bytes."""
+    with filling_folder(tmp_path / "small") as folder:
+        yield folder

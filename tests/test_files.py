@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from file_systems import FULL_AT
+from test_dashboards_support import write_study
 
 from hetconv.errors import ConfigError
-from search.store.files import check_target, write_atomic
+from search.store.files import WriteFailed, check_target, write_atomic, write_together
 
 
 def test_the_target_appears_whole_in_a_new_folder(tmp_path: Path) -> None:
@@ -42,3 +47,72 @@ def test_targets_that_cannot_become_a_file_are_refused_before_any_work(tmp_path:
                            (tmp_path / "plain.pt" / "x.pt", "plain.pt is a file, not a folder")):
         with pytest.raises(ConfigError, match=needle):
             check_target(target, "--out")
+
+
+def test_the_writer_itself_refuses_what_is_not_a_regular_file(tmp_path: Path) -> None:
+    """A link, a FIFO or a folder at the target stays as it was, and so does what a link
+    points to; the check is the writer's own, not only the commands' early one."""
+    pointed = tmp_path / "elsewhere.json"
+    pointed.write_text("theirs")
+    link = tmp_path / "link.json"
+    link.symlink_to(pointed)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for target, needle in ((link, "is a symbolic link"), (fifo, "not a regular file"),
+                           (tmp_path, "is a folder")):
+        with pytest.raises(ConfigError, match=needle):
+            write_atomic(target, lambda path: path.write_text("ours"))
+    assert link.is_symlink() and pointed.read_text() == "theirs"
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere.json", "link.json", "pipe"]
+
+
+def test_files_written_together_keep_the_previous_pair_when_one_fails(tmp_path: Path) -> None:
+    architecture, weights = tmp_path / "best.json", tmp_path / "best.pt"
+    architecture.write_text("old architecture")
+    weights.write_bytes(b"old weights")
+
+    def fail(path: Path) -> None:
+        path.write_bytes(b"half")
+        raise RuntimeError("the second file failed")
+
+    with pytest.raises(RuntimeError, match="second file failed"):
+        write_together({architecture: lambda path: path.write_text("new"), weights: fail})
+    assert architecture.read_text() == "old architecture"
+    assert weights.read_bytes() == b"old weights"
+    write_together({architecture: lambda path: path.write_text("new"),
+                    weights: lambda path: path.write_bytes(b"new weights")})
+    assert (architecture.read_text(), weights.read_bytes()) == ("new", b"new weights")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.json", "best.pt"]
+
+
+def test_a_full_file_system_keeps_the_previous_files(full_folder: Path) -> None:
+    """Real ENOSPC (a small tmpfs) or EFBIG (a file size limit where mounting is not allowed):
+    the writer says so in one WriteFailed and both previous files are intact."""
+    architecture, weights = full_folder / "best.json", full_folder / "best.pt"
+    architecture.write_text("old architecture")
+    weights.write_bytes(b"old weights")
+    with pytest.raises(WriteFailed, match="cannot write .*best.json.*previous files are kept"):
+        write_together({architecture: lambda path: path.write_text("new"),
+                        weights: lambda path: path.write_bytes(bytes(FULL_AT * 2))})
+    assert architecture.read_text() == "old architecture"
+    assert weights.read_bytes() == b"old weights"
+    assert sorted(p.name for p in full_folder.iterdir()) == ["best.json", "best.pt"]
+
+
+def test_a_command_writing_onto_a_full_disk_fails_in_one_line(full_folder: Path,
+                                                              tmp_path: Path) -> None:
+    """The report (over 1 MB) onto a full file system: exit status 1, one line, the previous
+    report kept and no temporary left."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    write_study(storage, "s")
+    report = full_folder / "report.html"
+    report.write_text("the previous report")
+    result = subprocess.run([sys.executable, "-m", "dashboards.report", "--storage", storage,
+                             "--study", "s", "--out", str(report)], capture_output=True,
+                            text=True, timeout=120)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert len(lines) == 1 and "cannot write" in lines[0] and "kept" in lines[0], lines
+    assert report.read_text() == "the previous report"
+    assert [p.name for p in full_folder.iterdir()] == ["report.html"]

@@ -3,17 +3,33 @@
 Checkpoints, exported architectures and weights, downloaded data and reports are written to a
 temporary file beside the target, flushed to disk, and renamed over it. A reader (a resumed
 trial, a user, a concurrent loader) sees the old file or the new one, never half of either; a
-failure part-way leaves the old file as it was and no temporary behind.
+failure part-way (a full disk, a killed process) leaves the old file as it was and no temporary
+behind. Files that belong together (an architecture and its weights) are replaced together: a
+failure leaves all the old ones. Only regular files are replaced: a folder, a symbolic link, a
+FIFO or a device at the target is refused before anything is written.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from hetconv.errors import ConfigError
+
+Writer = Callable[[Path], object]
+
+# What a file system answers when it will not take a file (not a fault of the writer's data).
+_REFUSALS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM,
+             errno.EIO}
+
+
+class WriteFailed(Exception):
+    """The file system refused a write (full, read-only, no permission): the run failed, no
+    earlier file was lost. Commands report it in one line with exit status 1."""
 
 
 def _umask() -> int:
@@ -23,11 +39,18 @@ def _umask() -> int:
 
 
 def check_target(target: Path, label: str) -> None:
-    """Refuse, before any work, a target :func:`write_atomic` could not replace with a file: a
-    folder, something that is not a regular file, or a path under a file. ``label`` names the
-    target in the message (a flag)."""
-    if target.exists() and not target.is_file():
-        kind = "a folder" if target.is_dir() else "not a regular file"
+    """Refuse, before any work, a target this module could not replace with a file: a folder,
+    something that is not a regular file (a link, a FIFO, a device), or a path under a file.
+    ``label`` names the target in the message (a flag)."""
+    try:
+        mode = target.lstat().st_mode
+    except FileNotFoundError:
+        mode = None
+    except NotADirectoryError:
+        mode = None  # a parent is a file: said below
+    if mode is not None and not stat.S_ISREG(mode):
+        kind = ("a folder" if stat.S_ISDIR(mode) else "a symbolic link" if stat.S_ISLNK(mode)
+                else "not a regular file")
         raise ConfigError(f"{label} {target} is {kind}; give the path of a file to write")
     for parent in target.parents:
         if parent.exists():
@@ -37,12 +60,38 @@ def check_target(target: Path, label: str) -> None:
             break
 
 
-def write_atomic(target: Path, write: Callable[[Path], object]) -> None:
+def write_atomic(target: Path, write: Writer) -> None:
     """Create ``target`` by ``write(temporary)``, then rename the temporary into place.
 
     ``target``'s folder is created if missing. Anything ``write`` raises propagates after the
-    temporary is removed.
+    temporary is removed; a refusal of the file system becomes :class:`WriteFailed`.
     """
+    write_together({target: write})
+
+
+def write_together(writes: Mapping[Path, Writer]) -> None:
+    """Write every file of ``writes`` (target -> writer) to a temporary, then replace the
+    targets; if any step fails, every target keeps its previous content (or stays absent)."""
+    for target in writes:
+        check_target(target, "output")
+    temporaries: dict[Path, Path] = {}
+    try:
+        for target, write in writes.items():
+            temporaries[target] = _written_temporary(target, write)
+        _replace_all(temporaries)
+    except OSError as error:
+        if error.errno not in _REFUSALS:
+            raise
+        names = ", ".join(str(target) for target in writes)
+        raise WriteFailed(f"cannot write {names}: {error.strerror}; the previous files are "
+                          f"kept (free space, or write elsewhere)") from error
+    finally:
+        for temporary in temporaries.values():
+            temporary.unlink(missing_ok=True)
+
+
+def _written_temporary(target: Path, write: Writer) -> Path:
+    """A temporary beside ``target`` holding what ``write`` wrote, flushed to disk."""
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(handle)
@@ -52,7 +101,38 @@ def write_atomic(target: Path, write: Callable[[Path], object]) -> None:
         write(temporary)
         with temporary.open("rb+") as written:
             os.fsync(written.fileno())
-        os.replace(temporary, target)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+    return temporary
+
+
+def _replace_all(temporaries: Mapping[Path, Path]) -> None:
+    """Rename each temporary over its target; on a failure, put the previous files back (kept
+    meanwhile as hard links) and remove the new ones."""
+    previous: dict[Path, Path | None] = {}
+    try:
+        for target, temporary in temporaries.items():
+            previous[target] = _keep(target) if len(temporaries) > 1 else None
+            os.replace(temporary, target)
+    except BaseException:
+        for target, kept in previous.items():
+            if kept is not None:
+                os.replace(kept, target)
+            elif not temporaries[target].exists():  # the new file had been put in place
+                target.unlink(missing_ok=True)
+        raise
+    finally:
+        for kept in previous.values():
+            if kept is not None:
+                kept.unlink(missing_ok=True)
+
+
+def _keep(target: Path) -> Path | None:
+    """A hard link to ``target``'s current file (None when there is none), to restore it."""
+    if not target.exists():
+        return None
+    kept = target.with_name(f".{target.name}.previous")
+    kept.unlink(missing_ok=True)
+    os.link(target, kept)
+    return kept

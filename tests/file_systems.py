@@ -1,0 +1,40 @@
+"""A folder whose file system fills up after ``FULL_AT`` bytes, for the full-disk fault tests.
+
+A real tmpfs of that size where the machine lets the tests mount one (root in CI), otherwise a
+process-wide file size limit (RLIMIT_FSIZE: writes past it fail with EFBIG, which the writer
+treats like a full disk; Python ignores the SIGXFSZ that would otherwise kill the process).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+FULL_AT = 256 * 1024
+
+
+def _mount_tmpfs(folder: Path) -> bool:
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={FULL_AT}", "tmpfs",
+                              str(folder)], capture_output=True)
+    return mounted.returncode == 0
+
+
+@contextlib.contextmanager
+def filling_folder(folder: Path) -> Iterator[Path]:
+    """``folder`` (made here), full after ``FULL_AT`` bytes while the block runs."""
+    folder.mkdir()
+    if _mount_tmpfs(folder):
+        try:
+            yield folder
+        finally:
+            subprocess.run(["umount", str(folder)], check=True)
+        return
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (FULL_AT, limits[1]))
+    try:
+        yield folder
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
