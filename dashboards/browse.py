@@ -1,14 +1,21 @@
 """``python -m dashboards.browse``: optuna-dashboard on a storage, with the HetNAS figures added.
 
-Attaches the figures to the studies (see :mod:`dashboards.optuna_figures`), then runs
-optuna-dashboard's own server, bound to 127.0.0.1 unless ``--host`` says otherwise.
+Attaches the figures to the studies (see :mod:`dashboards.optuna_figures`), then serves
+optuna-dashboard's own WSGI app, bound to 127.0.0.1 unless ``--host`` says otherwise, behind the
+``Host`` check the live page has (:mod:`dashboards.hosts`); optuna-dashboard has none.
 """
 
 from __future__ import annotations
 
 import contextlib
 
-from dashboards.options import add_listen_options, add_storage_option, check_port
+from dashboards.hosts import HostCheck, host_checked
+from dashboards.options import (
+    add_listen_options,
+    add_storage_option,
+    check_listen,
+    warn_if_exposed,
+)
 from dashboards.optuna_figures import attach_figures
 from hetconv.errors import ConfigError
 from search.cli import OneLineParser, run_cli
@@ -32,18 +39,23 @@ def build_parser() -> OneLineParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    check_port(parser, args.port, free_port=False)
+    check_listen(parser, args, free_port=False)
     tables = attach_figures(args.storage, args.study)
     print("figures added to " + ", ".join(f"{t.name} ({len(t)} trials)" for t in tables),
           flush=True)
     if args.attach_only:
         return 0
-    from optuna_dashboard import run_server  # seconds to import; not needed for --attach-only
+    # Seconds to import; not needed for --attach-only. What optuna_dashboard.run_server does,
+    # with the Host check in front of the app.
+    from bottle import run
+    from optuna_dashboard import wsgi
 
+    hosts = HostCheck.for_bind(args.host, args.allowed_hosts)
+    warn_if_exposed(PROG, args.host, hosts)
     print(f"optuna-dashboard at http://{args.host}:{args.port}/ (Ctrl+C to stop)", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         try:
-            run_server(args.storage, host=args.host, port=args.port)
+            run(host_checked(wsgi(args.storage), hosts), host=args.host, port=args.port)
         except OSError as error:
             raise ConfigError(f"cannot listen on {args.host}:{args.port}: "
                               f"{error.strerror or error}; pass another --port") from None

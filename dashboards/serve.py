@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from dashboards.options import add_listen_options, add_storage_option, check_port
+from dashboards.options import (
+    add_listen_options,
+    add_storage_option,
+    check_listen,
+    warn_if_exposed,
+)
 from dashboards.server import DEFAULT_PORT, make_server
 from search.cli import OneLineParser, run_cli
 
@@ -21,8 +26,9 @@ def build_parser() -> OneLineParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    check_port(parser, args.port, free_port=True)
-    server = make_server(args.storage, args.study, args.host, args.port)
+    check_listen(parser, args, free_port=True)
+    server = make_server(args.storage, args.study, args.host, args.port, args.allowed_hosts)
+    warn_if_exposed(PROG, args.host, server.hosts)
     print(f"serving study {server.default_study} at {server.url} (Ctrl+C to stop)", flush=True)
     try:
         server.serve_forever()

@@ -4,18 +4,21 @@ Standard library only (``ThreadingHTTPServer``): the page is static, the browser
 endpoint and re-renders with ``Plotly.react`` when the study's version changes. plotly.js comes
 from the installed plotly package, never a CDN. Stored text reaches the browser only as JSON
 and is put into the page with ``textContent``; the Content-Security-Policy allows the page's own
-scripts and same-origin requests, nothing else. Requests whose ``Host`` is not this server's
-own name are refused, so another web site cannot read the study through DNS rebinding.
+scripts and same-origin requests, nothing else. Requests whose ``Host`` is not a name the
+server knows are refused (see :mod:`dashboards.hosts`), so another web site cannot read the
+study through DNS rebinding.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import socket
 import threading
+from collections.abc import Collection
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 import optuna
 import plotly.io
@@ -24,6 +27,7 @@ from plotly.offline import get_plotlyjs
 from dashboards.analysis import confirmed_architectures, top_architectures
 from dashboards.data import StudyTable, check_not_empty, list_studies, open_study, table_from_study
 from dashboards.figures import FIGURE_IDS, LATENCY, all_figures
+from dashboards.hosts import HostCheck
 from dashboards.live_script import LIVE_JS
 from dashboards.page import STYLE, estimates_text, facts
 from hetconv.errors import ConfigError
@@ -129,34 +133,33 @@ class LiveStudies:
 
 
 class DashboardServer(ThreadingHTTPServer):
-    """Serves the live page of one storage; ``default_study`` is shown first."""
+    """Serves the live page of one storage; ``default_study`` is shown first.
+
+    Requests are answered for the ``Host`` names of ``HostCheck.for_bind(host, allowed_hosts)``.
+    """
 
     daemon_threads = True
 
-    def __init__(self, studies: LiveStudies, default_study: str,
-                 host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
+    def __init__(self, studies: LiveStudies, default_study: str, host: str = DEFAULT_HOST,
+                 port: int = DEFAULT_PORT, allowed_hosts: Collection[str] = ()) -> None:
         self.studies = studies
         self.default_study = default_study
+        self.hosts = HostCheck.for_bind(host, allowed_hosts)
         self._plotlyjs: bytes | None = None
+        if ":" in host:  # an IPv6 address such as :: or ::1
+            self.address_family = socket.AF_INET6
         super().__init__((host, port), _Handler)
 
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host!s}:{port}/"
+        shown = f"[{host!s}]" if self.address_family == socket.AF_INET6 else f"{host!s}"
+        return f"http://{shown}:{port}/"
 
     def plotlyjs(self) -> bytes:
         if self._plotlyjs is None:
             self._plotlyjs = get_plotlyjs().encode()
         return self._plotlyjs
-
-    def allowed_host(self, header: str | None) -> bool:
-        """Whether a request's ``Host`` names this server (bound to all interfaces: any)."""
-        bound = self.server_address[0]
-        if bound in ("0.0.0.0", "::", ""):
-            return True
-        name = urlsplit(f"//{header or ''}").hostname or ""
-        return name in {bound, "localhost", "127.0.0.1", "::1"}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -167,21 +170,22 @@ class _Handler(BaseHTTPRequestHandler):
         """Quiet: a line per poll would bury the address the user needs."""
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib name
-        if not self.server.allowed_host(self.headers.get("Host")):
-            self._send(HTTPStatus.FORBIDDEN, b"unknown host", "text/plain")
+        refused = self.server.hosts.refusal(self.headers.get("Host"))
+        if refused is not None:
+            self._send(*refused, "text/plain")
             return
-        url = urlsplit(self.path)
-        if url.path == "/":
+        path, _, query = self.path.partition("?")  # urlsplit raises on targets such as //[
+        if path == "/":
             self._send(HTTPStatus.OK, _PAGE.encode(), "text/html; charset=utf-8")
-        elif url.path == "/static/plotly.min.js":
+        elif path == "/static/plotly.min.js":
             self._send(HTTPStatus.OK, self.server.plotlyjs(), "text/javascript", cache=True)
-        elif url.path == "/static/live.js":
+        elif path == "/static/live.js":
             self._send(HTTPStatus.OK, LIVE_JS.encode(), "text/javascript")
-        elif url.path == "/api/studies":
+        elif path == "/api/studies":
             self._send(HTTPStatus.OK, self.server.studies.listing_json(self.server.default_study),
                        "application/json")
-        elif url.path == "/api/study":
-            name = parse_qs(url.query).get("name", [self.server.default_study])[0]
+        elif path == "/api/study":
+            name = parse_qs(query).get("name", [self.server.default_study])[0]
             try:
                 body = self.server.studies.study_json(name)
             except ConfigError as error:
@@ -204,16 +208,17 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def make_server(storage_url: str, study_name: str | None = None, host: str = DEFAULT_HOST,
-                port: int = DEFAULT_PORT) -> DashboardServer:
+                port: int = DEFAULT_PORT, allowed_hosts: Collection[str] = ()) -> DashboardServer:
     """Check the storage and the study, then bind; every user error is a :class:`ConfigError`.
 
-    ``port`` 0 picks a free port (tests use it); ``server.url`` says which.
+    ``port`` 0 picks a free port (tests use it); ``server.url`` says which. ``allowed_hosts``:
+    the names the page is reached by besides loopback and ``host`` (see :mod:`dashboards.hosts`).
     """
     studies = LiveStudies(open_existing(storage_url))
     table = studies.table(study_name)
     check_not_empty(table)
     try:
-        return DashboardServer(studies, table.name, host, port)
+        return DashboardServer(studies, table.name, host, port, allowed_hosts)
     except OSError as error:
         raise ConfigError(f"cannot listen on {host}:{port}: {error.strerror or error}; pass "
                           f"another --port or --host") from None

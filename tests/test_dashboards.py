@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -38,6 +39,7 @@ from test_dashboards_support import (
     ONESHOT_TAU,
     STATUS_COUNTS,
     TRIALS,
+    free_port,
     parts_of,
     write_oneshot_study,
     write_study,
@@ -360,6 +362,18 @@ def test_live_server_refuses_unknown_studies_and_foreign_hosts(live) -> None:
     assert _get(url + "nothing-here")[0] == 404
 
 
+def test_live_server_binds_ipv6_loopback(storage_url: str, study_name: str) -> None:
+    write_study(storage_url, study_name)
+    server = make_server(storage_url, study_name, "::1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert server.url.startswith("http://[::1]:")
+        assert _get(server.url + "api/studies")[0] == 200  # Host: [::1]:port
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 # ---------------------------------------------------------------- command lines and errors
 
 
@@ -420,6 +434,109 @@ def test_commands_reject_bad_input_in_one_line(module: str, broken_storages: dic
             assert lines[0].startswith(f"python -m {module}: error: ")
     assert list(tmp_path.iterdir()) == []
     assert not Path(broken_storages["missing"].removeprefix("sqlite:///")).exists()
+
+
+EXPOSED = "makes the page reachable from other machines"
+LISTEN_CASES = {
+    "every interface": (["--host", "0.0.0.0"], f"--host 0.0.0.0 {EXPOSED}: add --allowed-hosts "
+                                              f"with the names it is reached by"),
+    "empty host": (["--host", ""], f"--host '' {EXPOSED}"),
+    "ipv6 wildcard": (["--host", "::"], f"--host :: {EXPOSED}"),
+    "an interface": (["--host", "192.0.2.7"], f"--host 192.0.2.7 {EXPOSED}"),
+    "a port in the list": (["--host", "0.0.0.0", "--allowed-hosts", "dash.example:8050"],
+                           "argument --allowed-hosts: 'dash.example:8050' is not a host name"),
+    "an empty name": (["--host", "0.0.0.0", "--allowed-hosts", "a,,b"],
+                      "argument --allowed-hosts: '' is not a host name"),
+    "not ascii": (["--allowed-hosts", "dásh.example"], "'dásh.example' is not a host name"),
+}
+
+
+@pytest.mark.parametrize("module", ["dashboards.serve", "dashboards.browse"])
+def test_exposed_bind_without_allowed_hosts_is_refused(module: str, tmp_path: Path) -> None:
+    """A bind beyond loopback needs --allowed-hosts: one line, exit status 2, found before the
+    storage is opened (a missing file, not reported and not made) or the port is bound (a busy
+    one, not reported)."""
+    storage = f"sqlite:///{tmp_path / 'missing.db'}"
+    with socket.socket() as busy:
+        busy.bind(("0.0.0.0", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        runs = {case: subprocess.Popen(
+            [sys.executable, "-m", module, "--storage", storage, "--port", port, *args],
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for case, (args, _) in LISTEN_CASES.items()}
+        for case, process in runs.items():
+            out, err = process.communicate(timeout=120)
+            lines = err.strip().splitlines()
+            assert process.returncode == 2, (case, err[-2000:])
+            assert len(lines) == 1 and LISTEN_CASES[case][1] in lines[0], (case, err)
+            assert lines[0].startswith(f"python -m {module}: error: ") and out == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+def _raw_status(port: int, head: bytes) -> int:
+    """The status a server on loopback ``port`` answers to ``head`` (request line and headers,
+    sent as they are)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as connection:
+        connection.sendall(head + b"Connection: close\r\n\r\n")
+        answer = connection.makefile("rb").readline()
+    return int(answer.split()[1])
+
+
+def _start(argv: list[str], port: int) -> subprocess.Popen:
+    """A dashboard command, once its server accepts connections on ``port``."""
+    process = subprocess.Popen([sys.executable, "-m", *argv], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+            return process
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"{argv[0]} did not start: {process.communicate()}")
+            time.sleep(0.2)
+
+
+GOOD_HOSTS = [b"dash.example", b"DASH.Example:8050", b"192.0.2.7", b"localhost:1", b"[::1]:1"]
+FOREIGN_HOSTS = [b"attacker.example", b"dash.example.attacker.example", b"10.0.0.1:80"]
+MALFORMED_HOSTS = [b"[::1", b"a:b:c]", b":99999", "dásh.example".encode(), b"",
+                   b"localhost@attacker.example", b"[localhost]", b"dash.example:port"]
+
+
+@pytest.mark.parametrize(("module", "path"), [("dashboards.serve", b"/api/studies"),
+                                              ("dashboards.browse", b"/api/meta")])
+def test_exposed_servers_answer_allowed_hosts_only(module: str, path: bytes, tmp_path: Path,
+                                                   study_name: str) -> None:
+    """Bound to every interface with --allowed-hosts: a warning line on stderr; the listed
+    names and loopback are answered, other names get 403, malformed Host headers (and none)
+    400, and the server keeps serving without printing a traceback."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    write_study(storage, study_name)
+    port = free_port()
+    process = _start([module, "--storage", storage, "--host", "0.0.0.0", "--port", str(port),
+                      "--allowed-hosts", "dash.example, 192.0.2.7"], port)
+    try:
+        statuses = {host: _raw_status(port, b"GET " + path + b" HTTP/1.1\r\nHost: " + host +
+                                      b"\r\n")
+                    for host in GOOD_HOSTS + FOREIGN_HOSTS + MALFORMED_HOSTS}
+        statuses[b"(none)"] = _raw_status(port, b"GET " + path + b" HTTP/1.1\r\n")
+        statuses[b"bad target"] = _raw_status(port, b"GET //[ HTTP/1.1\r\nHost: localhost\r\n")
+        assert _raw_status(port, b"GET " + path + b" HTTP/1.1\r\nHost: dash.example\r\n") == 200
+    finally:
+        process.terminate()
+        _, err = process.communicate(timeout=60)
+    assert statuses == {**dict.fromkeys(GOOD_HOSTS, 200), **dict.fromkeys(FOREIGN_HOSTS, 403),
+                        **dict.fromkeys(MALFORMED_HOSTS, 400), b"(none)": 400,
+                        b"bad target": 404}
+    warning = err.splitlines()[0]
+    assert warning == (f"python -m {module}: warning: --host 0.0.0.0 {EXPOSED}, with no "
+                       f"authentication; it answers Host 127.0.0.1, 192.0.2.7, ::1, "
+                       f"dash.example, localhost only")
+    assert "Traceback" not in err and "Error" not in err, err[-3000:]
+    if module == "dashboards.serve":
+        assert err.splitlines() == [warning]
 
 
 def test_dashboards_never_import_training_code() -> None:
