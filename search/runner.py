@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import os
 import socket
+import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 import optuna
 import ray
+import torch
 from ray import tune
 from ray.tune import ResultGrid
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
@@ -34,6 +39,7 @@ from search.protocol import EPOCH, VAL_ACCURACY, TrialReport
 from search.searcher import BudgetedOptunaSearcher
 from search.settings import SearchSettings, check_study_name
 from search.store import records
+from search.store.lease import DriverLease
 from search.store.objectives import objective_named
 from search.store.records import TrialRecord
 from search.store.storage import open_storage
@@ -92,6 +98,24 @@ def _auth_refused(error: BaseException | None) -> bool:
     return False
 
 
+@contextlib.contextmanager
+def _native_stderr_held() -> Iterator[None]:
+    """Hold back what Ray's C++ client writes to stderr while it connects (a warning a second
+    while a head refuses it, for 20 s) and let it out only if the connection succeeds, so that
+    a refusal is one line."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+            held.seek(0)
+            os.write(saved, held.read())
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def connect_ray(address: str | None) -> None:
     """Join the cluster at ``address``, or start a local Ray when none is given."""
     if ray.is_initialized():
@@ -101,7 +125,8 @@ def connect_ray(address: str | None) -> None:
     if address:
         _check_ray_address(address)
         try:
-            ray.init(address=address, **quiet)
+            with _native_stderr_held():
+                ray.init(address=address, **quiet)
         except (ConnectionError, RuntimeError) as error:
             if _auth_refused(error):
                 raise ConfigError(f"--ray-address {address}: the cluster requires Ray's token "
@@ -121,17 +146,15 @@ def _trial_slots(settings: SearchSettings) -> int:
     return int(slots)
 
 
-def _max_concurrent(settings: SearchSettings, console: SearchConsole) -> int:
-    """``--max-concurrent``, or as many trials as the cluster holds once workers have joined.
+def _wait_for_room(settings: SearchSettings, report: Callable[[str], None]) -> None:
+    """Until the Ray cluster has room for one trial, or a :class:`ConfigError` after a minute.
 
     A cluster whose workers are still starting has no room for a trial yet; waiting for one
-    (a minute at most) beats settling on one trial at a time, or waiting forever for a GPU.
+    beats settling on one trial at a time, or waiting forever for a GPU.
     """
-    if settings.max_concurrent:
-        return settings.max_concurrent
     deadline = time.monotonic() + _WORKER_WAIT_S
     if _trial_slots(settings) < 1:
-        console.print("waiting for Ray workers with room for a trial ...")
+        report("waiting for Ray workers with room for a trial ...")
     while _trial_slots(settings) < 1:
         if time.monotonic() > deadline:
             raise ConfigError(
@@ -139,6 +162,28 @@ def _max_concurrent(settings: SearchSettings, console: SearchConsole) -> int:
                 f"{settings.gpus_per_trial:g} GPU free for a trial; start one with "
                 f"`ray start --address=...` or lower --cpus-per-trial/--gpus-per-trial")
         time.sleep(1.0)
+
+
+def check_local_resources(settings: SearchSettings) -> None:
+    """Refuse what the local Ray this machine would start cannot give a trial: more CPUs than
+    the machine has, or GPUs where torch sees fewer (Ray finds GPUs as torch does)."""
+    cpus = os.cpu_count() or 1
+    if settings.cpus_per_trial > cpus:
+        raise ConfigError(f"--cpus-per-trial {settings.cpus_per_trial:g} is more than this "
+                          f"machine's {cpus} CPUs; lower it or join a cluster with --ray-address")
+    gpus = torch.cuda.device_count()
+    if settings.gpus_per_trial > gpus:
+        found = f"only {gpus}" if gpus else "no GPU"
+        raise ConfigError(f"--gpus-per-trial {settings.gpus_per_trial:g} but torch finds {found} "
+                          f"on this machine (torch {torch.__version__}); pass --gpus-per-trial 0 "
+                          f"or join a cluster with GPUs with --ray-address")
+
+
+def _max_concurrent(settings: SearchSettings, console: SearchConsole) -> int:
+    """``--max-concurrent``, or as many trials as the cluster holds once workers have joined."""
+    if settings.max_concurrent:
+        return settings.max_concurrent
+    _wait_for_room(settings, console.print)
     return _trial_slots(settings)
 
 
@@ -149,14 +194,19 @@ def _scheduler(settings: SearchSettings) -> TrialScheduler:
     return FIFOScheduler()
 
 
+def _study_name(storage: optuna.storages.BaseStorage, settings: SearchSettings) -> str:
+    if not settings.resume:
+        return settings.study or default_study_name(settings)
+    name = settings.study or latest_study_name(storage)
+    check_study_name(name, "--resume: the latest study,")
+    return name
+
+
 def _open_study(storage: optuna.storages.BaseStorage, settings: SearchSettings,
-                data: DataSplits) -> tuple[optuna.Study, list[int]]:
+                data: DataSplits, name: str) -> tuple[optuna.Study, list[int]]:
     if settings.resume:
-        name = settings.study or latest_study_name(storage)
-        check_study_name(name, "--resume: the latest study,")
         study = load_for_resume(storage, name, settings, data)
         return study, recover_interrupted(study)
-    name = settings.study or default_study_name(settings)
     return create_study(storage, name, settings, data), []
 
 
@@ -187,16 +237,32 @@ def run_search(settings: SearchSettings, out: TextIO | None = None,
     # one line before anything is written, and the study can record the input statistics.
     data = load_dataset(settings.dataset, settings.space.input_size, settings.data_dir,
                         seed=settings.seed)
+    # What only the cluster or the machine can refuse (authentication, resources), before the
+    # storage file is even created: a cluster is joined now, a local Ray starts after the
+    # latency measurement, which needs the machine to itself.
     if settings.ray_address:
-        _check_ray_address(settings.ray_address)  # before the storage file is even created
+        connect_ray(settings.ray_address)
+        _wait_for_room(settings, functools.partial(say, out))
+    else:
+        check_local_resources(settings)
     storage = open_storage(settings.storage)
-    budgets = _budgets(settings, out)
-    connect_ray(settings.ray_address)
-    study, recovered = _open_study(storage, settings, data)
-    sizes = _split_sizes(data)
-    dense = (None if settings.init_from is None
-             else dense_accuracy(settings.space, settings.init_from, data))
-    del data  # trials load their own copy; the driver keeps none for the whole search
+    name = _study_name(storage, settings)
+    # Before the study is touched: a second driver would re-queue this one's running trials.
+    with DriverLease(storage.engine, name, report=functools.partial(say, out)):
+        budgets = _budgets(settings, out)
+        connect_ray(settings.ray_address)
+        study, recovered = _open_study(storage, settings, data, name)
+        sizes = _split_sizes(data)
+        dense = (None if settings.init_from is None
+                 else dense_accuracy(settings.space, settings.init_from, data))
+        del data  # trials load their own copy; the driver keeps none for the whole search
+        return _drive(settings, study, recovered, budgets, sizes, dense, out, trainable, started)
+
+
+def _drive(settings: SearchSettings, study: optuna.Study, recovered: list[int],
+           budgets: Budgets, sizes: str, dense: tuple[float, int] | None, out: TextIO | None,
+           trainable: Callable[[dict[str, Any]], None], started: float) -> SearchOutcome:
+    """The search proper, on its opened study, while this driver holds the study's lease."""
     space = settings.space
     console = SearchConsole(budgets, out, study.user_attrs.get(records.STUDY_VAL_IMAGES),
                             study.user_attrs.get(records.STUDY_TEST_IMAGES))

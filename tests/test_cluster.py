@@ -597,6 +597,16 @@ def test_search_on_a_two_node_cluster_trains_on_the_worker_and_dashboards_read_i
         "--cpus-per-trial", "1", "--max-concurrent", "2", "--storage", postgres_url,
         "--study", study_name, "--ray-address", f"{LOOPBACK}:{port}",
         "--artifacts-dir", str(artifacts), "--data-dir", str(root)]
+    # Without the token the head refuses the driver: one line, before anything is written.
+    tokenless = {k: v for k, v in env["search"].items() if not k.startswith("RAY_AUTH")}
+    refused = subprocess.run([sys.executable, "-m", "search.run", *search_argv],
+                             env={**local_cluster.env, **tokenless, "RAY_AUTH_MODE": "disabled"},
+                             cwd=root, capture_output=True, text=True, timeout=120)
+    lines = refused.stderr.strip().splitlines()
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert len(lines) == 1 and "requires Ray's token authentication" in lines[0], lines
+    assert study_name not in optuna.get_all_study_names(postgres_url)
+    assert not artifacts.exists()
     output = local_cluster.run([sys.executable, "-m", "search.run", *search_argv], "search.log",
                                {**env["search"], "HETNAS_STORAGE": postgres_url}, 150)
 

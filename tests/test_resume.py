@@ -41,7 +41,13 @@ def _wait_for_mid_training(storage: str, deadline: float) -> None:
     raise AssertionError("the search never reached the middle of a trial")
 
 
+def _states(storage: str) -> dict[int, TrialState]:
+    study = optuna.load_study(study_name="killed", storage=storage)
+    return {t.number: t.state for t in study.get_trials()}
+
+
 def test_resume_after_the_driver_is_killed(tmp_path: Path) -> None:
+    """Also: a second driver started while the first runs is refused and changes nothing."""
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     env = {**os.environ, "RAY_AIR_NEW_OUTPUT": "0"}
     driver = subprocess.Popen(_command(storage, tmp_path), cwd=tmp_path, env=env,
@@ -49,9 +55,21 @@ def test_resume_after_the_driver_is_killed(tmp_path: Path) -> None:
                               start_new_session=True)
     try:
         _wait_for_mid_training(storage, time.monotonic() + 240)
+        running = [n for n, state in _states(storage).items() if state == TrialState.RUNNING]
+        second = subprocess.run(_command(storage, tmp_path, "--resume"), cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=300)
+        assert driver.poll() is None  # the first driver goes on, its trials untouched
+        states = _states(storage)
+        assert running and all(states[n] in (TrialState.RUNNING, TrialState.COMPLETE)
+                               for n in running), states
+        _wait_for_mid_training(storage, time.monotonic() + 240)  # a trial to interrupt again
     finally:
         os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
         driver.wait()
+    # A second driver while the first is alive: refused in one line, its trials left running.
+    lines = second.stderr.strip().splitlines()
+    assert second.returncode == 2, second.stderr[-2000:]
+    assert len(lines) == 1 and "is being run by another driver" in lines[0], lines
 
     study = optuna.load_study(study_name="killed", storage=storage)
     before = {t.number: t for t in study.get_trials()}
@@ -63,6 +81,8 @@ def test_resume_after_the_driver_is_killed(tmp_path: Path) -> None:
                              capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"trials [{interrupted[0].number}] were left running" in resumed.stdout
+    assert f"taking over study 'killed' from its previous driver (pid {driver.pid} on this " \
+        f"machine)" in resumed.stdout
 
     after = {t.number: t for t in
              optuna.load_study(study_name="killed", storage=storage).get_trials()}
