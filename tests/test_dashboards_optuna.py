@@ -13,7 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import optuna
@@ -28,6 +28,7 @@ from test_dashboards_support import (
 )
 
 from dashboards import load_table
+from dashboards.figures import all_figures
 from dashboards.optuna_figures import attach_to_study, graph_ids
 
 OPTUNA_DASHBOARD = Path(sys.executable).with_name("optuna-dashboard")
@@ -125,3 +126,70 @@ def test_attaching_names_the_objectives_a_study_lacks(tmp_path: Path, study_name
     second = "latency_ms" if objective == "pareto-latency" else "MACs"
     reloaded = optuna.load_study(study_name=study_name + "-bare", storage=storage)
     assert reloaded.metric_names == ["accuracy", second]
+
+
+def _hetnas_figures(url: str, study_name: str) -> dict[str, dict]:
+    """The HetNAS figures optuna-dashboard serves for the study ({} while it has none)."""
+    studies = _get_json(url + "/api/studies")["study_summaries"]
+    ours = [s["study_id"] for s in studies if s["study_name"] == study_name]
+    if not ours:
+        return {}
+    detail = _get_json(f"{url}/api/studies/{ours[0]}")
+    return {g["id"]: json.loads(g["graph_object"]) for g in detail["plotly_graph_objects"]
+            if g["id"].startswith("hetnas-")}
+
+
+def _drawn_now(storage_url: str, study_name: str) -> dict[str, dict]:
+    table = load_table(storage_url, study_name)
+    return {"hetnas-" + key: json.loads(figure.to_json())
+            for key, figure in all_figures(table).items()}
+
+
+def test_browse_refresh_waits_for_the_search_and_follows_its_trials(tmp_path: Path,
+                                                                   study_name: str) -> None:
+    """A cluster's optuna-dashboard starts before any search: it waits for the database,
+    then draws the figures, and draws them again as trials arrive."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    port = free_port()
+    browse = subprocess.Popen([sys.executable, "-m", "dashboards.browse", "--storage", storage,
+                               "--refresh", "0.3", "--port", str(port)], cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        waiting = browse.stdout.readline()
+        assert "waiting for a search's study" in waiting and "no such database file" in waiting
+        assert not (tmp_path / "study.db").exists()  # waited for, never created
+        source = write_study(f"sqlite:///{tmp_path / 'source.db'}", study_name)
+        study = optuna.create_study(storage=storage, study_name=study_name,
+                                    directions=source.directions)
+        for key, value in source.user_attrs.items():
+            study.set_user_attr(key, value)
+        finished = [t for t in source.get_trials() if t.state.is_finished()]
+        for trial in finished[:5]:
+            study.add_trial(trial)
+        _until(lambda: _hetnas_figures(url, study_name) == _drawn_now(storage, study_name),
+               browse)
+        before = _drawn_now(storage, study_name)
+        for trial in finished[5:]:
+            study.add_trial(trial)
+        assert _drawn_now(storage, study_name) != before
+        _until(lambda: _hetnas_figures(url, study_name) == _drawn_now(storage, study_name),
+               browse)
+    finally:
+        browse.terminate()
+        _, stderr = browse.communicate(timeout=30)
+    assert "Traceback" not in stderr, stderr
+
+
+def _until(served: Callable[[], bool], process: subprocess.Popen, timeout: float = 60) -> None:
+    """Until ``served()`` holds: the server serves the figures of the trials as they are."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        try:
+            if served():
+                return
+        except (urllib.error.URLError, ConnectionError, json.JSONDecodeError):
+            pass  # not up yet, or read while the figures were being written
+        time.sleep(0.3)
+    raise AssertionError("the served figures never became those of the study's trials")
