@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dashboards.page import write_report
-from search.cli import OneLineParser, run_cli
+from search.cli import OneLineParser, path_argument, run_cli
 from search.store.storage import DEFAULT_STORAGE
 
 PROG = "python -m dashboards.report"
@@ -18,7 +18,7 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--storage", default=DEFAULT_STORAGE, help="SQLAlchemy URL of the study "
                         f"(default {DEFAULT_STORAGE})")
     parser.add_argument("--study", default=None, help="study name (default: the newest study)")
-    parser.add_argument("--out", type=Path, default=Path("report.html"),
+    parser.add_argument("--out", type=path_argument, default=Path("report.html"),
                         help="HTML file to write (default report.html)")
     parser.add_argument("--top", type=int, default=10,
                         help="searched architectures in the table (default 10)")

@@ -13,11 +13,24 @@ from hetconv.models.normalize import InputNormalization
 from search.training.checkpoint import read_state_dict
 from space import Architecture
 
+MAX_ARCHITECTURE_BYTES = 16 << 20
+"""An architecture file is a few kilobytes (class names for 100,000 classes stay well below
+this); reading no more keeps a huge or endless file (``/dev/zero``) from filling the memory."""
+
 
 def read_architecture(path: Path) -> Architecture:
     """Parse and validate an architecture JSON file; any problem is one :class:`ConfigError`."""
+    if path.is_dir():
+        raise ConfigError(f"architecture file {path} is a folder; pass the JSON file "
+                          f"search.export wrote")
     try:
-        text = path.read_text()
+        with path.open("rb") as file:
+            data = file.read(MAX_ARCHITECTURE_BYTES + 1)
+        if len(data) > MAX_ARCHITECTURE_BYTES:
+            raise ConfigError(f"architecture file {path} is larger than "
+                              f"{MAX_ARCHITECTURE_BYTES >> 20} MiB, which no architecture is; "
+                              f"pass the JSON file search.export wrote")
+        text = data.decode()
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"cannot read architecture file {path}: {error}") from None
     return Architecture.from_json(text)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from search.arch_files import describe, load_trained, read_architecture
-from search.cli import OneLineParser, run_cli
+from search.cli import OneLineParser, path_argument, run_cli
+from space.architecture import DOCUMENT_KEYS
 
 PROG = "python -m search.check"
 
@@ -13,8 +12,9 @@ PROG = "python -m search.check"
 def build_parser() -> OneLineParser:
     parser = OneLineParser(prog=PROG, description="Validate an architecture JSON (and its "
                            "weights) and print what it costs.")
-    parser.add_argument("architecture", type=Path, help="architecture JSON (search.export)")
-    parser.add_argument("--weights", type=Path, default=None,
+    parser.add_argument("architecture", type=path_argument,
+                        help="architecture JSON (search.export)")
+    parser.add_argument("--weights", type=path_argument, default=None,
                         help="state dict to check against the architecture")
     return parser
 
@@ -31,4 +31,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    run_cli(main, PROG)
+    run_cli(main, PROG, flags=DOCUMENT_KEYS)

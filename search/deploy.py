@@ -37,9 +37,10 @@ from torch import nn
 from hetconv.deployment import ATOL_SCALE, RTOL, DeployedModel, deploy
 from hetconv.errors import ConfigError
 from search.arch_files import load_trained, read_architecture
-from search.cli import OneLineParser, run_cli
+from search.cli import OneLineParser, path_argument, run_cli
 from search.store.files import check_target, write_together
 from space import Architecture
+from space.architecture import DOCUMENT_KEYS
 from space.latency import DEVICES, LatencySpec
 
 PROG = "python -m search.deploy"
@@ -58,11 +59,12 @@ def build_parser() -> OneLineParser:
     parser = OneLineParser(prog=PROG, description="Turn an exported architecture and its "
                            "weights into a torch.export program (.pt2) that plain PyTorch "
                            "runs, optionally also ONNX.")
-    parser.add_argument("architecture", type=Path, help="architecture JSON (search.export)")
-    parser.add_argument("--weights", type=Path, required=True,
+    parser.add_argument("architecture", type=path_argument,
+                        help="architecture JSON (search.export)")
+    parser.add_argument("--weights", type=path_argument, required=True,
                         help="its trained state dict (search.export --weights)")
-    parser.add_argument("--out", type=Path, required=True, help="program to write (.pt2)")
-    parser.add_argument("--onnx", type=Path, default=None,
+    parser.add_argument("--out", type=path_argument, required=True, help="program to write (.pt2)")
+    parser.add_argument("--onnx", type=path_argument, default=None,
                         help="also write the network as ONNX here (.onnx; needs "
                              "pip install 'hetnas[onnx]')")
     parser.add_argument("--batch", type=int, default=1,
@@ -241,4 +243,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    run_cli(main, PROG, failures=(ExportMismatch,))
+    run_cli(main, PROG, failures=(ExportMismatch,), flags=DOCUMENT_KEYS)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-from search.cli import OneLineParser, run_cli
+from search.cli import OneLineParser, path_argument, run_cli
 from search.exporter import export_best
 from search.store.storage import DEFAULT_STORAGE
 
@@ -18,8 +17,9 @@ def build_parser() -> OneLineParser:
                            "where the search confirmed architectures, else by its single run.")
     parser.add_argument("--storage", default=DEFAULT_STORAGE, help="SQLAlchemy URL of the study")
     parser.add_argument("--study", required=True, help="study name")
-    parser.add_argument("--out", type=Path, required=True, help="architecture JSON to write")
-    parser.add_argument("--weights", type=Path, default=None,
+    parser.add_argument("--out", type=path_argument, required=True,
+                        help="architecture JSON to write")
+    parser.add_argument("--weights", type=path_argument, default=None,
                         help="also write its trained weights (a state_dict) here")
     return parser
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from hetconv.models import BACKBONES
-from search.cli import OneLineParser, run_cli
+from search.cli import OneLineParser, path_text, run_cli
 from search.profiling.profiler import Profile, profile
 from search.store.latency_table import LatencyStore
 from search.store.storage import DEFAULT_STORAGE
@@ -36,7 +36,7 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--dataset", default="digits", choices=DATASETS,
                         help="the data set the search will use: its input channels and class "
                              "count shape the network (default digits, as search.run)")
-    parser.add_argument("--data-dir", default=None,
+    parser.add_argument("--data-dir", type=path_text, default=None,
                         help="folder holding the data set (as for search.run)")
     parser.add_argument("--storage", default=DEFAULT_STORAGE,
                         help=f"SQLAlchemy URL of the study database (default {DEFAULT_STORAGE})")

@@ -14,7 +14,7 @@ import optuna
 
 from hetconv.errors import ConfigError
 from hetconv.models import BACKBONES
-from search.cli import OneLineParser, macs_amount, milliseconds, run_cli
+from search.cli import OneLineParser, macs_amount, milliseconds, path_text, run_cli
 from search.oneshot.strategy import SupernetFailed
 from search.runner import SearchFailed, run_search
 from search.settings import (
@@ -69,7 +69,7 @@ def build_parser() -> OneLineParser:
              "torch.nn.Module given the class count (and in_channels=, if it takes that "
              "keyword), e.g. mypkg.models:mynet; its convolutions that can take a part become "
              "HetConv layers (the module must be importable on every Ray worker)")
-    add("--init-from", default=None, metavar="DENSE.pt",
+    add("--init-from", type=path_text, default=None, metavar="DENSE.pt",
         help="trained dense weights (a state dict of the network with every part 1; for the "
              "built-in ImageNet ResNets also torchvision's layout) that every trial, and the "
              "one-shot supernet, starts from instead of a random initialisation")
@@ -78,7 +78,7 @@ def build_parser() -> OneLineParser:
              "Debian's dataset-fashion-mnist, else downloaded), cifar10, cifar100 (python-batch "
              "files in --data-dir) or imagefolder (--data-dir/train/<class>/*.png); the network "
              "takes its input channels and class count from it")
-    add("--data-dir", default=None,
+    add("--data-dir", type=path_text, default=None,
         help="folder holding the fashion-mnist, cifar or image-folder data")
     add("--input-size", type=int, default=None,
         help="image side the network sees; images are resized to it (default: the "
@@ -145,7 +145,7 @@ def build_parser() -> OneLineParser:
     add("--resume", action="store_true",
         help="continue the study after an interrupted run: trials left running are retried, "
              "finished ones are kept")
-    add("--artifacts-dir", default=defaults.artifacts_dir,
+    add("--artifacts-dir", type=path_text, default=defaults.artifacts_dir,
         help="where trial checkpoints go (a shared folder on a multi-host cluster)")
     add("--max-failures", type=int, default=defaults.max_failures,
         help="times Ray retries a trial whose worker died, from its last epoch checkpoint")

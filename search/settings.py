@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from search.store.storage import DEFAULT_STORAGE
 from search.training.data import DatasetInfo, check_dataset
 from search.training.dense_start import check_dense
 from search.training.parallel import check_workers
+from search.training.seeds import MAX_SEED
 from space import SearchSpace
 from space.latency import RUNTIMES, LatencySpec, check_latency_budget
 
@@ -41,9 +43,32 @@ def check_study_name(name: str, what: str) -> None:
                           f"names)")
 
 
-def _positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"--{name} must be a positive integer, got {value!r}")
+INTEGER_LIMITS = {
+    "epochs": 10_000, "supernet_epochs": 10_000, "batch_size": 65_536, "trials": 100_000,
+    "candidates": 1_000_000, "finalists": 10_000, "sandwich": 100, "supernet_workers": 1_024,
+    "workers": 1_024, "threads": 1_024, "confirm_top": 1_000, "confirm_seeds": 1_000,
+    "max_concurrent": 100_000, "max_failures": 1_000, "seed": MAX_SEED}
+"""The most each integer option of ``search.run`` and ``search.train`` takes: far beyond any
+real run, so a typo (``--epochs 10**30``) is one line here instead of an overflow in torch, numpy
+or the database, or a run that never ends."""
+
+
+def check_integer(name: str, value: object, least: int = 1,
+                  rule: str = "a positive integer") -> None:
+    """Refuse the option ``--name`` unless it is an integer from ``least`` (which ``rule``
+    says in words) to its :data:`INTEGER_LIMITS` entry."""
+    most = INTEGER_LIMITS[name]
+    if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= most:
+        raise ConfigError(f"--{name.replace('_', '-')} must be {rule}, at most {most:,}; got "
+                          f"{value!r}")
+
+
+def _resource(name: str, value: float, none_allowed: bool) -> None:
+    """Refuse a Ray resource amount that is not a finite number above 0 (or 0, where
+    ``none_allowed``); NaN is refused too, though ``nan <= 0`` is false."""
+    if not math.isfinite(value) or value < 0 or (value == 0 and not none_allowed):
+        rule = "0 or more" if none_allowed else "above 0"
+        raise ConfigError(f"--{name} must be a finite number {rule}, got {value!r}")
 
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -149,9 +174,7 @@ class SearchSettings:
         """Raise :class:`ConfigError` on the first bad option; touches no storage or cluster."""
         if self.study is not None:
             check_study_name(self.study, "--study")
-        if self.input_size is not None:
-            _positive_int("input-size", self.input_size)
-        self.dataset_info  # noqa: B018 (checks the data set, which shapes the space)
+        self.space  # noqa: B018 (checks the data set and --input-size, which shape the space)
         if self.budget is None and self.latency_budget is None:
             raise ConfigError("give --budget MACS, --latency-budget MS, or both")
         if self.budget is not None:
@@ -164,45 +187,42 @@ class SearchSettings:
         _choice("scheduler", self.scheduler, SCHEDULERS)
         _choice("baselines", self.baselines, BASELINES)
         _choice("strategy", self.strategy, STRATEGIES)
-        if self.oneshot:
-            self._validate_oneshot()
-        if isinstance(self.confirm_top, bool) or not isinstance(self.confirm_top, int) \
-                or self.confirm_top < 0:
-            raise ConfigError(f"--confirm-top must be 0 (no confirmation) or a positive "
-                              f"integer, got {self.confirm_top!r}")
-        if self.confirm_top and (isinstance(self.confirm_seeds, bool)
-                                 or not isinstance(self.confirm_seeds, int)
-                                 or self.confirm_seeds < 2):
-            raise ConfigError(f"--confirm-seeds must be 2 or more (the search's run plus at "
-                              f"least one more seed), got {self.confirm_seeds!r}; or pass "
-                              f"--confirm-top 0")
-        if isinstance(self.trials, bool) or not isinstance(self.trials, int) or self.trials < 0:
-            raise ConfigError(f"--trials must be 0 (the uniform baselines alone) or a positive "
-                              f"integer, got {self.trials!r}")
+        check_integer("confirm_top", self.confirm_top, 0, "0 (no confirmation) or a positive "
+                      "integer")
+        if self.confirm_top:
+            check_integer("confirm_seeds", self.confirm_seeds, 2, "2 or more (the search's run "
+                          "plus at least one more seed; or pass --confirm-top 0)")
+        check_integer("trials", self.trials, 0, "0 (the uniform baselines alone) or a positive "
+                      "integer")
         if self.trials == 0 and self.baselines == "none" and not self.oneshot:
             raise ConfigError("--trials 0 with --baselines none trains nothing; give --trials "
                               "N or train the baselines")
-        for name in ("epochs", "batch_size", "max_failures"):
-            value = getattr(self, name)
-            if name == "max_failures" and value == 0:
-                continue
-            _positive_int(name.replace("_", "-"), value)
+        check_integer("epochs", self.epochs)
+        check_integer("batch_size", self.batch_size)
+        check_integer("max_failures", self.max_failures, 0, "0 (no retries) or a positive "
+                      "integer")
+        check_integer("seed", self.seed, 0, "a non-negative integer")
         if self.max_concurrent is not None:
-            _positive_int("max-concurrent", self.max_concurrent)
-        if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
-            raise ConfigError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
+            check_integer("max_concurrent", self.max_concurrent)
+        _resource("cpus-per-trial", self.cpus_per_trial, none_allowed=False)
+        _resource("gpus-per-trial", self.gpus_per_trial, none_allowed=True)
+        if self.oneshot:
+            self._validate_oneshot()
         if self.needs_latency:
             if self.latency_device == "cuda" and not torch.cuda.is_available():
                 raise ConfigError("--latency-device cuda: torch sees no CUDA GPU on this "
                                   "machine; profile on the GPU machine or use --latency-device "
                                   "cpu")
-            _positive_int("latency-batch", self.latency_batch)
             _choice("latency-runtime", self.latency_runtime, RUNTIMES)
             self.latency_spec  # noqa: B018 (validates --latency-device on this machine)
         if self.scheduler == "asha" and self.epochs < 2:
             raise ConfigError("--scheduler asha needs --epochs 2 or more to stop anything early")
-        if Path(self.artifacts_dir).exists() and not Path(self.artifacts_dir).is_dir():
-            raise ConfigError(f"--artifacts-dir {self.artifacts_dir} exists and is not a folder")
+        artifacts = Path(self.artifacts_dir)
+        existing = next(path for path in (artifacts, *artifacts.parents) if path.exists())
+        if not existing.is_dir():
+            where = "is" if existing == artifacts else f"lies under {existing}, which is"
+            raise ConfigError(f"--artifacts-dir {self.artifacts_dir} {where} not a folder; pass "
+                              f"a folder for the trials' checkpoints")
 
     def _validate_oneshot(self) -> None:
         _choice("finalist-init", self.finalist_init, FINALIST_INITS)
@@ -210,11 +230,8 @@ class SearchSettings:
         for name in ("supernet_epochs", "candidates", "finalists", "supernet_workers"):
             value = getattr(self, name)
             if value is not None:
-                _positive_int(name.replace("_", "-"), value)
-        if isinstance(self.sandwich, bool) or not isinstance(self.sandwich, int) \
-                or self.sandwich < 0:
-            raise ConfigError(f"--sandwich must be 0 or more random subnets per step, got "
-                              f"{self.sandwich!r}")
+                check_integer(name, value)
+        check_integer("sandwich", self.sandwich, 0, "0 or more random subnets per step")
         check_workers(self.batch_size, self.supernet_workers)
         if self.finalists > self.candidates:
             raise ConfigError(f"--finalists {self.finalists} is more than --candidates "

@@ -22,9 +22,10 @@ import torch
 
 from hetconv.errors import ConfigError
 from search.arch_files import load_trained, read_architecture
-from search.cli import OneLineParser, run_cli
+from search.cli import OneLineParser, path_argument, path_text, run_cli
 from search.final_training import FinalJob, TrainingFailed, train_job, train_on_workers
 from search.runner import connect_ray
+from search.settings import check_integer
 from search.store.files import check_target, write_atomic, write_together
 from search.store.uncertainty import estimate, wilson_interval
 from search.training.checkpoint import CHECKPOINT_FILE, read_checkpoint
@@ -32,6 +33,7 @@ from search.training.data import DATASETS, DataSplits, load_dataset
 from search.training.parallel import check_workers
 from search.training.trainer import EpochResult, TrainConfig, TrainResult, resolve_device
 from space import Normalization
+from space.architecture import DOCUMENT_KEYS
 
 PROG = "python -m search.train"
 SCRATCH = "scratch"
@@ -47,16 +49,16 @@ def build_parser() -> OneLineParser:
                     "result.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add = parser.add_argument
-    add("architecture", type=Path, help="architecture JSON (search.export)")
-    add("--weights", type=Path, default=None,
+    add("architecture", type=path_argument, help="architecture JSON (search.export)")
+    add("--weights", type=path_argument, default=None,
         help="start from these trained weights (fine-tuning; default: from scratch)")
     add("--epochs", type=int, required=True, help="training epochs")
-    add("--out", type=Path, required=True,
+    add("--out", type=path_argument, required=True,
         help="trained weights (a state dict) to write; the architecture file with the result "
              "goes beside it, with the same stem and .json")
     add("--dataset", default=None, choices=DATASETS,
         help="data set to train on (default: the one the architecture file's result names)")
-    add("--data-dir", default=None,
+    add("--data-dir", type=path_text, default=None,
         help="folder holding the fashion-mnist, cifar or image-folder data")
     add("--batch-size", type=int, default=_DEFAULTS.batch_size, help="training batch size")
     add("--lr", type=float, default=_DEFAULTS.lr,
@@ -68,7 +70,7 @@ def build_parser() -> OneLineParser:
         help="auto (CUDA when available), cpu, cuda or cuda:N, with --workers 1")
     add("--threads", type=int, default=None,
         help="torch threads (per worker with --workers N; default: torch's own, 1 per worker)")
-    add("--checkpoint-dir", type=Path, default=None,
+    add("--checkpoint-dir", type=path_argument, default=None,
         help="folder of the epoch checkpoint (default: --out without its suffix, plus "
              ".checkpoints)")
     add("--resume", action="store_true",
@@ -89,8 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _check_options(args)
     arch = read_architecture(args.architecture)
-    described = args.out.with_suffix(".json")
-    _refuse_overwriting_inputs(args, described)
+    described = _refuse_overwriting_inputs(args)
     dataset = args.dataset or _recorded_dataset(args.architecture)
     if dataset is None:
         raise ConfigError(f"{args.architecture} does not name the data set it was trained on; "
@@ -145,9 +146,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _check_options(args: argparse.Namespace) -> None:
     """The options' own rules, before anything is read or written."""
+    check_integer("epochs", args.epochs)
+    check_integer("batch_size", args.batch_size)
+    check_integer("seed", args.seed, 0, "a non-negative integer")
+    check_integer("workers", args.workers)
+    if args.threads is not None:
+        check_integer("threads", args.threads)
     TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
-    if args.threads is not None and args.threads < 1:
-        raise ConfigError(f"--threads must be a positive integer, got {args.threads}")
     check_workers(args.batch_size, args.workers)
     if args.gpus_per_worker not in (0, 1):
         raise ConfigError(f"--gpus-per-worker must be 0 (CPUs, gloo) or 1 (a GPU each, NCCL), "
@@ -162,8 +167,11 @@ def _check_options(args: argparse.Namespace) -> None:
                           "or on a GPU each with --gpus-per-worker 1")
 
 
-def _refuse_overwriting_inputs(args: argparse.Namespace, described: Path) -> None:
+def _refuse_overwriting_inputs(args: argparse.Namespace) -> Path:
+    """The architecture file beside ``--out``, once neither would overwrite an input or a
+    folder (``--out ''`` or ``/``, which has no name to put ``.json`` on)."""
     check_target(args.out, "--out")
+    described = args.out.with_suffix(".json")
     check_target(described, "--out's architecture file")
     if described.resolve() == args.out.resolve():
         raise ConfigError(f"--out {args.out} would be both the weights and the architecture "
@@ -174,6 +182,7 @@ def _refuse_overwriting_inputs(args: argparse.Namespace, described: Path) -> Non
             if given is not None and written.resolve() == given.resolve():
                 raise ConfigError(f"--out {args.out} would write {written} over {name}; "
                                   f"choose another --out")
+    return described
 
 
 def _recorded_dataset(path: Path) -> str | None:
@@ -233,4 +242,4 @@ def _say(line: str) -> None:
 
 
 if __name__ == "__main__":
-    run_cli(main, PROG, failures=(TrainingFailed,), resumable=True)
+    run_cli(main, PROG, failures=(TrainingFailed,), flags=DOCUMENT_KEYS, resumable=True)

@@ -22,6 +22,10 @@ _INPUT_KEYS = {"channels", "size", "mean", "std"}
 # Optional: the class names, and free-form notes that travel with the architecture (the export's
 # accuracy, MACs, trial number), read by people and ignored when building.
 _OPTIONAL_KEYS = {"class_names", "result"}
+DOCUMENT_KEYS = {"in_channels": "'input.channels'", "input_size": "'input.size'",
+                 "num_classes": "'num_classes'"}
+"""How an architecture file names the sizes of its network: what a command reading one shows for
+these parameters in an error (``run_cli``'s ``flags``), instead of flags it does not have."""
 _VERSION_1_LACKS = ("schema version 1 (before HetNAS 0.2) lacks the input channels, the input "
                     "normalisation and the class names, and its weights use the old "
                     "over-parameterised layer; run the search again with this HetNAS and export "
@@ -184,8 +188,11 @@ class Architecture:
         """Parse and validate :meth:`to_json` output; any problem is one :class:`ConfigError`."""
         try:
             data = json.loads(text)
-        except (json.JSONDecodeError, TypeError) as error:
+        except (ValueError, TypeError) as error:  # ValueError: also a number of 4,301+ digits
             raise ConfigError(f"architecture file is not valid JSON: {error}") from None
+        except RecursionError:  # e.g. 100,000 '[': deeper than Python's parser goes
+            raise ConfigError("architecture file is not an architecture: its JSON is nested "
+                              "too deeply to read; pass the file search.export wrote") from None
         return cls.from_dict(data)
 
 

@@ -32,6 +32,7 @@ from hetconv.errors import ConfigError, param
 DEVICES = ("cpu", "cuda")
 RUNTIMES = ("compiled", "eager")
 DTYPES = ("float32",)  # the deploy form checks its output at float32 tolerance
+MAX_BATCH = 65_536  # beyond any batch served at once; keeps torch and the table's integers sane
 TORCH_VERSION = torch.__version__
 
 
@@ -74,9 +75,10 @@ class LatencySpec:
         if not isinstance(self.device, str) or self.device.partition(":")[0] not in DEVICES:
             raise ConfigError(f"latency device {self.device!r} must start with 'cpu:' or "
                               f"'cuda:'")
-        if isinstance(self.batch, bool) or not isinstance(self.batch, int) or self.batch < 1:
-            raise ConfigError(f"batch must be a positive integer, got {self.batch!r}; "
-                              f"use e.g. {param('batch')} 1")
+        if isinstance(self.batch, bool) or not isinstance(self.batch, int) \
+                or not 1 <= self.batch <= MAX_BATCH:
+            raise ConfigError(f"batch must be a positive integer up to {MAX_BATCH:,}, got "
+                              f"{self.batch!r}; use e.g. {param('batch')} 1")
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype {self.dtype!r} is not supported; use one of {DTYPES}")
         if self.runtime not in RUNTIMES:

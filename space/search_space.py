@@ -15,6 +15,11 @@ from space.cost import CostProfile, cost_profile
 from space.networks import defaults
 from space.trace import SearchableLayer, trace_backbone
 
+SIZE_LIMITS = {"input_size": 4_096, "num_classes": 100_000, "in_channels": 1_024}
+"""The most each size of a network may be: far beyond real data (ImageNet-21k has 21,841
+classes), yet a network at the limits still fits in memory, so a typo or a crafted file (10**12
+classes: a classifier of terabytes) is one error, not an allocation that fails or swaps."""
+
 
 @dataclass(frozen=True, init=False)
 class SearchSpace:
@@ -43,8 +48,10 @@ class SearchSpace:
             if value is None:
                 raise ConfigError(f"network {backbone!r} comes from a factory, which says no "
                                   f"{field}; give {param(field)}")
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{field} must be a positive integer, got {value!r}")
+            most = SIZE_LIMITS[field]
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+                raise ConfigError(f"{param(field)} must be an integer from 1 to {most:,}, got "
+                                  f"{value!r}")
             object.__setattr__(self, field, value)
         self.cost  # noqa: B018 - fail now, not later, on an input size the backbone cannot take
 

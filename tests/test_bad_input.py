@@ -56,6 +56,20 @@ def test_arbitrary_text_raises_config_error_only(text: str) -> None:
         Architecture.from_json(text)
 
 
+@pytest.mark.parametrize(("text", "fragment"), [
+    ("[" * 100_000, "nested too deeply"),  # Python's parser raises RecursionError
+    ("9" * 5000, "not valid JSON"),  # ValueError: more digits than int() converts
+    (GOOD.to_json().replace('"num_classes": 10', f'"num_classes": {10**12}'),
+     "num_classes must be an integer from 1 to 100,000"),  # a classifier of terabytes
+    (GOOD.to_json().replace('"size": 8', '"size": 1000000'), "input_size must be an integer"),
+    (GOOD.to_json().replace('"channels": 3', f'"channels": {10**9}'), "in_channels must be"),
+])
+def test_documents_beyond_what_any_network_takes_are_config_errors(text: str,
+                                                                     fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        Architecture.from_json(text)
+
+
 def _check(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "search.check", *args], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120,
@@ -80,6 +94,21 @@ def test_check_cli_rejects_bad_architecture_files(tmp_path: Path, content: str,
     path = tmp_path / "arch.json"
     path.write_text(content)
     _one_line_exit_2(_check(tmp_path, str(path)), fragment)
+
+
+def test_check_cli_rejects_a_folder_a_huge_file_and_absurd_sizes(tmp_path: Path) -> None:
+    (tmp_path / "folder").mkdir()
+    _one_line_exit_2(_check(tmp_path, "folder"), "is a folder")
+    with (tmp_path / "huge.json").open("wb") as huge:
+        huge.truncate(17 << 20)  # sparse: read only up to the 16 MiB limit
+    _one_line_exit_2(_check(tmp_path, "huge.json"), "larger than 16 MiB")
+    (tmp_path / "classes.json").write_text(GOOD.to_json().replace('"num_classes": 10',
+                                                                  f'"num_classes": {10**12}'))
+    torch.save(GOOD.build().state_dict(), tmp_path / "w.pt")
+    _one_line_exit_2(_check(tmp_path, "classes.json", "--weights", "w.pt"),
+                     "'num_classes' must be an integer from 1 to 100,000")  # the file's key
+    _one_line_exit_2(_check(tmp_path, "x" * 300), "no usable path (File name too long)")
+    _one_line_exit_2(_check(tmp_path, "two\nlines.json"), "two\\nlines.json")  # one line
 
 
 def test_check_cli_accepts_a_good_file_and_matching_weights(tmp_path: Path) -> None:

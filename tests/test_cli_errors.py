@@ -12,7 +12,7 @@ import pytest
 
 from search.store import records
 from search.training.data import load_dataset
-from space import SearchSpace
+from space import Architecture, SearchSpace
 from tests.datasets import write_fashion_mnist, write_imagefolder
 
 MIN_MACS = SearchSpace("vgg16", None, 10, 1).min_macs  # the digits: one channel, 10 classes
@@ -76,6 +76,19 @@ def _assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str)
     (["--latency-budget", "5", "--latency-runtime", "jit"], ["--latency-runtime"]),
     (["--latency-budget", "5", "--latency-device", "tpu"], ["--latency-device"]),
     (["--latency-budget", "5", "--latency-device", "cuda"], ["--latency-device cuda"]),
+    # Beyond any real run, and beyond what numpy, torch or the database take.
+    (["--budget", "3e8", "--seed=-1"], ["--seed must be a non-negative integer"]),
+    (["--budget", "3e8", "--seed", str(2**70)], ["--seed", "at most 4,294,967,295"]),
+    (["--budget", "3e8", "--cpus-per-trial", "nan"], ["--cpus-per-trial must be a finite"]),
+    (["--budget", "3e8", "--gpus-per-trial", "inf"], ["--gpus-per-trial must be a finite"]),
+    (["--budget", "3e8", "--epochs", str(10**30)], ["--epochs", "at most 10,000"]),
+    (["--budget", "3e8", "--batch-size", str(2**70)], ["--batch-size", "at most 65,536"]),
+    (["--budget", "3e8", "--trials", str(10**30)], ["--trials", "at most 100,000"]),
+    (["--budget", "3e8", "--strategy", "oneshot", "--supernet-workers", str(10**20)],
+     ["--supernet-workers", "at most 1,024"]),
+    (["--budget", "3e8", "--input-size", str(10**12)], ["--input-size", "from 1 to 4,096"]),
+    (["--latency-budget", "5", "--latency-batch", str(2**70)], ["--latency-batch"]),
+    (["--budget", "3e8", "--data-dir", "x" * 300], ["--data-dir", "no usable path"]),
 ])
 def test_search_run_rejects_bad_options_before_writing(tmp_path: Path, args: list[str],
                                                        fragments: list[str]) -> None:
@@ -83,6 +96,39 @@ def test_search_run_rejects_bad_options_before_writing(tmp_path: Path, args: lis
                   cwd=tmp_path)
     _assert_one_line_error(result, *fragments)
     assert list(tmp_path.iterdir()) == []  # no database, no artifacts
+
+
+def test_artifacts_under_a_file_are_refused_before_writing(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a folder\n")
+    result = _run("search.run", "--budget", "3e8", "--artifacts-dir", "file/artifacts",
+                  "--storage", f"sqlite:///{tmp_path / 'x.db'}", cwd=tmp_path)
+    _assert_one_line_error(result, "--artifacts-dir file/artifacts lies under file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+@pytest.mark.parametrize(("module", "args", "fragments"), [
+    ("search.train", ["--epochs", str(10**30)], ["--epochs", "at most 10,000"]),
+    ("search.train", ["--epochs", "1", "--seed", str(2**70)], ["--seed", "at most"]),
+    ("search.train", ["--epochs", "1", "--batch-size", str(2**70)], ["--batch-size"]),
+    ("search.train", ["--epochs", "1", "--workers", str(10**20)], ["--workers", "at most"]),
+    ("search.train", ["--epochs", "1", "--threads", str(10**20)], ["--threads", "at most"]),
+    ("search.train", ["--epochs", "1", "--out", ""], ["--out . is a folder"]),
+    ("search.deploy", ["--weights", "w.pt", "--batch", str(2**70)], ["--batch", "65,536"]),
+    ("search.profile", ["--batch", str(2**70)], ["--batch", "65,536"]),
+    ("search.profile", ["--input-size", str(10**20)], ["--input-size", "from 1 to 4,096"]),
+])
+def test_numbers_beyond_any_run_are_refused_in_one_line(tmp_path: Path, module: str,
+                                                         args: list[str],
+                                                         fragments: list[str]) -> None:
+    """Integers that would overflow torch, numpy or the database, or never end."""
+    arch = Architecture.uniform("resnet20", 4, 8, 10, 1)
+    (tmp_path / "arch.json").write_text(arch.to_json())
+    files = {"search.train": ["arch.json", "--dataset", "digits", "--out", "final.pt"],
+             "search.deploy": ["arch.json", "--out", "model.pt2"],
+             "search.profile": ["--storage", f"sqlite:///{tmp_path / 'x.db'}"]}[module]
+    result = _run(module, *files, *args, cwd=tmp_path)
+    _assert_one_line_error(result, *fragments)
+    assert [p.name for p in tmp_path.iterdir()] == ["arch.json"]
 
 
 def test_search_run_rejects_a_data_directory_of_the_wrong_format(tmp_path: Path) -> None:

@@ -109,7 +109,7 @@ def test_stratified_split_is_a_partition():
     ({"name": "mnist"}, "unknown dataset 'mnist'; choose one of: digits, cifar10"),
     ({"input_size": 0}, "input size must be a positive integer"),
     ({"val_fraction": 1.0}, "val_fraction must lie strictly between 0 and 1"),
-    ({"seed": -1}, "data seed must be a non-negative integer"),
+    ({"seed": -1}, "data seed must be an integer from 0 to"),
     ({"name": "cifar10"}, "needs a data directory"),
     ({"name": "imagefolder"}, "needs a data directory"),
 ])

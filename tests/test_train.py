@@ -178,7 +178,8 @@ def test_architecture_must_fit_the_data(digits8):
     ({"weight_decay": -1}, "weight_decay must be >= 0"),
     ({"label_smoothing": 1}, "label_smoothing must be in"),
     ({"warmup_epochs": 5}, r"warmup_epochs must be in \[0, epochs\]"),
-    ({"seed": -2}, "seed must be a non-negative integer"),
+    ({"seed": -2}, "seed must be an integer from 0 to"),
+    ({"seed": 2**32}, "seed must be an integer from 0 to 4294967295, got 4294967296"),
     ({"momentum": 0.0}, "nesterov needs momentum > 0"),
 ])
 def test_bad_train_config(kwargs, message):

@@ -44,10 +44,11 @@ def check_target(target: Path, label: str) -> None:
     ``label`` names the target in the message (a flag)."""
     try:
         mode = target.lstat().st_mode
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # a parent that is a file: said below
         mode = None
-    except NotADirectoryError:
-        mode = None  # a parent is a file: said below
+    except OSError as error:  # a name too long, a folder this user may not enter
+        raise ConfigError(f"{label} {str(target)[:80]!r}: {error.strerror}; give another "
+                          f"path") from None
     if mode is not None and not stat.S_ISREG(mode):
         kind = ("a folder" if stat.S_ISDIR(mode) else "a symbolic link" if stat.S_ISLNK(mode)
                 else "not a regular file")

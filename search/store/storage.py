@@ -54,8 +54,8 @@ def open_existing(url: str, *, writable: bool = False) -> ReconnectingRDBStorage
     """
     parsed = parse_url(url)
     sqlite_file = parsed.get_backend_name() == "sqlite"
-    if sqlite_file and not Path(parsed.database or "").is_file():
-        raise ConfigError(f"storage {url}: no such database file; check the path (the "
+    if sqlite_file and not _is_file(parsed.database or ""):
+        raise ConfigError(f"storage {url[:120]}: no such database file; check the path (the "
                           f"search writes {DEFAULT_STORAGE} in the folder it ran in)")
     options = engine_kwargs(url)
     if not writable:
@@ -69,6 +69,15 @@ def open_existing(url: str, *, writable: bool = False) -> ReconnectingRDBStorage
         except RuntimeError as error:  # Optuna's schema check: another Optuna version's tables
             raise ConfigError(f"storage {display_url(url)}: {str(error).splitlines()[0]}") \
                 from None
+
+
+def _is_file(path: str) -> bool:
+    """Whether ``path`` is a file; a path the system cannot look up (a name over 255 bytes, a
+    folder this user may not enter) is none."""
+    try:
+        return Path(path).is_file()
+    except OSError:
+        return False
 
 
 def _read_only(options: dict[str, Any], sqlite_path: str | None) -> dict[str, Any]:

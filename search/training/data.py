@@ -40,6 +40,7 @@ from pathlib import Path
 from hetconv.errors import ConfigError
 from search.training.datasets import cifar, digits, fashion_mnist, imagefolder
 from search.training.datasets.splits import DatasetInfo, DataSplits, Loader
+from search.training.seeds import check_seed
 
 __all__ = ["DATASETS", "DataSplits", "DatasetInfo", "check_dataset", "load_dataset"]
 
@@ -65,8 +66,7 @@ def load_dataset(name: str, input_size: int, data_dir: str | Path | None = None,
     loader = _loader(name)
     if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1:
         raise ConfigError(f"input size must be a positive integer, got {input_size!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ConfigError(f"data seed must be a non-negative integer, got {seed!r}")
+    check_seed(seed, "data seed")
     if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) \
             or not 0 < val_fraction < 1:
         raise ConfigError(f"val_fraction must lie strictly between 0 and 1, got {val_fraction!r}")

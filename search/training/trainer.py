@@ -41,6 +41,7 @@ from search.training.checkpoint import (
     write_checkpoint,
 )
 from search.training.data import DataSplits
+from search.training.seeds import check_seed
 from space.architecture import Architecture, Normalization
 
 _RESIDENT_BYTES = 2 << 30  # data sets up to this size live on the GPU for the whole run
@@ -71,8 +72,7 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+        check_seed(self.seed)
         checks = (("lr", self.lr > 0, "> 0"), ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
                   ("weight_decay", self.weight_decay >= 0, ">= 0"),
                   ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
