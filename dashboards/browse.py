@@ -8,10 +8,8 @@ optuna-dashboard's own WSGI app, bound to 127.0.0.1 unless ``--host`` says other
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import functools
-import math
 
 from optuna.storages import BaseStorage
 
@@ -21,6 +19,7 @@ from dashboards.options import (
     add_listen_options,
     add_storage_option,
     check_listen,
+    seconds,
     warn_if_exposed,
 )
 from dashboards.optuna_figures import FigureRefresher, attach_figures
@@ -45,18 +44,6 @@ def build_parser() -> OneLineParser:
                              "and wait for the database if no search has written it yet (for a "
                              "dashboard beside a running search; default: draw once)")
     return parser
-
-
-def seconds(text: str) -> float:
-    """``--refresh``: a positive, finite number of seconds."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds; "
-                                         f"write e.g. 10")
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:

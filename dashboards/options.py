@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 
@@ -64,3 +65,15 @@ def warn_if_exposed(prog: str, host: str, hosts: HostCheck) -> None:
         print(f"{prog}: warning: --host {shlex.quote(host)} makes the page reachable from other "
               f"machines, with no authentication; it answers Host "
               f"{', '.join(sorted(hosts.names))} only", file=sys.stderr, flush=True)
+
+
+def seconds(text: str) -> float:
+    """``--refresh`` and ``--wait``: a positive, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds; "
+                                         f"write e.g. 10")
+    return value

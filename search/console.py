@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import statistics
 import sys
@@ -12,6 +13,7 @@ from typing import TextIO
 from search.budgets import Budgets
 from search.store import records
 from search.store.agreement import agreement, estimated_groups
+from search.store.database import display_url
 from search.store.records import TrialRecord
 from search.store.uncertainty import Estimate, estimate, verdict
 
@@ -46,10 +48,23 @@ def duration(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-def command(module: str, *args: str) -> str:
+def command(module: str, *args: str, storage: str | None = None) -> str:
     """A next command, run by the interpreter that ran this search (a venv's python works even
-    when the venv is not on PATH)."""
-    return " ".join([shlex.quote(sys.executable), "-m", module, *(shlex.quote(a) for a in args)])
+    when the venv is not on PATH), with ``--storage`` first when given (see
+    :func:`storage_word`)."""
+    words = [shlex.quote(sys.executable), "-m", module]
+    if storage is not None:
+        words += ["--storage", storage_word(storage)]
+    return " ".join([*words, *(shlex.quote(a) for a in args)])
+
+
+def storage_word(url: str) -> str:
+    """The storage as a printed command names it, never with its password: "$HETNAS_STORAGE"
+    where that variable holds the URL (the compose services), else the URL with the password
+    shown as *** (to be typed in)."""
+    if os.environ.get("HETNAS_STORAGE") == url:
+        return '"$HETNAS_STORAGE"'
+    return shlex.quote(display_url(url))
 
 
 class SearchConsole:
@@ -130,12 +145,12 @@ class SearchConsole:
         counts = Counter(r.status for r in all_records)
         self.print()
         self.print("trials: " + ", ".join(f"{counts[s]} {s}" for s in sorted(counts)))
-        self.print(f"storage: {storage}   study: {study}")
-        self.print("browse:  " + command("dashboards.browse", "--storage", storage))
-        self.print("report:  " + command("dashboards.report", "--storage", storage, "--study",
-                                         study, "--out", "report.html"))
-        self.print("export:  " + command("search.export", "--storage", storage, "--study", study,
-                                         "--out", "best.json", "--weights", "best.pt"))
+        self.print(f"storage: {display_url(storage)}   study: {study}")
+        self.print("browse:  " + command("dashboards.browse", storage=storage))
+        self.print("report:  " + command("dashboards.report", "--study", study, "--out",
+                                         "report.html", storage=storage))
+        self.print("export:  " + command("search.export", "--study", study, "--out",
+                                         "best.json", "--weights", "best.pt", storage=storage))
 
     def _estimates(self, groups: list[records.ArchitectureRuns]) -> None:
         """A one-shot search's trained architectures: the supernet's estimate beside the

@@ -39,6 +39,7 @@ from search.protocol import EPOCH, VAL_ACCURACY, TrialReport
 from search.searcher import BudgetedOptunaSearcher
 from search.settings import SearchSettings, check_study_name
 from search.store import records
+from search.store.database import display_url
 from search.store.lease import DriverLease
 from search.store.objectives import objective_named
 from search.store.records import TrialRecord
@@ -270,7 +271,8 @@ def _drive(settings: SearchSettings, study: optuna.Study, recovered: list[int],
                                 report=console.print)
     baselines = ([part for part, _ in proposer.baselines_within()] if settings.oneshot
                  else proposer.enqueue_baselines(settings.baselines))
-    console.print(f"study {study.study_name} in {settings.storage}: {settings.backbone} on "
+    console.print(f"study {study.study_name} in {display_url(settings.storage)}: "
+                  f"{settings.backbone} on "
                   f"{settings.dataset} ({space.in_channels}x{space.input_size}x"
                   f"{space.input_size} input, {space.num_classes} classes; {sizes}"
                   f"), budget {budgets.describe()} (MACs: cheapest "

@@ -149,6 +149,9 @@ class Command:
     last: tuple[str, ...] = ()
     poison: st.SearchStrategy[list[str]] | None = None
     run: bool = True
+    waits: tuple[str, ...] = ()
+    """Options (by destination) whose valid value waits for ever on these inputs (serve's
+    ``--wait`` for a study that never comes): they only ever get invalid amounts."""
     edges: tuple[tuple[str, ...], ...] = ()
     """Vectors always tried, besides the generated ones: edges that once broke the promise."""
 
@@ -198,7 +201,7 @@ COMMANDS = [
             values={**STUDIES, "out": st.just("report.html")},
             edges=(("--storage", f"sqlite:///{LONG}"),
                         ("--storage", "sqlite:///study.db", "--out", LONG))),
-    Command("dashboards.serve", always=("--storage",), values=LISTEN,
+    Command("dashboards.serve", always=("--storage",), values=LISTEN, waits=("wait",),
             edges=(("--storage", f"sqlite:///{LONG}"),)),
     # --attach-only: a valid vector adds the figures and exits instead of serving for ever.
     Command("dashboards.browse", always=("--storage",), values=LISTEN, last=("--attach-only",),
@@ -217,6 +220,8 @@ def _options(module: str) -> tuple[list[argparse.Action], list[argparse.Action]]
 def _value(command: Command, action: argparse.Action) -> st.SearchStrategy[str]:
     """A valid value of the option (as far as its parser, or ``command.values``, tells)
     mostly, else garbage."""
+    if action.dest in command.waits:
+        return BAD_AMOUNT
     if action.dest in command.values:
         valid = command.values[action.dest]
     elif action.choices:
