@@ -1,6 +1,7 @@
 """Cluster mode: docker-compose.yml checked against the code, then the same topology for real.
 
-There is no Docker engine here, so the compose file is proven in two ways:
+The compose file is proven here in two ways, without a container engine (the stack itself runs
+in containers in tests/test_compose_stack.py):
 
 * statically: Docker Compose validates it (``config -q``), and every service's command, port,
   volume and variable is checked against what the code reads (``search.run``'s own parser,
@@ -40,6 +41,8 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
+from dashboards.data import table_from_study
+from dashboards.optuna_figures import graph_ids
 from search.run import build_parser, settings_from
 from search.store import records
 from space import Architecture
@@ -228,7 +231,8 @@ def _storage_urls(services: dict[str, dict]) -> dict[str, str]:
     search = build_parser().parse_args(find_command(services["search"], "python", "-m",
                                                     "search.run"))
     urls = {"search": search.storage,
-            "optuna-dashboard": find_command(services["optuna-dashboard"], "optuna-dashboard")[0],
+            "optuna-dashboard": options(find_command(services["optuna-dashboard"], "python",
+                                                     "-m", "dashboards.browse"))["--storage"],
             "dashboard": options(find_command(services["dashboard"], "python", "-m",
                                               "dashboards.serve"))["--storage"]}
     for name in RAY_SERVICES:
@@ -288,9 +292,18 @@ def test_services_share_one_image_pinned_to_the_project_ray_and_python(
         assert service["image"] == f"hetnas:{project}", name
         assert service["build"]["context"] == "."
         assert service["build"]["args"]["HETNAS_VERSION"] == project, name
+        # The base image is an argument; by default the Dockerfile's own.
+        assert service["build"]["args"]["BASE_IMAGE"] == args["BASE_IMAGE"], name
     assert args["HETNAS_VERSION"] == project
-    # Ray refuses to join processes whose Ray or Python (to the patch level) differ.
-    assert re.fullmatch(r"\d+\.\d+\.\d+", args["PYTHON_VERSION"])
+    # Ray refuses to join processes whose Ray or Python (to the patch level) differ: the one
+    # image holds one Python, and the default base pins it to the patch level.
+    assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+", args["BASE_IMAGE"])
+    assert re.search(r"^FROM \$\{BASE_IMAGE\}$", dockerfile, re.MULTILINE)
+    empty = load_compose(BASE_IMAGE="")["services"]["ray-head"]["build"]["args"]["BASE_IMAGE"]
+    assert empty == args["BASE_IMAGE"], "the compose file's default is the Dockerfile's"
+    # The PostgreSQL image is selectable too, the official one by default.
+    assert load_compose(POSTGRES_IMAGE="localhost/pg:15")["services"]["postgres"]["image"] == \
+        "localhost/pg:15"
     assert re.fullmatch(r"\d+\.\d+\.\d+", args["RAY_VERSION"])
     assert '"ray[default,tune]==${RAY_VERSION}"' in dockerfile
     assert re.fullmatch(r"\d+\.\d+\.\d+", args["TORCH_VERSION"])
@@ -319,7 +332,7 @@ def test_every_published_port_binds_loopback_and_reaches_its_listener(
         "ray-head": lambda: (options(find_command(services["ray-head"], "ray", "start")),
                              "--dashboard-host", "--dashboard-port"),
         "optuna-dashboard": lambda: (options(find_command(services["optuna-dashboard"],
-                                                          "optuna-dashboard")[1:]),
+                                                          "python", "-m", "dashboards.browse")),
                                      "--host", "--port"),
         "dashboard": lambda: (options(find_command(services["dashboard"], "python", "-m",
                                                    "dashboards.serve")), "--host", "--port"),
@@ -357,6 +370,18 @@ def test_storage_urls_all_name_the_postgres_service_and_its_credentials(
         load_compose(POSTGRES_PASSWORD="")
     assert "ports" not in services["postgres"], "PostgreSQL stays inside the compose network"
     assert mounts(services["postgres"]) == {"pgdata": "/var/lib/postgresql/data"}
+
+
+def test_healthchecks_run_on_docker_and_podman(services: dict[str, dict]) -> None:
+    """Compose waits for these before it starts the workers, the search and the dashboards."""
+    checked = {name for name, service in services.items() if "healthcheck" in service}
+    assert checked == {"postgres", "ray-head"}
+    for name in checked:
+        kind, *argv = services[name]["healthcheck"]["test"]
+        assert kind in ("CMD", "CMD-SHELL"), name
+        if kind == "CMD":
+            # podman 4's Docker API splits a CMD healthcheck's arguments at spaces.
+            assert not [word for word in argv if " " in word], (name, argv)
 
 
 def test_ray_head_runs_no_trials_and_every_node_joins_its_port(services: dict[str, dict]) -> None:
@@ -402,8 +427,9 @@ def test_workers_reserve_gpus_scale_and_have_shared_memory(services: dict[str, d
     assert "deploy" not in cpu
     assert find_command(gpu, "ray", "start") == find_command(cpu, "ray", "start")
     assert (gpu["profiles"], cpu["profiles"]) == (["gpu"], ["cpu"])
-    profiles = read_env_file(ENV_EXAMPLE)["COMPOSE_PROFILES"].split(",")
-    assert set(profiles) <= {"gpu", "cpu"}
+    # .env.example starts CPU workers, which work on any machine; the gpu profile is its
+    # commented block (see test_env_example_selects_cpu_workers_and_documents_the_gpu_switch).
+    assert read_env_file(ENV_EXAMPLE)["COMPOSE_PROFILES"] == "cpu"
     for worker in (gpu, cpu):
         # `--scale ray-worker=N` needs no fixed container name and no host port.
         assert "container_name" not in worker and "ports" not in worker
@@ -430,12 +456,63 @@ def test_search_command_parses_and_shares_the_checkpoint_folder(services: dict[s
 
 
 def test_dashboard_commands_use_options_their_programs_have(services: dict[str, dict]) -> None:
-    optuna_argv = find_command(services["optuna-dashboard"], "optuna-dashboard")
-    assert set(options(optuna_argv[1:])) <= help_options([str(BIN / "optuna-dashboard")])
+    browse_argv = find_command(services["optuna-dashboard"], "python", "-m", "dashboards.browse")
+    assert set(options(browse_argv)) <= help_options([sys.executable, "-m", "dashboards.browse"])
     serve_argv = find_command(services["dashboard"], "python", "-m", "dashboards.serve")
     assert set(options(serve_argv)) <= help_options([sys.executable, "-m", "dashboards.serve"])
     for name in ("optuna-dashboard", "dashboard"):
         assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
+        # Bound to every interface of its container, each page answers its service name.
+        argv = options(find_command(services[name], "python", "-m",
+                                    "dashboards.browse" if name == "optuna-dashboard"
+                                    else "dashboards.serve"))
+        assert argv["--allowed-hosts"] == name
+    # optuna-dashboard shows the HetNAS figures and keeps them current while a search runs
+    # (drawn again when a study's trials change), not a snapshot of the first look.
+    assert float(options(browse_argv)["--refresh"]) <= 30
+
+
+def _gpu_lines(text: str) -> list[str]:
+    """The commented gpu block of .env.example, uncommented."""
+    return re.findall(r"^# ((?:COMPOSE_PROFILES|TORCH_INDEX_URL|GPUS_PER_TRIAL)=.*)$", text,
+                      re.MULTILINE)
+
+
+def test_env_example_selects_cpu_workers_and_documents_the_gpu_switch(tmp_path: Path) -> None:
+    text = ENV_EXAMPLE.read_text()
+    cpu = read_env_file(ENV_EXAMPLE)
+    assert (cpu["COMPOSE_PROFILES"], cpu["GPUS_PER_TRIAL"]) == ("cpu", "0")
+    assert cpu["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
+    # Uncommenting the gpu lines (they follow the cpu ones, and a later line wins) switches
+    # workers, the torch build and the trials' GPUs together.
+    lines = _gpu_lines(text)
+    assert len(lines) == 3, lines
+    gpu_env = tmp_path / "gpu.env"
+    gpu_env.write_text(text + "\n".join(lines) + "\n")
+    gpu = read_env_file(gpu_env)
+    assert (gpu["COMPOSE_PROFILES"], gpu["GPUS_PER_TRIAL"]) == ("gpu", "1")
+    assert gpu["TORCH_INDEX_URL"] == "https://pypi.org/simple"
+    services = _interpolated(yaml.safe_load(COMPOSE.read_text()), gpu)["services"]
+    assert services["ray-head"]["build"]["args"]["TORCH_INDEX_URL"] == gpu["TORCH_INDEX_URL"]
+    search = build_parser().parse_args(find_command(services["search"], "python", "-m",
+                                                    "search.run"))
+    assert search.gpus_per_trial == 1
+    # Docker Compose accepts the gpu profile as written (not started: no GPU here).
+    binary = _compose_binary()
+    if binary is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("docker-compose is missing; .ci/run installs Debian's docker-compose")
+        pytest.skip("neither `docker compose` nor `docker-compose` is installed")
+    result = subprocess.run([*binary, "--env-file", str(gpu_env), "-f", str(COMPOSE), "--profile",
+                             "search", "config"], capture_output=True, text=True, cwd=tmp_path,
+                            env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    config = yaml.safe_load(result.stdout)["services"]
+    assert config["ray-worker"]["profiles"] == ["gpu"]
+    [device] = config["ray-worker"]["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+    command = config["search"]["command"]
+    assert command[command.index("--gpus-per-trial") + 1] == "1"
 
 
 def test_env_example_documents_every_variable_the_compose_file_reads() -> None:
@@ -620,19 +697,20 @@ def test_search_on_a_two_node_cluster_trains_on_the_worker_and_dashboards_read_i
         assert checkpoint.is_file() and checkpoint.is_relative_to(artifacts)
     assert [r.status for r in records.read_records(study)] == [records.COMPLETE] * 3
 
-    # The dashboards read the result: optuna-dashboard and the live page, started with the
-    # compose file's own commands, and the HTML report.
-    compose_url = services["optuna-dashboard"]["command"][1]
+    # The dashboards read the result: optuna-dashboard with the HetNAS figures and the live
+    # page, started with the compose file's own commands (for this study only: the test
+    # database holds other tests' studies), and the HTML report.
     optuna_port, live_port = _free_port(), _free_port()
-    optuna_argv = [postgres_url if word == compose_url else word for word in
-                   find_command(services["optuna-dashboard"], "optuna-dashboard")]
-    optuna_argv = [optuna_argv[0], *with_options(optuna_argv[1:], host=LOOPBACK,
-                                                 port=str(optuna_port))]
+    browse_argv = with_options(find_command(services["optuna-dashboard"], "python", "-m",
+                                            "dashboards.browse"),
+                               storage=postgres_url, host=LOOPBACK, port=str(optuna_port),
+                               study=study_name)
     live_argv = with_options(find_command(services["dashboard"], "python", "-m",
                                           "dashboards.serve"),
                              storage=postgres_url, host=LOOPBACK, port=str(live_port),
                              study=study_name)
-    local_cluster.start([str(BIN / "optuna-dashboard"), *optuna_argv], "optuna.log", {})
+    local_cluster.start([sys.executable, "-m", "dashboards.browse", *browse_argv], "optuna.log",
+                        {})
     local_cluster.start([sys.executable, "-m", "dashboards.serve", *live_argv], "live.log", {})
 
     report = root / "report.html"
@@ -644,7 +722,12 @@ def test_search_on_a_two_node_cluster_trains_on_the_worker_and_dashboards_read_i
 
     deadline = time.monotonic() + 60
     studies = json.loads(_get(f"http://{LOOPBACK}:{optuna_port}/api/studies", deadline))
-    assert study_name in {s["study_name"] for s in studies["study_summaries"]}
+    [study_id] = [s["study_id"] for s in studies["study_summaries"]
+                  if s["study_name"] == study_name]
+    detail = json.loads(_get(f"http://{LOOPBACK}:{optuna_port}/api/studies/{study_id}?after=0",
+                             deadline))
+    assert {g["id"] for g in detail["plotly_graph_objects"]} == \
+        set(graph_ids(table_from_study(study)))
     assert b"<html" in _get(f"http://{LOOPBACK}:{live_port}/", deadline).lower()
     live = json.loads(_get(f"http://{LOOPBACK}:{live_port}/api/study?name={study_name}",
                            deadline))
