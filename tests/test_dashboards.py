@@ -695,3 +695,30 @@ def test_a_standard_study_has_no_estimate_column_or_tau(tmp_path: Path, study_na
     live = json.loads(study_json(table))
     assert live["oneshot"] is False and live["estimates"] is None
     assert all(row["estimated_accuracy"] is None for row in live["top"])
+
+
+def test_serve_wait_holds_on_until_a_search_writes_its_study(tmp_path: Path,
+                                                            study_name: str) -> None:
+    """The cluster's live page starts before any search: with --wait it says why it waits,
+    creates nothing, and serves once a study with trials exists (instead of exiting, which a
+    restarting container repeats every second)."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    port = free_port()
+    serve = subprocess.Popen([sys.executable, "-m", "dashboards.serve", "--storage", storage,
+                              "--wait", "0.2", "--port", str(port)], cwd=tmp_path,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        waiting = serve.stdout.readline()
+        assert "waiting for a search's study" in waiting and "no such database file" in waiting
+        assert not (tmp_path / "study.db").exists()
+        write_study(storage, study_name)
+        line = serve.stdout.readline()
+        while line.startswith("waiting"):  # e.g. the study exists, its trials not yet
+            line = serve.stdout.readline()
+        assert f"serving study {study_name}" in line
+        status, body, _ = _get(f"http://127.0.0.1:{port}/api/study?name={study_name}")
+        assert status == 200 and study_name in body.decode()
+    finally:
+        serve.terminate()
+        _, stderr = serve.communicate(timeout=30)
+    assert "Traceback" not in stderr, stderr
