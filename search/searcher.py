@@ -2,7 +2,10 @@
 
 Ray's own ``OptunaSearch`` cannot reject a proposal without launching it, so this adapter asks
 the proposer (which screens the budget) and turns Ray's trial events into Optuna tells. All
-database writes happen here, in the driver process.
+database writes happen here, in the driver process, and the searcher never leaves it: Ray
+pickles the Tuner's configuration (``tuner.pkl``, for ``Tuner.restore``), but the searcher holds
+the study, its storage and its sampler (connections and locks; Optuna 5.1's NSGA-II sampler
+holds a ``threading.Lock``), so it pickles to a marker that refuses to load instead.
 """
 
 from __future__ import annotations
@@ -20,6 +23,15 @@ FinishedHook = Callable[[TrialRecord], None]
 EpochHook = Callable[[int, TrialReport], None]  # trial number, the epoch's report
 
 
+class NotRestorable(RuntimeError):
+    """Raised when Ray tries to load a pickled searcher: a search resumes from its study."""
+
+
+def _not_restorable() -> None:
+    raise NotRestorable("a HetNAS searcher cannot be restored by Ray (Tuner.restore); the study "
+                        "in the database is the search state: run search.run --resume")
+
+
 class BudgetedOptunaSearcher(Searcher):
     """Hands Ray one within-budget architecture per trial and records every outcome."""
 
@@ -33,6 +45,11 @@ class BudgetedOptunaSearcher(Searcher):
         self.on_finished = on_finished
         self.on_epoch = on_epoch
         self._live: dict[str, Proposal] = {}
+
+    def __reduce__(self) -> tuple[Callable[[], None], tuple[()]]:
+        """Pickle to :func:`_not_restorable`: the driver's study, storage and sampler stay in
+        the driver (see the module docstring)."""
+        return _not_restorable, ()
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         proposal = self.proposer.propose()

@@ -180,6 +180,28 @@ def test_pareto_objective_with_nsga2(local_ray, tmp_path) -> None:
     assert front and all(t.number in complete for t in front)
 
 
+@pytest.mark.parametrize("sampler", [optuna.samplers.NSGAIISampler, optuna.samplers.TPESampler,
+                                     optuna.samplers.RandomSampler])
+def test_the_searcher_never_hands_ray_its_locks_or_connections(sampler, tmp_path) -> None:
+    """Ray pickles the Tuner's configuration, searcher included; Optuna 5.1's NSGA-II sampler
+    holds a lock and the storage a connection pool: neither may reach the pickle."""
+    from ray import cloudpickle
+
+    from search.budgets import Budgets
+    from search.proposer import BudgetedProposer
+    from search.searcher import BudgetedOptunaSearcher, NotRestorable
+    from space import SearchSpace
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", sampler=sampler())
+    proposer = BudgetedProposer(study, SearchSpace(BACKBONE, INPUT_SIZE, 10, 1),
+                                Budgets(macs=BUDGET))
+    job = tiny_settings("sqlite:///x.db", "z", tmp_path).training_job()
+    pickled = cloudpickle.dumps(BudgetedOptunaSearcher(proposer, job, str(tmp_path)))
+    assert b"s.db" not in pickled  # nothing of the study or its storage went along
+    with pytest.raises(NotRestorable, match="--resume"):
+        cloudpickle.loads(pickled)
+
+
 def test_failed_trials_are_named_in_one_line_with_their_log(local_ray, tmp_path) -> None:
     def _failing_trainable(config: dict) -> None:  # nested: Ray ships it by value
         raise RuntimeError(f"trial {config['trial_number']} ran out of memory")
