@@ -1,6 +1,8 @@
 # One image for every service of docker-compose.yml: the Ray head, the Ray workers, the search
 # driver and both dashboards. Ray refuses to join processes whose Ray or Python (down to the
 # patch level) differ, so the versions below are pinned and every container runs this image.
+# The pins are constraints.txt's (the versions the suite passed with; a test keeps them equal),
+# and the project's other dependencies are installed under that file too.
 #
 # CPU build (the default):   docker compose build
 # GPU build (CUDA PyTorch):  TORCH_INDEX_URL=https://pypi.org/simple docker compose build
@@ -19,7 +21,7 @@ FROM ${BASE_IMAGE}
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ARG RAY_VERSION=2.60.0
-ARG OPTUNA_VERSION=5.0.0
+ARG OPTUNA_VERSION=5.1.0
 ARG OPTUNA_DASHBOARD_VERSION=0.21.0
 # The project's version (pyproject.toml); docker-compose.yml tags the image with it.
 ARG HETNAS_VERSION=0.2.0
@@ -49,10 +51,10 @@ RUN pip install "ray[default,tune]==${RAY_VERSION}" "optuna==${OPTUNA_VERSION}" 
 WORKDIR /opt/hetnas
 # The project's other dependencies before its code, so that a change of code alone rebuilds
 # only the last layers.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))\
 ['project']['dependencies']))" > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt && rm /tmp/requirements.txt
+    && pip install -c constraints.txt -r /tmp/requirements.txt && rm /tmp/requirements.txt
 COPY hetconv hetconv
 COPY space space
 COPY search search

@@ -308,6 +308,13 @@ def test_services_share_one_image_pinned_to_the_project_ray_and_python(
     assert '"ray[default,tune]==${RAY_VERSION}"' in dockerfile
     assert re.fullmatch(r"\d+\.\d+\.\d+", args["TORCH_VERSION"])
     assert '"torch==${TORCH_VERSION}"' in dockerfile
+    # The image pins what the suite passed with: constraints.txt's versions, and the file itself.
+    locked = dict(line.split("==") for line in (ROOT / "constraints.txt").read_text().splitlines()
+                  if "==" in line and not line.startswith("#"))
+    for name, arg in (("torch", "TORCH_VERSION"), ("ray", "RAY_VERSION"),
+                      ("optuna", "OPTUNA_VERSION"), ("optuna-dashboard", "OPTUNA_DASHBOARD_VERSION")):
+        assert args[arg] == locked[name], (arg, locked[name])
+    assert "pip install -c constraints.txt -r /tmp/requirements.txt" in dockerfile
     # The torch build is an argument, the CPU build by default.
     assert args["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
     # Every package of the project goes into the image.
