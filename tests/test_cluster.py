@@ -311,8 +311,9 @@ def test_services_share_one_image_pinned_to_the_project_ray_and_python(
     # The image pins what the suite passed with: constraints.txt's versions, and the file itself.
     locked = dict(line.split("==") for line in (ROOT / "constraints.txt").read_text().splitlines()
                   if "==" in line and not line.startswith("#"))
-    for name, arg in (("torch", "TORCH_VERSION"), ("ray", "RAY_VERSION"),
-                      ("optuna", "OPTUNA_VERSION"), ("optuna-dashboard", "OPTUNA_DASHBOARD_VERSION")):
+    pins = (("torch", "TORCH_VERSION"), ("ray", "RAY_VERSION"), ("optuna", "OPTUNA_VERSION"),
+            ("optuna-dashboard", "OPTUNA_DASHBOARD_VERSION"))
+    for name, arg in pins:
         assert args[arg] == locked[name], (arg, locked[name])
     assert "pip install -c constraints.txt -r /tmp/requirements.txt" in dockerfile
     # The torch build is an argument, the CPU build by default.
