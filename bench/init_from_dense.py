@@ -3,7 +3,7 @@
 Trains the standard (every part 1) ``--backbone`` on the first ``--train-images`` images of
 Fashion-MNIST's training split for ``--dense-epochs`` (the user's trained network), then trains
 each uniform-P architecture of ``--parts`` for ``--epochs`` both from scratch and from those
-dense weights (``search.training.dense_start``: K×K kernels on the part's pattern, centre taps
+dense weights (``search.training.start``: K×K kernels on the part's pattern, centre taps
 elsewhere), one run per ``--seeds`` seed and arm, with the same training seed in both arms so
 the runs pair up. Every accuracy is on the full 10,000-image test split. Prints one markdown row
 per part: both arms' mean ± sd, the paired difference with its 95 % t-interval, and the dense
@@ -28,7 +28,7 @@ from scipy import stats
 
 from search.training.checkpoint import read_checkpoint
 from search.training.data import DataSplits, load_dataset
-from search.training.dense_start import dense_start
+from search.training.start import dense_start
 from search.training.trainer import TrainConfig, train
 from space import Architecture
 

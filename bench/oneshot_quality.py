@@ -22,7 +22,7 @@ its own table; it prints figures and never asserts.
     the same run.
 (c) **Scratch or fine-tuned.** The ``--finalists`` best-estimated architectures, trained
     stand-alone from scratch (their runs of (a)) and fine-tuned from their weights in the
-    supernet (``extracted_weights``, same recipe and epochs), mean ± sd over the seeds: the
+    supernet (``supernet_start``, same recipe and epochs), mean ± sd over the seeds: the
     measurement behind the default of ``--finalist-init``.
 
 Everything runs in this process, one training at a time (``--threads`` torch threads), on the
@@ -56,7 +56,7 @@ from scipy import stats
 
 from search.budgets import Budgets
 from search.console import parts_summary
-from search.oneshot.estimates import CALIBRATION_BATCHES, SupernetEvaluator, extracted_weights
+from search.oneshot.estimates import CALIBRATION_BATCHES, SupernetEvaluator
 from search.oneshot.sandwich import (
     SandwichRecipe,
     SupernetRun,
@@ -68,6 +68,7 @@ from search.training.augment import unit_range
 from search.training.checkpoint import CHECKPOINT_FILE, read_checkpoint
 from search.training.data import DataSplits, load_dataset
 from search.training.datasets.fashion_mnist import write_prefix
+from search.training.start import supernet_start
 from search.training.trainer import (
     TrainConfig,
     TrainingRun,
@@ -425,7 +426,7 @@ def main(argv: list[str] | None = None) -> None:
         for c in finalists:
             for seed in range(args.seeds):
                 t0 = time.perf_counter()
-                weights = extracted_weights(str(checkpoint), c.arch, data)
+                weights = supernet_start(c.arch, data, str(checkpoint))
                 result = train(c.arch, data, config(seed), initial_weights=weights)
                 clock.finetuned.append(time.perf_counter() - t0)
                 c.finetuned.append(result)

@@ -24,8 +24,7 @@ import torch
 from hetconv.errors import ConfigError
 from search.arch_files import load_trained
 from search.ray_train import fit_data_parallel, worker_rank
-from search.trainable import cached_dataset
-from search.training.data import DataSplits
+from search.training.data import DataSplits, cached_dataset
 from search.training.parallel import DataParallel
 from search.training.trainer import EpochResult, TrainConfig, TrainResult, train
 from space import Architecture

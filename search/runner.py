@@ -55,7 +55,7 @@ from search.study import (
 )
 from search.trainable import train_trial
 from search.training.data import DataSplits, load_dataset
-from search.training.dense_start import dense_accuracy
+from search.training.start import dense_accuracy
 
 _WORKER_WAIT_S = 60
 

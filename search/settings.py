@@ -15,9 +15,9 @@ from search.protocol import TrainingJob
 from search.store.objectives import OBJECTIVES, PARETO_LATENCY
 from search.store.storage import DEFAULT_STORAGE
 from search.training.data import DatasetInfo, check_dataset
-from search.training.dense_start import check_dense
 from search.training.parallel import check_workers
 from search.training.seeds import MAX_SEED
+from search.training.start import check_dense
 from space import SearchSpace
 from space.latency import RUNTIMES, LatencySpec, check_latency_budget
 

@@ -15,7 +15,7 @@ from search.settings import SearchSettings
 from search.store import records
 from search.store.objectives import objective_named
 from search.training.data import DataSplits
-from search.training.dense_start import dense_digest
+from search.training.start import dense_digest
 
 
 def default_study_name(settings: SearchSettings) -> str:

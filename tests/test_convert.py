@@ -20,7 +20,7 @@ from hetconv import ConfigError, HetConv2d, hetconv_mask
 from hetconv.conversion import convert, convertible
 from hetconv.models import build_model
 from search.training.data import DataSplits
-from search.training.dense_start import check_dense, dense_start, standard_network
+from search.training.start import check_dense, dense_start, standard_network
 from space import Architecture, SearchSpace
 from space.networks import factory_layers
 from tests.foreign_networks import SEARCHABLE, Foreign

@@ -29,9 +29,7 @@ from search.budgets import Budgets
 from search.exporter import export_best
 from search.oneshot.estimates import (
     SupernetEvaluator,
-    build_supernet,
     calibration_images,
-    extracted_weights,
     recalibrate_batch_norm,
 )
 from search.oneshot.sandwich import (
@@ -53,6 +51,7 @@ from search.store import records
 from search.store.agreement import agreement
 from search.training.checkpoint import read_checkpoint
 from search.training.data import load_dataset
+from search.training.start import build_supernet, supernet_start
 from search.training.trainer import TrainConfig, train, trained_architecture
 from space import Architecture, SearchSpace
 
@@ -177,7 +176,7 @@ def test_estimates_rank_by_architecture_and_the_largest_is_the_supernets(digits,
 
 def test_fine_tuning_starts_from_the_architecture_inside_the_supernet(digits, supernet) -> None:
     arch = Architecture(BACKBONE, SPACE.uniform_parts(4), SIZE, 10, 1)
-    weights = extracted_weights(str(supernet), arch, digits)
+    weights = supernet_start(arch, digits, str(supernet))
     saved = read_checkpoint(supernet)
     sup = build_supernet(Architecture.from_json(saved["architecture"]), digits, saved["model"])
     set_parts(sup, arch.parts)

@@ -24,7 +24,7 @@ from search.store import records
 from search.store.storage import open_storage
 from search.training.checkpoint import read_checkpoint
 from search.training.data import load_dataset
-from search.training.dense_start import dense_start
+from search.training.start import dense_start
 from search.training.trainer import TrainConfig, train
 from space import Architecture, SearchSpace
 from tests.foreign_networks import SEARCHABLE

@@ -14,11 +14,11 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from hetconv.supernet import extract, set_parts, to_supernet
+from hetconv.supernet import set_parts
 from search.training.augment import unit_range
-from search.training.checkpoint import read_checkpoint
 from search.training.data import DataSplits
-from search.training.trainer import evaluate, resolve_device, trained_architecture
+from search.training.start import build_supernet
+from search.training.trainer import evaluate, resolve_device
 from space import Architecture
 
 CALIBRATION_BATCHES = 8  # training batches a candidate's batch-norm statistics come from
@@ -61,28 +61,6 @@ def estimate_parts(model: nn.Module, parts: Sequence[int], calibration: torch.Te
     set_parts(model, parts)
     recalibrate_batch_norm(model, calibration, batch_size)
     return evaluate(model, images, labels, device)
-
-
-def build_supernet(arch: Architecture, data: DataSplits,
-                   weights: Mapping[str, torch.Tensor]) -> nn.Module:
-    """The supernet of ``arch`` (the part-1 network) with trained ``weights``, on the CPU."""
-    with torch.random.fork_rng(devices=[]):
-        model = to_supernet(trained_architecture(arch, data).build())
-    model.load_state_dict(weights)
-    return model.eval()
-
-
-def extracted_weights(checkpoint: str, arch: Architecture,
-                      data: DataSplits) -> dict[str, torch.Tensor]:
-    """The weights ``arch`` has inside the supernet saved at ``checkpoint``: the starting
-    point of a fine-tuned stand-alone run (:func:`hetconv.supernet.extract`)."""
-    saved = read_checkpoint(checkpoint)
-    supernet = build_supernet(Architecture.from_json(saved["architecture"]), data,
-                              saved["model"])
-    set_parts(supernet, arch.parts)
-    with torch.random.fork_rng(devices=[]):
-        target = trained_architecture(arch, data).build()
-    return extract(supernet, target).state_dict()
 
 
 class SupernetEvaluator:

@@ -42,8 +42,8 @@ from search.protocol import SupernetTrialConfig, TrainingJob, TrialReport
 from search.settings import SearchSettings
 from search.store import records
 from search.study import trial_counts
-from search.trainable import cached_dataset
 from search.training.checkpoint import CHECKPOINT_FILE, read_checkpoint
+from search.training.data import cached_dataset
 from space import Architecture
 
 _IN_FLIGHT_PER_ACTOR = 2  # estimates queued on each actor, so none waits for the driver

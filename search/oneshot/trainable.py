@@ -21,10 +21,10 @@ from ray import tune
 from search.oneshot.sandwich import SandwichRecipe, SupernetRun
 from search.protocol import SupernetTrialConfig, TrialReport
 from search.ray_train import fit_data_parallel, worker_rank
-from search.trainable import cached_dataset, resume_file
-from search.training.data import DataSplits
-from search.training.dense_start import dense_start
+from search.training.checkpoint import resume_file
+from search.training.data import DataSplits, cached_dataset
 from search.training.parallel import DataParallel
+from search.training.start import start_weights
 from search.training.trainer import EpochResult, RunFactory, TrainConfig, TrainResult, train
 from space import Architecture
 
@@ -51,8 +51,7 @@ def train_supernet(config: SupernetTrialConfig, data: DataSplits, rank: int = 0,
     arch = Architecture.from_json(config.architecture)
     resume_from = resume_file(config.checkpoint_dir)
     # --init-from: the supernet starts as the trained dense network, which holds every part.
-    start = (dense_start(arch, data, job.dense_from)
-             if job.dense_from and resume_from is None else None)
+    start = None if resume_from is not None else start_weights(arch, data, dense=job.dense_from)
     return train(arch, data,
                  TrainConfig(epochs=job.epochs, batch_size=job.batch_size, seed=job.seed),
                  checkpoint_dir=Path(config.checkpoint_dir) if rank == 0 else None,

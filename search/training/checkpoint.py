@@ -25,6 +25,17 @@ from search.training.data import DataSplits
 from space.architecture import Architecture
 
 CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def resume_file(checkpoint_dir: str, earlier: str | None = None) -> Path | None:
+    """The checkpoint a (re)started trial continues: its own, else an earlier trial's of the
+    same architecture (a re-queued trial), else none."""
+    own = Path(checkpoint_dir) / CHECKPOINT_FILE
+    if own.exists():
+        return own
+    if earlier and Path(earlier).exists():
+        return Path(earlier)
+    return None
 _FORMAT = "hetnas/checkpoint"
 _FORMAT_VERSION = 2  # 2: the paper's exact layer (compact 1×1 weights), input normalisation
 # Settings that do not change what a run computes; a resumed run must share every other one

@@ -35,6 +35,7 @@ and checks the arguments before handing over.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from hetconv.errors import ConfigError
@@ -42,7 +43,8 @@ from search.training.datasets import cifar, digits, fashion_mnist, imagefolder
 from search.training.datasets.splits import DatasetInfo, DataSplits, Loader
 from search.training.seeds import check_seed
 
-__all__ = ["DATASETS", "DataSplits", "DatasetInfo", "check_dataset", "load_dataset"]
+__all__ = ["DATASETS", "DataSplits", "DatasetInfo", "cached_dataset", "check_dataset",
+           "load_dataset"]
 
 _LOADERS: dict[str, Loader] = {
     "digits": digits.DIGITS,
@@ -71,6 +73,13 @@ def load_dataset(name: str, input_size: int, data_dir: str | Path | None = None,
             or not 0 < val_fraction < 1:
         raise ConfigError(f"val_fraction must lie strictly between 0 and 1, got {val_fraction!r}")
     return loader.load(data_dir, input_size, seed, val_fraction, download)
+
+
+@functools.lru_cache(maxsize=2)
+def cached_dataset(name: str, input_size: int, data_dir: str | None, seed: int) -> DataSplits:
+    """The data set a worker process loaded already, else loaded now: Ray trials that reuse a
+    worker load it once. Never downloads: the driver fetched it before the trials started."""
+    return load_dataset(name, input_size, data_dir, seed=seed, download=False)
 
 
 def check_dataset(name: str, data_dir: str | Path | None, download: bool = True) -> DatasetInfo:

@@ -1,7 +1,9 @@
-"""Trials that start from a trained dense network (``--init-from dense.pt``).
+"""Where a trial's weights start: at random (from scratch), from a trained dense network
+(``--init-from dense.pt``), or from a one-shot supernet (a fine-tuned finalist).
 
-Every architecture of the search starts from the same dense weights, each the only way its
-parts allow (``docs/HETCONV.md``): the dense network is loaded into the standard network
+Both trained starts take the architecture out of a supernet through :func:`extracted`. From
+dense weights, every architecture of the search starts from the same weights, each the only way
+its parts allow (``docs/HETCONV.md``): the dense network is loaded into the standard network
 (every part 1), which becomes a supernet whose one kernel per layer holds every part, and the
 architecture is extracted from it: K×K kernels on its pattern, centre taps elsewhere, every
 other weight (stem, batch norm, classifier) as trained. The one-shot supernet starts from the
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -19,7 +22,7 @@ from torch import nn
 
 from hetconv.errors import param
 from hetconv.supernet import extract, set_parts, to_supernet
-from search.training.checkpoint import read_state_dict
+from search.training.checkpoint import read_checkpoint, read_state_dict
 from search.training.data import DataSplits
 from search.training.trainer import evaluate, trained_architecture
 from space import Architecture, SearchSpace
@@ -66,6 +69,28 @@ def standard_network(space: SearchSpace, path: str,
     return model, notes
 
 
+def start_weights(arch: Architecture, data: DataSplits, supernet: str | None = None,
+                  dense: str | None = None) -> dict[str, torch.Tensor] | None:
+    """The weights a new run of ``arch`` starts from: extracted from the supernet checkpoint
+    ``supernet`` when given, else from the dense weights ``dense``, else None (from scratch)."""
+    if supernet is not None:
+        return supernet_start(arch, data, supernet)
+    if dense is not None:
+        return dense_start(arch, data, dense)
+    return None
+
+
+def extracted(supernet: nn.Module, arch: Architecture,
+              data: DataSplits) -> dict[str, torch.Tensor]:
+    """The weights ``arch`` (trained on ``data``) has inside ``supernet``: its parts set, the
+    target network built without touching the caller's random state, then
+    :func:`hetconv.supernet.extract`."""
+    set_parts(supernet, arch.parts)
+    with torch.random.fork_rng(devices=[]):
+        target = trained_architecture(arch, data).build()
+    return extract(supernet, target).state_dict()
+
+
 def dense_start(arch: Architecture, data: DataSplits, path: str) -> dict[str, torch.Tensor]:
     """The weights ``arch`` starts from, as trained on ``data``: the dense network's kernels
     on its parts' patterns, every other weight as trained."""
@@ -73,11 +98,26 @@ def dense_start(arch: Architecture, data: DataSplits, path: str) -> dict[str, to
     standard, _ = standard_network(arch.space, path, normalization)
     if all(part == 1 for part in arch.parts):
         return standard.state_dict()
-    supernet = to_supernet(standard)
-    set_parts(supernet, arch.parts)
+    return extracted(to_supernet(standard), arch, data)
+
+
+def build_supernet(arch: Architecture, data: DataSplits,
+                   weights: Mapping[str, torch.Tensor]) -> nn.Module:
+    """The supernet of ``arch`` (the part-1 network) with trained ``weights``, on the CPU."""
     with torch.random.fork_rng(devices=[]):
-        target = trained_architecture(arch, data).build()
-    return extract(supernet, target).state_dict()
+        model = to_supernet(trained_architecture(arch, data).build())
+    model.load_state_dict(weights)
+    return model.eval()
+
+
+def supernet_start(arch: Architecture, data: DataSplits,
+                   checkpoint: str) -> dict[str, torch.Tensor]:
+    """The weights ``arch`` has inside the supernet saved at ``checkpoint``: the starting
+    point of a fine-tuned stand-alone run."""
+    saved = read_checkpoint(checkpoint)
+    supernet = build_supernet(Architecture.from_json(saved["architecture"]), data,
+                              saved["model"])
+    return extracted(supernet, arch, data)
 
 
 def dense_accuracy(space: SearchSpace, path: str, data: DataSplits,
