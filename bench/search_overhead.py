@@ -20,9 +20,10 @@ from typing import Any
 import optuna
 
 from search.budgets import Budgets
+from search.cluster import connect_ray
 from search.proposer import BudgetedProposer
 from search.protocol import TrialConfig, TrialReport
-from search.runner import connect_ray, run_search
+from search.runner import run_search
 from search.settings import SearchSettings
 from search.store.storage import open_storage
 from search.study import create_study

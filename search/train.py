@@ -23,8 +23,8 @@ import torch
 from hetconv.errors import ConfigError
 from search.arch_files import load_trained, read_architecture
 from search.cli import OneLineParser, path_argument, path_text, run_cli
+from search.cluster import connect_ray
 from search.final_training import FinalJob, TrainingFailed, train_job, train_on_workers
-from search.runner import connect_ray
 from search.settings import check_integer
 from search.store.files import check_target, write_atomic, write_together
 from search.store.uncertainty import estimate, wilson_interval
