@@ -23,6 +23,7 @@ from hetconv.errors import ConfigError
 from search.store import records
 from search.store.records import TrialRecord
 from search.store.storage import open_existing
+from search.store.studies import newest_first, open_study
 
 # Statuses in the order the dashboards list them; the first five are finished trials.
 STATUSES = (records.COMPLETE, records.ESTIMATED, records.REJECTED, records.EARLY_STOPPED,
@@ -202,25 +203,10 @@ def _utc_naive(moment: datetime.datetime) -> np.datetime64:
 
 def list_studies(storage: optuna.storages.BaseStorage) -> list[StudyListing]:
     """The studies of a storage, newest first, read without touching their trials."""
-    studies = sorted(storage.get_all_studies(), key=lambda s: s._study_id, reverse=True)
     return [StudyListing(name=s.study_name, backbone=s.user_attrs.get(records.STUDY_BACKBONE),
                          dataset=s.user_attrs.get(records.STUDY_DATASET),
-                         budget=s.user_attrs.get(records.STUDY_BUDGET)) for s in studies]
-
-
-def open_study(storage: optuna.storages.BaseStorage, name: str | None) -> optuna.Study:
-    """The study called ``name`` (the newest one when ``None``), or a :class:`ConfigError`."""
-    listings = list_studies(storage)
-    if not listings:
-        raise ConfigError("the storage holds no study; run a search first "
-                          "(python -m search.run --budget 3e8)")
-    names = [s.name for s in listings]
-    if name is None:
-        name = names[0]
-    elif name not in names:
-        shown = ", ".join(repr(n) for n in names[:5]) + (" …" if len(names) > 5 else "")
-        raise ConfigError(f"no study named {name!r} in this storage; it holds {shown}")
-    return optuna.load_study(study_name=name, storage=storage)
+                         budget=s.user_attrs.get(records.STUDY_BUDGET))
+            for s in newest_first(storage)]
 
 
 def load_table(storage_url: str, study_name: str | None = None) -> StudyTable:

@@ -17,12 +17,13 @@ from collections.abc import Callable
 import optuna
 from sqlalchemy.exc import SQLAlchemyError
 
-from dashboards.data import StudyTable, check_not_empty, list_studies, open_study, table_from_study
+from dashboards.data import StudyTable, check_not_empty, list_studies, table_from_study
 from dashboards.figures import FIGURE_IDS, all_figures, figure_ids
 from hetconv.errors import ConfigError, first_line
 from search.store import records
 from search.store.objectives import ACCURACY_METRIC, MACS_METRIC, OBJECTIVES, PARETO_MACS
 from search.store.storage import open_existing
+from search.store.studies import open_study
 
 GRAPH_PREFIX = "hetnas-"  # optuna-dashboard ids of the attached figures: hetnas-pareto, ...
 

@@ -25,13 +25,14 @@ import plotly.io
 from plotly.offline import get_plotlyjs
 
 from dashboards.analysis import confirmed_architectures, top_architectures
-from dashboards.data import StudyTable, check_not_empty, list_studies, open_study, table_from_study
+from dashboards.data import StudyTable, check_not_empty, list_studies, table_from_study
 from dashboards.figures import FIGURE_IDS, LATENCY, all_figures
 from dashboards.hosts import HostCheck
 from dashboards.live_script import LIVE_JS
 from dashboards.page import STYLE, estimates_text, facts
 from hetconv.errors import ConfigError
 from search.store.storage import open_existing
+from search.store.studies import open_study
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8050
 POLL_SECONDS = 3  # how often the page asks for news

@@ -15,19 +15,10 @@ from search.store import records
 from search.store.files import Writer, check_target, write_together
 from search.store.records import ArchitectureRuns, TrialRecord
 from search.store.storage import open_existing
+from search.store.studies import open_study
 from search.store.uncertainty import estimate, wilson_interval
 from search.training.checkpoint import load_weights
 from space import Architecture, Normalization
-
-
-def _load_study(storage_url: str, study_name: str) -> optuna.Study:
-    storage = open_existing(storage_url)
-    try:
-        return optuna.load_study(study_name=study_name, storage=storage)
-    except KeyError:
-        names = optuna.get_all_study_names(storage)
-        raise ConfigError(f"no study named {study_name!r} in this storage; studies there: "
-                          f"{', '.join(names) or 'none'}") from None
 
 
 def _best_in(study: optuna.Study) -> ArchitectureRuns:
@@ -99,7 +90,7 @@ def export_best(storage_url: str, study_name: str, out: Path,
         if weights.resolve() == out.resolve():
             raise ConfigError(f"--out and --weights are both {out}; give the weights their own "
                               f"file")
-    study = _load_study(storage_url, study_name)
+    study = open_study(open_existing(storage_url), study_name)
     runs = _best_in(study)
     best = runs.best_run  # the weights shipped: the best of its runs on validation
     arch = _exported_architecture(study, best)

@@ -36,11 +36,13 @@ from search.store.lease import DriverLease
 from search.store.objectives import objective_named
 from search.store.records import TrialRecord
 from search.store.storage import open_storage
+from search.store.studies import find_study
 from search.study import (
+    RESUME,
+    START_WITHOUT_RESUME,
     TrialCounts,
     create_study,
     default_study_name,
-    latest_study_name,
     load_for_resume,
     recover_interrupted,
     trial_counts,
@@ -84,7 +86,7 @@ def _scheduler(settings: SearchSettings) -> TrialScheduler:
 def _study_name(storage: optuna.storages.BaseStorage, settings: SearchSettings) -> str:
     if not settings.resume:
         return settings.study or default_study_name(settings)
-    name = settings.study or latest_study_name(storage)
+    name = settings.study or find_study(storage, None, RESUME, START_WITHOUT_RESUME)
     check_study_name(name, "--resume: the latest study,")
     return name
 

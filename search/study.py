@@ -14,8 +14,12 @@ from hetconv.errors import ConfigError
 from search.settings import SearchSettings
 from search.store import records
 from search.store.objectives import objective_named
+from search.store.studies import open_study
 from search.training.data import DataSplits
 from search.training.start import dense_digest
+
+RESUME = "--resume: "
+START_WITHOUT_RESUME = "start one without --resume"
 
 
 def default_study_name(settings: SearchSettings) -> str:
@@ -104,24 +108,11 @@ def create_study(storage: optuna.storages.BaseStorage, name: str, settings: Sear
     return study
 
 
-def latest_study_name(storage: optuna.storages.BaseStorage) -> str:
-    """The most recently created study, for ``--resume`` without ``--study``."""
-    summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
-    if not summaries:
-        raise ConfigError("--resume: the storage holds no study; start one without --resume")
-    return max(summaries, key=lambda s: s._study_id).study_name
-
-
 def load_for_resume(storage: optuna.storages.BaseStorage, name: str, settings: SearchSettings,
                     data: DataSplits) -> optuna.Study:
     """Reopen ``name`` after checking it was made with the same backbone, budgets and objective,
     and on the same data (its input statistics and class names, which the export records)."""
-    try:
-        study = optuna.load_study(study_name=name, storage=storage,
-                                  sampler=make_sampler(settings))
-    except KeyError:
-        raise ConfigError(f"--resume: no study named {name!r} in this storage; check --study "
-                          f"and --storage") from None
+    study = open_study(storage, name, make_sampler(settings), RESUME, START_WITHOUT_RESUME)
     stored = study.user_attrs
     if records.STUDY_INPUT_MEAN not in stored:
         raise ConfigError(f"--resume: study {name!r} was made by HetNAS 0.1 (three-channel "

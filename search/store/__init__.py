@@ -4,7 +4,8 @@
 ``objectives`` says what a study optimises; ``storage`` opens Optuna's storage (SQLite or
 PostgreSQL) and keeps it across dropped connections (``reconnecting``), with the database setup
 it shares with ``latency_table`` (the measured layer latencies next to the studies) in
-``database``; ``files`` writes every file atomically. The dashboards import this package (and
+``database``; ``studies`` finds a study by name or the newest; ``files`` writes every file
+atomically; ``lease`` keeps one live driver per study. The dashboards import this package (and
 ``search.cli``, the command-line pattern) and nothing else of ``search``; all of it but
 ``latency_table`` needs neither torch nor Ray.
 """
