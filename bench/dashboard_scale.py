@@ -34,7 +34,7 @@ from dashboards.optuna_figures import attach_figures
 from dashboards.page import render_report
 from dashboards.server import LiveStudies
 from hetconv.timing import median_seconds
-from search.proposer import param_name
+from search.engine.proposer import param_name
 from search.store import objectives, records
 from search.store.storage import open_existing, open_storage
 from space import Architecture, SearchSpace

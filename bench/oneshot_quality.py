@@ -54,8 +54,8 @@ import numpy as np
 import torch
 from scipy import stats
 
-from search.budgets import Budgets
-from search.console import parts_summary
+from search.engine.budgets import Budgets
+from search.engine.console import parts_summary
 from search.oneshot.estimates import CALIBRATION_BATCHES, SupernetEvaluator
 from search.oneshot.sandwich import (
     SandwichRecipe,

@@ -53,17 +53,17 @@ import optuna
 import ray
 import torch
 
-from search.console import duration, parts_summary
-from search.exporter import export_best
+from search.driver import SearchOutcome, run_search
+from search.engine.best import export_best
+from search.engine.console import duration, parts_summary
+from search.engine.settings import FINALIST_INITS, SearchSettings
+from search.engine.study import trial_counts
 from search.oneshot.strategy import SupernetRecord
-from search.runner import SearchOutcome, run_search
-from search.settings import FINALIST_INITS, SearchSettings
 from search.store import records
 from search.store.agreement import agreement
 from search.store.records import ArchitectureRuns, TrialRecord
 from search.store.storage import open_existing
 from search.store.uncertainty import Estimate, difference_interval, estimate, verdict
-from search.study import trial_counts
 from search.training.augment import unit_range
 from search.training.data import DataSplits, check_dataset, load_dataset
 from search.training.datasets.fashion_mnist import write_prefix

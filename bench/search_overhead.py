@@ -19,14 +19,14 @@ from typing import Any
 
 import optuna
 
-from search.budgets import Budgets
 from search.cluster import connect_ray
-from search.proposer import BudgetedProposer
-from search.protocol import TrialConfig, TrialReport
-from search.runner import run_search
-from search.settings import SearchSettings
+from search.driver import run_search
+from search.engine.budgets import Budgets
+from search.engine.proposer import BudgetedProposer
+from search.engine.settings import SearchSettings
+from search.engine.study import create_study
+from search.jobs.protocol import TrialConfig, TrialReport
 from search.store.storage import open_storage
-from search.study import create_study
 from search.training.data import load_dataset
 
 BUDGET = 3e8

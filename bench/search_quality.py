@@ -31,8 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from search.runner import run_search
-from search.settings import SearchSettings
+from search.driver import run_search
+from search.engine.settings import SearchSettings
 from search.store import records
 from search.store.records import TrialRecord
 from search.training.datasets.fashion_mnist import write_prefix

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from search.arch_files import describe, load_trained, read_architecture
 from search.cli import OneLineParser, path_argument, run_cli
+from search.training.exported import describe, load_trained, read_architecture
 from space.architecture import DOCUMENT_KEYS
 
 PROG = "python -m search.check"

@@ -36,9 +36,9 @@ from torch import nn
 
 from hetconv.deployment import ATOL_SCALE, RTOL, DeployedModel, deploy
 from hetconv.errors import ConfigError
-from search.arch_files import load_trained, read_architecture
 from search.cli import OneLineParser, path_argument, run_cli
 from search.store.files import check_target, write_together
+from search.training.exported import load_trained, read_architecture
 from space import Architecture
 from space.architecture import DOCUMENT_KEYS
 from space.latency import DEVICES, LatencySpec

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from search.cli import OneLineParser, path_argument, run_cli
-from search.exporter import export_best
+from search.engine.best import export_best
 from search.store.storage import DEFAULT_STORAGE
 
 PROG = "python -m search.export"

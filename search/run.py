@@ -15,9 +15,8 @@ import optuna
 from hetconv.errors import ConfigError
 from hetconv.models import BACKBONES
 from search.cli import OneLineParser, macs_amount, milliseconds, path_text, run_cli
-from search.oneshot.strategy import SupernetFailed
-from search.runner import SearchFailed, run_search
-from search.settings import (
+from search.driver import SearchFailed, run_search
+from search.engine.settings import (
     BASELINES,
     FINALIST_INITS,
     SAMPLERS,
@@ -26,6 +25,7 @@ from search.settings import (
     SUPERNET_RECIPES,
     SearchSettings,
 )
+from search.oneshot.strategy import SupernetFailed
 from search.store.objectives import OBJECTIVES
 from search.store.storage import DEFAULT_STORAGE
 from search.training.data import DATASETS

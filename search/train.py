@@ -21,15 +21,15 @@ from typing import Any
 import torch
 
 from hetconv.errors import ConfigError
-from search.arch_files import load_trained, read_architecture
 from search.cli import OneLineParser, path_argument, path_text, run_cli
 from search.cluster import connect_ray
-from search.final_training import FinalJob, TrainingFailed, train_job, train_on_workers
-from search.settings import check_integer
+from search.engine.settings import check_integer
+from search.jobs.final import FinalJob, TrainingFailed, train_job, train_on_workers
 from search.store.files import check_target, write_atomic, write_together
 from search.store.uncertainty import estimate, wilson_interval
 from search.training.checkpoint import CHECKPOINT_FILE, read_checkpoint
 from search.training.data import DATASETS, DataSplits, load_dataset
+from search.training.exported import load_trained, read_architecture
 from search.training.parallel import check_workers
 from search.training.trainer import EpochResult, TrainConfig, TrainResult, resolve_device
 from space import Normalization

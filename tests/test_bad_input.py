@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hetconv.errors import ConfigError
-from search.arch_files import load_trained
+from search.training.exported import load_trained
 from space import Architecture
 
 GOOD = Architecture.uniform("resnet20", 4, 8)

@@ -7,8 +7,8 @@ import shlex
 
 import pytest
 
-from search.budgets import Budgets
-from search.console import SearchConsole
+from search.engine.budgets import Budgets
+from search.engine.console import SearchConsole
 
 SECRET = "s3cret-Pw"
 URL = f"postgresql://hetnas:{SECRET}@postgres:5432/hetnas"

@@ -290,8 +290,8 @@ def test_report_of_a_study_made_by_a_real_search(tiny_search: tuple[str, str],
 @pytest.fixture(scope="module")
 def tiny_search(tmp_path_factory: pytest.TempPathFactory, local_ray) -> tuple[str, str]:
     """A real search: resnet20 on 8×8 digits, 4 trials of 1 epoch (about half a minute)."""
-    from search.runner import run_search
-    from search.settings import SearchSettings
+    from search.driver import run_search
+    from search.engine.settings import SearchSettings
     from space import Architecture
 
     folder = tmp_path_factory.mktemp("search")

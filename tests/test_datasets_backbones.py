@@ -25,9 +25,9 @@ import torch
 from torch import nn
 
 from hetconv.models import BACKBONES
-from search.exporter import export_best
-from search.runner import run_search
-from search.settings import SearchSettings
+from search.driver import run_search
+from search.engine.best import export_best
+from search.engine.settings import SearchSettings
 from search.store import records
 from search.training.data import DataSplits, check_dataset, load_dataset
 from search.training.trainer import TrainConfig, train

@@ -25,8 +25,12 @@ from optuna.trial import TrialState
 
 from hetconv.errors import ConfigError
 from hetconv.supernet import set_parts
-from search.budgets import Budgets
-from search.exporter import export_best
+from search.driver import run_search
+from search.engine.best import export_best
+from search.engine.budgets import Budgets
+from search.engine.proposer import BudgetedProposer
+from search.engine.settings import SearchSettings
+from search.jobs.protocol import SupernetTrialConfig, TrainingJob
 from search.oneshot.estimates import (
     SupernetEvaluator,
     calibration_images,
@@ -42,11 +46,7 @@ from search.oneshot.sandwich import (
     supernet_architecture,
 )
 from search.oneshot.strategy import enqueue_finalists
-from search.oneshot.trainable import train_data_parallel
-from search.proposer import BudgetedProposer
-from search.protocol import SupernetTrialConfig, TrainingJob
-from search.runner import run_search
-from search.settings import SearchSettings
+from search.oneshot.supernet_trial import train_data_parallel
 from search.store import records
 from search.store.agreement import agreement
 from search.training.checkpoint import read_checkpoint

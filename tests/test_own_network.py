@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from hetconv import HetConv2d
-from search.exporter import export_best
+from search.driver import run_search
+from search.engine.best import export_best
+from search.engine.settings import SearchSettings
 from search.oneshot.sandwich import SupernetRun, largest_only, supernet_architecture
 from search.oneshot.strategy import SupernetRecord
-from search.runner import run_search
-from search.settings import SearchSettings
 from search.store import records
 from search.store.storage import open_storage
 from search.training.checkpoint import read_checkpoint

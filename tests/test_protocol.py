@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hetconv.errors import ConfigError
-from search.protocol import (
+from search.jobs.protocol import (
     DONE,
     EPOCH,
     VAL_ACCURACY,

@@ -19,12 +19,12 @@ import torch
 from optuna.trial import TrialState
 
 from hetconv.errors import ConfigError
-from search.exporter import export_best
-from search.runner import SearchFailed, SearchOutcome, run_search
-from search.settings import SearchSettings
+from search.driver import SearchFailed, SearchOutcome, run_search
+from search.engine.best import export_best
+from search.engine.settings import SearchSettings
+from search.engine.study import create_study, load_for_resume
 from search.store import objectives, records
 from search.store.storage import open_storage
-from search.study import create_study, load_for_resume
 from search.training.data import load_dataset
 from search.training.trainer import evaluate
 from space import Architecture
@@ -187,9 +187,9 @@ def test_the_searcher_never_hands_ray_its_locks_or_connections(sampler, tmp_path
     holds a lock and the storage a connection pool: neither may reach the pickle."""
     from ray import cloudpickle
 
-    from search.budgets import Budgets
-    from search.proposer import BudgetedProposer
-    from search.searcher import BudgetedOptunaSearcher, NotRestorable
+    from search.engine.budgets import Budgets
+    from search.engine.proposer import BudgetedProposer
+    from search.engine.searcher import BudgetedOptunaSearcher, NotRestorable
     from space import SearchSpace
 
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", sampler=sampler())
@@ -305,7 +305,7 @@ def _record_trial(study: optuna.Study, parts: tuple[int, ...], accuracy: float,
 
 
 def test_export_choice_survives_re_proposals_and_ranks_by_confirmation_runs() -> None:
-    from search.exporter import _best_in
+    from search.engine.best import _best_in
 
     study = optuna.create_study()
     a, b = (1, 2, 4), (4, 4, 4)
@@ -322,8 +322,8 @@ def test_export_choice_survives_re_proposals_and_ranks_by_confirmation_runs() ->
 
 
 def test_a_failed_baseline_is_queued_again() -> None:
-    from search.budgets import Budgets
-    from search.proposer import BudgetedProposer
+    from search.engine.budgets import Budgets
+    from search.engine.proposer import BudgetedProposer
     from space import SearchSpace
 
     space = SearchSpace(BACKBONE, INPUT_SIZE, 10, 1)

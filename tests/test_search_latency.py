@@ -13,11 +13,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search.budgets import Budgets
+from search.driver import run_search
+from search.engine.budgets import Budgets
+from search.engine.proposer import BudgetedProposer
+from search.engine.settings import SearchSettings
 from search.profiling.profiler import latency_model
-from search.proposer import BudgetedProposer
-from search.runner import run_search
-from search.settings import SearchSettings
 from search.store import objectives, records
 from space import Architecture, LatencyModel, LatencySpec, SearchSpace
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from hetconv.models.normalize import InputNormalization
-from hetconv.models.parts import PartSupply
+from hetconv.models.part_supply import PartSupply
 
 
 def _projection(in_channels: int, out_channels: int, stride: int) -> nn.Module:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hetconv.models.normalize import InputNormalization
-from hetconv.models.parts import PartSupply
+from hetconv.models.part_supply import PartSupply
 
 
 class PadShortcut(nn.Module):

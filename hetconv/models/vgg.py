@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from hetconv.models.normalize import InputNormalization
-from hetconv.models.parts import PartSupply
+from hetconv.models.part_supply import PartSupply
 
 VGG16_PLAN: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M",
                                      512, 512, 512, "M", 512, 512, 512, "M")

@@ -1,7 +1,7 @@
 """The driver's side of a one-shot search: train the supernet, estimate the candidates, queue
 the finalists.
 
-1. **Supernet**: one Ray Tune trial (:mod:`search.oneshot.trainable`) trains the part-1
+1. **Supernet**: one Ray Tune trial (:mod:`search.oneshot.supernet_trial`) trains the part-1
    network's supernet with the sandwich rule; the study records where its checkpoint is, so a
    resumed search never trains it again.
 2. **Estimates**: the budget-screening proposer asks the study's sampler for candidates, as in
@@ -33,15 +33,15 @@ from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 
 from hetconv.errors import ConfigError
-from search.console import SearchConsole, duration, parts_summary
+from search.engine.console import SearchConsole, duration, parts_summary
+from search.engine.proposer import BudgetedProposer, Proposal
+from search.engine.settings import SearchSettings
+from search.engine.study import trial_counts
+from search.jobs.protocol import SupernetTrialConfig, TrainingJob, TrialReport
 from search.oneshot.estimates import CALIBRATION_BATCHES, SupernetEvaluator
 from search.oneshot.sandwich import largest_only, recipe_for, supernet_architecture
-from search.oneshot.trainable import train_data_parallel, train_supernet_trial
-from search.proposer import BudgetedProposer, Proposal
-from search.protocol import SupernetTrialConfig, TrainingJob, TrialReport
-from search.settings import SearchSettings
+from search.oneshot.supernet_trial import train_data_parallel, train_supernet_trial
 from search.store import records
-from search.study import trial_counts
 from search.training.checkpoint import CHECKPOINT_FILE, read_checkpoint
 from search.training.data import cached_dataset
 from space import Architecture

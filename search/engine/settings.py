@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from hetconv.errors import ConfigError
-from search.protocol import TrainingJob
+from search.jobs.protocol import TrainingJob
 from search.store.objectives import OBJECTIVES, PARETO_LATENCY
 from search.store.storage import DEFAULT_STORAGE
 from search.training.data import DatasetInfo, check_dataset

@@ -1,7 +1,7 @@
 """The supernet's Ray trial: one Tune trial, or data-parallel over Ray Train workers.
 
 Alone, the trial trains :class:`~search.oneshot.sandwich.SupernetRun` and reports every epoch,
-like any trial. With ``workers > 1`` a Ray Train job runs instead (``search.ray_train``), whose
+like any trial. With ``workers > 1`` a Ray Train job runs instead (``search.jobs.ray_train``), whose
 workers each train on their share of every batch (``search.training.parallel``). Either way the
 checkpoint lives in the trial's fixed folder (rank 0 writes it), so a restarted trial, or a
 resumed search, continues from the last finished epoch.
@@ -18,9 +18,9 @@ import ray
 import torch
 from ray import tune
 
+from search.jobs.protocol import SupernetTrialConfig, TrialReport
+from search.jobs.ray_train import fit_data_parallel, worker_rank
 from search.oneshot.sandwich import SandwichRecipe, SupernetRun
-from search.protocol import SupernetTrialConfig, TrialReport
-from search.ray_train import fit_data_parallel, worker_rank
 from search.training.checkpoint import resume_file
 from search.training.data import DataSplits, cached_dataset
 from search.training.parallel import DataParallel

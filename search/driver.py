@@ -14,30 +14,14 @@ from ray import tune
 from ray.tune import ResultGrid
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
-from search.budgets import Budgets
 from search.cluster import check_local_resources, connect_ray, trial_slots, wait_for_room
-from search.confirmation import confirmation_plan
-from search.console import SearchConsole, duration, say
-from search.oneshot.strategy import (
-    SupernetEstimator,
-    SupernetRecord,
-    enqueue_finalists,
-    estimate_stage,
-    train_supernet_stage,
-)
-from search.profiling.profiler import latency_model
-from search.proposer import BudgetedProposer
-from search.protocol import EPOCH, VAL_ACCURACY, TrialReport
-from search.searcher import BudgetedOptunaSearcher
-from search.settings import SearchSettings, check_study_name
-from search.store import records
-from search.store.database import display_url
-from search.store.lease import DriverLease
-from search.store.objectives import objective_named
-from search.store.records import TrialRecord
-from search.store.storage import open_storage
-from search.store.studies import find_study
-from search.study import (
+from search.engine.budgets import Budgets
+from search.engine.confirmation import confirmation_plan
+from search.engine.console import SearchConsole, duration, say
+from search.engine.proposer import BudgetedProposer
+from search.engine.searcher import BudgetedOptunaSearcher
+from search.engine.settings import SearchSettings, check_study_name
+from search.engine.study import (
     RESUME,
     START_WITHOUT_RESUME,
     TrialCounts,
@@ -47,7 +31,23 @@ from search.study import (
     recover_interrupted,
     trial_counts,
 )
-from search.trainable import train_trial
+from search.jobs.protocol import EPOCH, VAL_ACCURACY, TrialReport
+from search.jobs.trial import train_trial
+from search.oneshot.strategy import (
+    SupernetEstimator,
+    SupernetRecord,
+    enqueue_finalists,
+    estimate_stage,
+    train_supernet_stage,
+)
+from search.profiling.profiler import latency_model
+from search.store import records
+from search.store.database import display_url
+from search.store.lease import DriverLease
+from search.store.objectives import objective_named
+from search.store.records import TrialRecord
+from search.store.storage import open_storage
+from search.store.studies import find_study
 from search.training.data import DataSplits, load_dataset
 from search.training.start import dense_accuracy
 

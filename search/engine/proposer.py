@@ -15,7 +15,7 @@ import optuna
 from optuna.trial import TrialState
 
 from hetconv.errors import ConfigError
-from search.budgets import Budgets
+from search.engine.budgets import Budgets
 from search.store import records
 from search.store.objectives import ACCURACY, LATENCY_METRIC, Objective
 from space import Architecture, SearchSpace

@@ -15,8 +15,8 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
-from search.proposer import BudgetedProposer, Proposal
-from search.protocol import TrainingJob, TrialConfig, TrialReport, continued_after
+from search.engine.proposer import BudgetedProposer, Proposal
+from search.jobs.protocol import TrainingJob, TrialConfig, TrialReport, continued_after
 from search.store.records import TrialRecord, from_attrs
 
 FinishedHook = Callable[[TrialRecord], None]

@@ -10,7 +10,6 @@ import optuna
 import torch
 
 from hetconv.errors import ConfigError
-from search.arch_files import check_normalization
 from search.store import records
 from search.store.files import Writer, check_target, write_together
 from search.store.records import ArchitectureRuns, TrialRecord
@@ -18,6 +17,7 @@ from search.store.storage import open_existing
 from search.store.studies import open_study
 from search.store.uncertainty import estimate, wilson_interval
 from search.training.checkpoint import load_weights
+from search.training.exported import check_normalization
 from space import Architecture, Normalization
 
 

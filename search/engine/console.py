@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import TextIO
 
-from search.budgets import Budgets
+from search.engine.budgets import Budgets
 from search.store import records
 from search.store.agreement import agreement, estimated_groups
 from search.store.database import display_url

@@ -14,7 +14,7 @@ import ray
 import torch
 from ray import tune
 
-from search.protocol import TrialConfig, TrialReport
+from search.jobs.protocol import TrialConfig, TrialReport
 from search.training.checkpoint import resume_file
 from search.training.data import cached_dataset
 from search.training.start import start_weights

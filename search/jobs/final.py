@@ -22,9 +22,9 @@ from typing import Any
 import torch
 
 from hetconv.errors import ConfigError
-from search.arch_files import load_trained
-from search.ray_train import fit_data_parallel, worker_rank
+from search.jobs.ray_train import fit_data_parallel, worker_rank
 from search.training.data import DataSplits, cached_dataset
+from search.training.exported import load_trained
 from search.training.parallel import DataParallel
 from search.training.trainer import EpochResult, TrainConfig, TrainResult, train
 from space import Architecture

@@ -11,7 +11,7 @@ import optuna
 from optuna.trial import TrialState
 
 from hetconv.errors import ConfigError
-from search.settings import SearchSettings
+from search.engine.settings import SearchSettings
 from search.store import records
 from search.store.objectives import objective_named
 from search.store.studies import open_study
