@@ -56,7 +56,7 @@ import torch
 from search.driver import SearchOutcome, run_search
 from search.engine.best import export_best
 from search.engine.console import duration, parts_summary
-from search.engine.settings import FINALIST_INITS, SearchSettings
+from search.engine.settings import FINALIST_INITS, OneShotSettings, SearchSettings
 from search.engine.study import trial_counts
 from search.oneshot.strategy import SupernetRecord
 from search.store import records
@@ -254,7 +254,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--supernet-epochs", type=int, default=6)
     add("--candidates", type=int, default=300)
     add("--finalists", type=int, default=3)
-    add("--finalist-init", choices=FINALIST_INITS, default=SearchSettings.finalist_init,
+    add("--finalist-init", choices=FINALIST_INITS, default=OneShotSettings.finalist_init,
         help="how the one-shot search's stand-alone runs start (default: the search's own)")
     add("--baselines", choices=["all", "near", "none"], default="near")
     add("--confirm-top", type=int, default=1)
@@ -319,8 +319,9 @@ def main(argv: list[str] | None = None) -> None:
                                    **changes)
 
     oneshot = _search("one-shot", settings(
-        "oneshot", strategy="oneshot", supernet_epochs=args.supernet_epochs,
-        candidates=args.candidates, finalists=args.finalists, finalist_init=args.finalist_init),
+        "oneshot", strategy="oneshot", oneshot=OneShotSettings(
+            supernet_epochs=args.supernet_epochs, candidates=args.candidates,
+            finalists=args.finalists, finalist_init=args.finalist_init)),
         root, "oneshot")
     study = _load_study(oneshot.outcome)
     supernet = SupernetRecord.of(study)

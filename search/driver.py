@@ -158,7 +158,7 @@ def _drive(settings: SearchSettings, study: optuna.Study, recovered: list[int],
                             study.user_attrs.get(records.STUDY_TEST_IMAGES))
     proposer = BudgetedProposer(study, space, budgets, objective_named(settings.objective),
                                 report=console.print)
-    baselines = ([part for part, _ in proposer.baselines_within()] if settings.oneshot
+    baselines = ([part for part, _ in proposer.baselines_within()] if settings.is_oneshot
                  else proposer.enqueue_baselines(settings.baselines))
     console.print(f"study {study.study_name} in {display_url(settings.storage)}: "
                   f"{settings.backbone} on "
@@ -176,7 +176,7 @@ def _drive(settings: SearchSettings, study: optuna.Study, recovered: list[int],
     if recovered:
         console.print(f"resumed: trials {recovered} were left running and are queued again")
     progress = _Progress(console, proposer, settings.epochs, started)
-    if settings.oneshot:
+    if settings.is_oneshot:
         console.print(_oneshot_plan_line(settings))
         baselines = _oneshot_stages(settings, study, proposer, console)
         counts = trial_counts(study)
@@ -201,10 +201,11 @@ def _drive(settings: SearchSettings, study: optuna.Study, recovered: list[int],
         console.print(f"first failed trial: {failure}")
     done = trial_counts(study)
     estimated = (f", {done.estimates} candidates estimated by the supernet"
-                 if settings.oneshot else "")
+                 if settings.is_oneshot else "")
     console.print(f"finished in {duration(time.monotonic() - started)}: {done.trained} trained "
                   f"({done.baselines} uniform baselines, {done.searched} "
-                  f"{'finalists' if settings.oneshot else 'searched'}, {done.confirmations} "
+                  f"{'finalists' if settings.is_oneshot else 'searched'}, "
+                  f"{done.confirmations} "
                   f"confirmation runs){estimated}, {proposer.rejected} proposals rejected over "
                   f"the budgets")
     if not records.ranked(all_records) and any(r.status == records.FAILED for r in all_records):
@@ -232,11 +233,12 @@ def _plan_line(settings: SearchSettings, baselines: list[int], counts: TrialCoun
 
 
 def _oneshot_plan_line(settings: SearchSettings) -> str:
-    text = (f"one-shot: will train a supernet for {settings.supernet_training_epochs} epochs, "
-            f"score {settings.candidates} candidates with it, then train the best "
-            f"{settings.finalists} and the uniform baselines ({settings.baselines}) "
+    options = settings.oneshot
+    text = (f"one-shot: will train a supernet for {options.training_epochs(settings.epochs)} "
+            f"epochs, score {options.candidates} candidates with it, then train the best "
+            f"{options.finalists} and the uniform baselines ({settings.baselines}) "
             f"stand-alone for {settings.epochs} epochs each, "
-            + ("fine-tuned from the supernet" if settings.finalist_init == "supernet"
+            + ("fine-tuned from the supernet" if options.finalist_init == "supernet"
                else "from scratch"))
     if settings.confirm_top:
         text += (f"; then confirmation: the best {settings.confirm_top} and the uniform "
@@ -252,7 +254,7 @@ def _oneshot_stages(settings: SearchSettings, study: optuna.Study, proposer: Bud
                            lambda: _max_concurrent(settings, console)) as estimator:
         estimate_stage(settings, study, proposer, estimator, console)
         baselines = proposer.enqueue_baselines(settings.baselines, estimator.estimate)
-    queued = enqueue_finalists(study, proposer, settings.finalists)
+    queued = enqueue_finalists(study, proposer, settings.oneshot.finalists)
     if queued:
         console.print(f"finalists: the best {queued} estimates queued for stand-alone training")
     return baselines
@@ -362,7 +364,7 @@ def _fit(settings: SearchSettings, study: optuna.Study, proposer: BudgetedPropos
     progress.start_stage(remaining)
     supernet = SupernetRecord.of(study)
     job = settings.training_job(init_from=supernet.checkpoint if supernet and
-                                settings.finalist_init == "supernet" else None)
+                                settings.oneshot.finalist_init == "supernet" else None)
     searcher = BudgetedOptunaSearcher(proposer, job,
                                       str(artifacts / "checkpoints" / study.study_name),
                                       progress.trial_finished, progress.epoch_finished)

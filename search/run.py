@@ -7,6 +7,7 @@ from the latency table of ``python -m search.profile``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 
@@ -23,6 +24,7 @@ from search.engine.settings import (
     SCHEDULERS,
     STRATEGIES,
     SUPERNET_RECIPES,
+    OneShotSettings,
     SearchSettings,
 )
 from search.oneshot.strategy import SupernetFailed
@@ -92,23 +94,23 @@ def build_parser() -> OneLineParser:
              "uniform baselines and the confirmation runs come on top)")
     add("--supernet-epochs", type=int, default=None,
         help="oneshot: the supernet's training epochs (default: --epochs)")
-    add("--candidates", type=int, default=defaults.candidates,
+    add("--candidates", type=int, default=defaults.oneshot.candidates,
         help="oneshot: architectures the supernet scores (each an Optuna trial marked as an "
              "estimate)")
-    add("--finalists", type=int, default=defaults.finalists,
+    add("--finalists", type=int, default=defaults.oneshot.finalists,
         help="oneshot: best-estimated architectures then trained stand-alone")
-    add("--finalist-init", default=defaults.finalist_init, choices=FINALIST_INITS,
+    add("--finalist-init", default=defaults.oneshot.finalist_init, choices=FINALIST_INITS,
         help="oneshot: stand-alone runs (finalists, baselines, confirmation) start from "
              "their weights inside the supernet (fine-tuning: measured better in "
              "docs/BENCHMARKS.md) or from scratch")
-    add("--supernet-recipe", default=defaults.supernet_recipe, choices=SUPERNET_RECIPES,
+    add("--supernet-recipe", default=defaults.oneshot.supernet_recipe, choices=SUPERNET_RECIPES,
         help="oneshot: what each supernet step trains: the largest network alone (ranked best "
              "in docs/BENCHMARKS.md), or the sandwich rule (largest, smallest and --sandwich "
              "random architectures, distilled from the largest)")
-    add("--sandwich", type=int, default=defaults.sandwich,
+    add("--sandwich", type=int, default=defaults.oneshot.sandwich,
         help="oneshot, sandwich recipe: random architectures within the budgets trained in "
              "each supernet step, beside the largest and the smallest")
-    add("--supernet-workers", type=int, default=defaults.supernet_workers,
+    add("--supernet-workers", type=int, default=defaults.oneshot.supernet_workers,
         help="oneshot: data-parallel Ray Train workers for the supernet (each takes "
              "--cpus-per-trial CPUs)")
     add("--baselines", default=defaults.baselines, choices=BASELINES,
@@ -166,7 +168,8 @@ def settings_from(args: argparse.Namespace) -> SearchSettings:
         options["backbone"] = model
     elif backbone is not None:
         options["backbone"] = backbone
-    return SearchSettings(**options)
+    oneshot = {f.name: options.pop(f.name) for f in dataclasses.fields(OneShotSettings)}
+    return SearchSettings(**options, oneshot=OneShotSettings(**oneshot))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,7 +29,7 @@ from search.driver import run_search
 from search.engine.best import export_best
 from search.engine.budgets import Budgets
 from search.engine.proposer import BudgetedProposer
-from search.engine.settings import SearchSettings
+from search.engine.settings import OneShotSettings, SearchSettings
 from search.jobs.protocol import SupernetTrialConfig, TrainingJob
 from search.oneshot.estimates import (
     SupernetEvaluator,
@@ -124,7 +124,7 @@ def test_the_default_recipe_trains_the_largest_network_alone(digits) -> None:
     run = SupernetRun(supernet_architecture(SPACE), digits, TrainConfig(epochs=1),
                       torch.device("cpu"), largest_only())
     assert run.step_architectures() == []
-    assert SearchSettings().supernet_recipe == "largest"
+    assert SearchSettings().oneshot.supernet_recipe == "largest"
 
 
 def test_distillation_from_a_one_hot_teacher_is_cross_entropy() -> None:
@@ -207,8 +207,12 @@ def test_data_parallel_supernet_on_two_ray_train_workers(local_ray, digits, tmp_
 
 
 def _oneshot(storage: str, artifacts: Path, study: str, **overrides) -> SearchSettings:
+    """A tiny one-shot search; ``overrides`` may name one-shot options too."""
+    oneshot = dict(supernet_epochs=1, candidates=100, finalists=2)
+    for name in [name for name in overrides if name in OneShotSettings.__dataclass_fields__]:
+        oneshot[name] = overrides.pop(name)
     options = dict(budget=BUDGET, backbone=BACKBONE, input_size=SIZE, strategy="oneshot",
-                   epochs=1, supernet_epochs=1, candidates=100, finalists=2, baselines="near",
+                   oneshot=OneShotSettings(**oneshot), epochs=1, baselines="near",
                    confirm_top=1, confirm_seeds=2, batch_size=64, sampler="tpe",
                    storage=storage, study=study, artifacts_dir=str(artifacts),
                    max_concurrent=2, seed=5)
@@ -262,7 +266,8 @@ def test_a_oneshot_search_end_to_end(backend, recipe, request, local_ray, tmp_pa
     exported = export_best(storage, outcome.study_name, tmp_path / "best.json")
     assert exported.number in {r.number for r in trained}
     # More candidates once the finalists are chosen would score them as estimates: refused.
-    more = dataclasses.replace(settings, resume=True, candidates=150)
+    more = dataclasses.replace(settings, resume=True,
+                               oneshot=dataclasses.replace(settings.oneshot, candidates=150))
     with pytest.raises(ConfigError, match="estimates ended at 100 candidates.*--candidates 100"):
         run_search(more, out=io.StringIO())
     assert len(study.get_trials()) == len(outcome.records)

@@ -17,7 +17,7 @@ import torch
 from hetconv import HetConv2d
 from search.driver import run_search
 from search.engine.best import export_best
-from search.engine.settings import SearchSettings
+from search.engine.settings import OneShotSettings, SearchSettings
 from search.oneshot.sandwich import SupernetRun, largest_only, supernet_architecture
 from search.oneshot.strategy import SupernetRecord
 from search.store import records
@@ -114,7 +114,8 @@ def test_search_of_own_network_from_dense_weights(local_ray, tmp_path, dense_wei
 def test_oneshot_search_of_own_network_starts_its_supernet_from_dense_weights(
         local_ray, postgres_url, study_name, tmp_path, dense_weights) -> None:
     settings = _settings(postgres_url, tmp_path, dense_weights, study=study_name,
-                         strategy="oneshot", supernet_epochs=1, candidates=12, finalists=1)
+                         strategy="oneshot",
+                         oneshot=OneShotSettings(supernet_epochs=1, candidates=12, finalists=1))
     outcome = run_search(settings, out=io.StringIO())
     study = optuna.load_study(study_name=study_name, storage=open_storage(postgres_url))
     assert sum(r.estimate for r in outcome.records) == 12

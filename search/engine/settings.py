@@ -77,6 +77,40 @@ def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 
 
 @dataclass(frozen=True)
+class OneShotSettings:
+    """The options of ``--strategy oneshot`` alone (``docs/ONESHOT.md``), checked once."""
+
+    supernet_epochs: int | None = None  # the supernet's epochs (default: --epochs)
+    candidates: int = 500  # architectures the supernet estimates
+    finalists: int = 3  # best estimates then trained stand-alone
+    finalist_init: str = "supernet"  # stand-alone runs fine-tuned (measured better)
+    supernet_recipe: str = "largest"  # the largest network alone (measured best)
+    sandwich: int = 2  # sandwich recipe: random subnets per step beside the two ends
+    supernet_workers: int = 1  # data-parallel Ray Train workers for the supernet
+
+    def training_epochs(self, epochs: int) -> int:
+        """The supernet's epochs: ``--supernet-epochs``, else the trials' ``epochs``."""
+        return epochs if self.supernet_epochs is None else self.supernet_epochs
+
+    def validate(self, batch_size: int, scheduler: str) -> None:
+        """Raise :class:`ConfigError` on the first bad one-shot option."""
+        _choice("finalist-init", self.finalist_init, FINALIST_INITS)
+        _choice("supernet-recipe", self.supernet_recipe, SUPERNET_RECIPES)
+        for name in ("supernet_epochs", "candidates", "finalists", "supernet_workers"):
+            value = getattr(self, name)
+            if value is not None:
+                check_integer(name, value)
+        check_integer("sandwich", self.sandwich, 0, "0 or more random subnets per step")
+        check_workers(batch_size, self.supernet_workers)
+        if self.finalists > self.candidates:
+            raise ConfigError(f"--finalists {self.finalists} is more than --candidates "
+                              f"{self.candidates}; lower it or estimate more candidates")
+        if scheduler == "asha":
+            raise ConfigError("--scheduler asha stops trials by their early epochs; a one-shot "
+                              "search trains only its finalists: use --scheduler fifo")
+
+
+@dataclass(frozen=True)
 class SearchSettings:
     """The options of ``python -m search.run``; see ``--help`` for what each means."""
 
@@ -90,14 +124,8 @@ class SearchSettings:
     data_dir: str | None = None
     input_size: int | None = None
     strategy: str = "standard"
+    oneshot: OneShotSettings = OneShotSettings()  # read with --strategy oneshot only
     trials: int = 10  # searched architectures; baselines and confirmation runs come on top
-    supernet_epochs: int | None = None  # one-shot: the supernet's epochs (default: --epochs)
-    candidates: int = 500  # one-shot: architectures the supernet estimates
-    finalists: int = 3  # one-shot: best estimates then trained stand-alone
-    finalist_init: str = "supernet"  # one-shot: stand-alone runs fine-tuned (measured better)
-    supernet_recipe: str = "largest"  # one-shot: the largest network alone (measured best)
-    sandwich: int = 2  # one-shot, sandwich recipe: random subnets per step beside the two ends
-    supernet_workers: int = 1  # one-shot: data-parallel Ray Train workers for the supernet
     baselines: str = "all"
     confirm_top: int = 1
     confirm_seeds: int = 3
@@ -131,12 +159,8 @@ class SearchSettings:
         return SearchSpace(self.backbone, self.input_size, info.num_classes, info.channels)
 
     @property
-    def oneshot(self) -> bool:
+    def is_oneshot(self) -> bool:
         return self.strategy == "oneshot"
-
-    @property
-    def supernet_training_epochs(self) -> int:
-        return self.epochs if self.supernet_epochs is None else self.supernet_epochs
 
     def training_job(self, epochs: int | None = None,
                      init_from: str | None = None) -> TrainingJob:
@@ -194,7 +218,7 @@ class SearchSettings:
                           "plus at least one more seed; or pass --confirm-top 0)")
         check_integer("trials", self.trials, 0, "0 (the uniform baselines alone) or a positive "
                       "integer")
-        if self.trials == 0 and self.baselines == "none" and not self.oneshot:
+        if self.trials == 0 and self.baselines == "none" and not self.is_oneshot:
             raise ConfigError("--trials 0 with --baselines none trains nothing; give --trials "
                               "N or train the baselines")
         check_integer("epochs", self.epochs)
@@ -206,8 +230,8 @@ class SearchSettings:
             check_integer("max_concurrent", self.max_concurrent)
         _resource("cpus-per-trial", self.cpus_per_trial, none_allowed=False)
         _resource("gpus-per-trial", self.gpus_per_trial, none_allowed=True)
-        if self.oneshot:
-            self._validate_oneshot()
+        if self.is_oneshot:
+            self.oneshot.validate(self.batch_size, self.scheduler)
         if self.needs_latency:
             if self.latency_device == "cuda" and not torch.cuda.is_available():
                 raise ConfigError("--latency-device cuda: torch sees no CUDA GPU on this "
@@ -223,19 +247,3 @@ class SearchSettings:
             where = "is" if existing == artifacts else f"lies under {existing}, which is"
             raise ConfigError(f"--artifacts-dir {self.artifacts_dir} {where} not a folder; pass "
                               f"a folder for the trials' checkpoints")
-
-    def _validate_oneshot(self) -> None:
-        _choice("finalist-init", self.finalist_init, FINALIST_INITS)
-        _choice("supernet-recipe", self.supernet_recipe, SUPERNET_RECIPES)
-        for name in ("supernet_epochs", "candidates", "finalists", "supernet_workers"):
-            value = getattr(self, name)
-            if value is not None:
-                check_integer(name, value)
-        check_integer("sandwich", self.sandwich, 0, "0 or more random subnets per step")
-        check_workers(self.batch_size, self.supernet_workers)
-        if self.finalists > self.candidates:
-            raise ConfigError(f"--finalists {self.finalists} is more than --candidates "
-                              f"{self.candidates}; lower it or estimate more candidates")
-        if self.scheduler == "asha":
-            raise ConfigError("--scheduler asha stops trials by their early epochs; a one-shot "
-                              "search trains only its finalists: use --scheduler fifo")

@@ -60,7 +60,7 @@ class SupernetRecord:
 
     checkpoint: str
     epochs: int
-    recipe: str  # SearchSettings.supernet_recipe
+    recipe: str  # OneShotSettings.supernet_recipe
     sandwich: int
     val_accuracy: float
     seconds: float
@@ -76,47 +76,47 @@ def train_supernet_stage(settings: SearchSettings, study: optuna.Study,
                          proposer: BudgetedProposer, console: SearchConsole) -> SupernetRecord:
     """The study's trained supernet: trained now (or continued from its checkpoint) unless the
     study has one already."""
+    options = settings.oneshot
     done = SupernetRecord.of(study)
-    epochs = settings.supernet_training_epochs
+    epochs = options.training_epochs(settings.epochs)
     if done is not None:
         if (done.epochs, done.recipe, done.sandwich) \
-                != (epochs, settings.supernet_recipe, settings.sandwich):
+                != (epochs, options.supernet_recipe, options.sandwich):
             raise ConfigError(f"--resume: the study's supernet was trained for {done.epochs} "
                               f"epochs with --supernet-recipe {done.recipe} and --sandwich "
-                              f"{done.sandwich}, not {epochs}, {settings.supernet_recipe} and "
-                              f"{settings.sandwich}; pass the same options")
+                              f"{done.sandwich}, not {epochs}, {options.supernet_recipe} and "
+                              f"{options.sandwich}; pass the same options")
         console.print(f"supernet: trained already ({done.epochs} epochs, largest network val "
                       f"{done.val_accuracy:.2%}); {done.checkpoint}")
         return done
     space = proposer.space
     artifacts = Path(settings.artifacts_dir).resolve()
     folder = artifacts / "checkpoints" / study.study_name / "supernet"
-    sandwich = settings.supernet_recipe == "sandwich"
+    sandwich = options.supernet_recipe == "sandwich"
     recipe = (recipe_for(space, lambda parts: proposer.budgets.within(space, parts),
-                         settings.sandwich, settings.seed) if sandwich else largest_only())
+                         options.sandwich, settings.seed) if sandwich else largest_only())
     config = SupernetTrialConfig(settings.training_job(epochs),
                                  supernet_architecture(space).to_json(), str(folder),
                                  recipe.pool, recipe.random_subnets, recipe.distill,
-                                 recipe.calibration_batches, settings.supernet_workers,
+                                 recipe.calibration_batches, options.supernet_workers,
                                  recipe.smallest, use_gpu=settings.gpus_per_trial > 0)
-    steps = (f"the largest network, the smallest and {settings.sandwich} random architectures "
-             f"within the budgets (from {len(recipe.pool)} drawn), the smaller ones distilled "
-             f"from the largest" if sandwich else "the largest network alone (masked "
-             "sub-networks are estimated)")
+    steps = (f"the largest network, the smallest and {options.sandwich} random "
+             f"architectures within the budgets (from {len(recipe.pool)} drawn), the smaller "
+             f"ones distilled from the largest" if sandwich
+             else "the largest network alone (masked sub-networks are estimated)")
     console.print(f"supernet: training the part-1 network's supernet for {epochs} epochs; each "
                   f"step trains {steps}"
-                  + (f"; data-parallel over {settings.supernet_workers} Ray Train workers"
-                     if settings.supernet_workers > 1 else ""))
+                  + (f"; data-parallel over {options.supernet_workers} Ray Train workers"
+                     if options.supernet_workers > 1 else ""))
     started = time.monotonic()
-    if settings.supernet_workers > 1:
+    if options.supernet_workers > 1:
         report = _train_data_parallel(config, settings, artifacts)
     else:
         report = _train_in_one_trial(config, settings, study.study_name, artifacts, console,
                                      started)
-    done = SupernetRecord(str(folder / CHECKPOINT_FILE), epochs, settings.supernet_recipe,
-                          settings.sandwich,
-                          report.val_accuracy, time.monotonic() - started,
-                          settings.supernet_workers)
+    done = SupernetRecord(str(folder / CHECKPOINT_FILE), epochs, options.supernet_recipe,
+                          options.sandwich, report.val_accuracy, time.monotonic() - started,
+                          options.supernet_workers)
     study.set_user_attr(records.STUDY_SUPERNET, done.__dict__)
     console.print(f"supernet: trained in {duration(done.seconds)}; largest network val "
                   f"{done.val_accuracy:.2%}")
@@ -244,7 +244,7 @@ def estimate_stage(settings: SearchSettings, study: optuna.Study, proposer: Budg
     search with more ``--candidates`` is refused rather than scoring them as estimates.
     """
     counts = trial_counts(study)
-    left = max(settings.candidates - counts.estimates, counts.queued_estimates)
+    left = max(settings.oneshot.candidates - counts.estimates, counts.queued_estimates)
     if left <= 0:
         return
     chosen = [t.number for t in study.get_trials(deepcopy=False)
