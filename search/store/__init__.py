@@ -7,9 +7,8 @@ it shares with ``latency_table`` (the measured layer latencies next to the studi
 ``database``; ``studies`` finds a study by name or the newest; ``files`` writes every file
 atomically; ``lease`` keeps one live driver per study. The dashboards import this package (and
 ``search.cli``, the command-line pattern) and nothing else of ``search``; all of it but
-``latency_table`` needs neither torch nor Ray.
+``latency_table`` needs neither torch nor Ray. Nothing is imported here: import the modules.
 """
 
-from search.store import database, files, objectives, records, storage
-
-__all__ = ["database", "files", "objectives", "records", "storage"]
+__all__ = ["agreement", "database", "files", "latency_table", "lease", "objectives",
+           "reconnecting", "records", "storage", "studies", "uncertainty"]
