@@ -27,7 +27,7 @@ import sys
 import time
 
 import numpy as np
-from layer_speed import CpuMeter, _load
+from layer_speed import CpuMeter, load_average
 
 from hetconv.errors import ConfigError
 from search.profiling.profiler import latency_model, measure_network
@@ -98,13 +98,13 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as error:
         sys.exit(f"latency_prediction: error: {error}")
     print(f"# {args.backbone} at {space.input_size}x{space.input_size}, {args.count} random "
-          f"architectures per batch, seed {args.seed}; load {_load()}")
+          f"architectures per batch, seed {args.seed}; load {load_average()}")
     summary = []
     for spec in specs:
         print(f"\n## {spec.describe()}", flush=True)
         errors = compare(space, spec, args.storage, args.count, args.seed, args.deploys)
         summary.append((spec, errors))
-    print(f"\n# summary (load {_load()})")
+    print(f"\n# summary (load {load_average()})")
     for spec, errors in summary:
         absolute = [abs(e) for e in errors]
         print(f"batch {spec.batch:>4} {spec.runtime}: mean |error| "

@@ -435,12 +435,13 @@ def machine(device: torch.device, threads: int) -> str:
 def closing_line(meter: CpuMeter, started: float) -> str:
     """The load while the script ran, and its wall time: whether the figures can be trusted."""
     busy = meter.other_cores()
-    return (f"# load average at end: {_load()}; other processes kept "
+    return (f"# load average at end: {load_average()}; other processes kept "
             f"{'n/a' if busy is None else f'{busy:.2f}'} cores busy on average over the run; "
             f"wall time {time.perf_counter() - started:.0f} s")
 
 
-def _load() -> str:
+def load_average() -> str:
+    """The machine's 1/5/15-minute load averages, as every benchmark prints them."""
     try:
         return "/".join(f"{v:.2f}" for v in os.getloadavg())
     except OSError:
@@ -463,7 +464,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"# layer_speed: torch {torch.__version__}, {machine(device, threads)}, batch "
           f"{args.batch}, "
           f"warmup {args.warmup}, repeats {args.repeats} (median), {malloc}, times in ms per call")
-    print(f"# load average (1/5/15 min) at start: {_load()}")
+    print(f"# load average (1/5/15 min) at start: {load_average()}")
     started, meter = time.perf_counter(), CpuMeter()
     with set_torch_threads(threads):
         for amp in args.amp:

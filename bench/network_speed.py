@@ -31,13 +31,14 @@ import torch
 from layer_speed import (
     CpuMeter,
     Gate,
-    _load,
     add_timing_options,
     closing_line,
+    load_average,
     machine,
     steady_malloc,
     time_gated_rounds,
 )
+from networks import trained_like
 from torch import nn
 from torch.utils.benchmark.utils.common import set_torch_threads
 
@@ -47,18 +48,6 @@ from space import Architecture
 
 BACKBONE = "vgg16"
 INPUT_SIZE = 32
-
-
-def trained_like(model: nn.Module, seed: int) -> nn.Module:
-    """Batch norms with non-trivial statistics, so folding them is real work, not identity."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                size = module.num_features
-                module.running_mean.copy_(torch.rand(size, generator=generator) - 0.5)
-                module.running_var.copy_(torch.rand(size, generator=generator) + 0.5)
-    return model.eval()
 
 
 def theoretical_speedup(part: int) -> float:
@@ -184,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     parts = sorted(set(args.parts))
     print(f"# network_speed: {BACKBONE} at {INPUT_SIZE}x{INPUT_SIZE}, torch {torch.__version__}, "
           f"{machine(device, threads)}, {args.repeats} interleaved rounds (median), fp32")
-    print(f"# load average at start: {_load()}")
+    print(f"# load average at start: {load_average()}")
     started, meter = time.perf_counter(), CpuMeter()
     gate = Gate(args.max_busy, args.patience)
     with set_torch_threads(threads):

@@ -37,9 +37,9 @@ import torch
 from layer_speed import (
     CpuMeter,
     Gate,
-    _load,
     add_timing_options,
     closing_line,
+    load_average,
     machine,
     steady_malloc,
     time_gated_rounds,
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
           f"after = working tree; batch {args.batch}, {INPUT_SIZE}x{INPUT_SIZE}, fp32, "
           f"torch {torch.__version__}, {machine(device, threads)}, {args.repeats} interleaved "
           f"rounds (median)")
-    print(f"# load average at start: {_load()}")
+    print(f"# load average at start: {load_average()}")
     started, meter = time.perf_counter(), CpuMeter()
     with set_torch_threads(threads):
         steps, params = variants(old_class, parts, args.batch, device)

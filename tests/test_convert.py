@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from bench.networks import trained_like
 from hetconv import ConfigError, HetConv2d, hetconv_mask
 from hetconv.conversion import convert, convertible
 from hetconv.models import build_model
@@ -24,7 +25,6 @@ from search.training.start import check_dense, dense_start, standard_network
 from space import Architecture, SearchSpace
 from space.networks import factory_layers
 from tests.foreign_networks import SEARCHABLE, Foreign
-from tests.networks import trained_like
 
 FACTORY = "tests.foreign_networks:foreign"
 SIZE = 20  # not 32: the trace must take the network's real input

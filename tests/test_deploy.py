@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from bench.networks import trained_like
 from hetconv.deployment import (
     DENSE,
     check_equal,
@@ -24,7 +25,6 @@ from hetconv.deployment import (
 from hetconv.layer import HetConv2d, MaskedHetConv2d
 from hetconv.models import build_model
 from space import SearchSpace
-from tests.networks import trained_like
 
 
 def _random_model(backbone: str, seed: int) -> nn.Module:

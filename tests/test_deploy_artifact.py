@@ -14,10 +14,10 @@ import pytest
 import torch
 from torch import nn
 
+from bench.networks import trained_like
 from search.cli import run_cli
 from search.deploy import PROG, main
 from space import Architecture, Normalization
-from tests.networks import trained_like
 
 # Mostly part 1 (dense, nothing to time), so that choosing the deploy form takes seconds; the
 # other layers give the program grouped forms and class-ordered activations.

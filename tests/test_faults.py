@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 
 from search.store import records
 from space import SearchSpace
+from tests.processes import search_process
 
 EPOCHS = 10
 
@@ -39,10 +40,8 @@ def test_killed_worker_resumes_from_its_last_epoch(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "search.run", "--budget", str(budget), "--backbone",
                "resnet20", "--input-size", "8", "--trials", "0", "--epochs", str(EPOCHS),
                "--storage", storage, "--study", "faulty", "--artifacts-dir", str(tmp_path)]
-    driver = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL, text=True, start_new_session=True,
-                              env={**os.environ, "RAY_AIR_NEW_OUTPUT": "0"})
-    try:
+    with search_process(command, tmp_path, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                        text=True) as driver:
         deadline = time.monotonic() + 180
         killed_at = None
         while killed_at is None and time.monotonic() < deadline:
@@ -58,9 +57,6 @@ def test_killed_worker_resumes_from_its_last_epoch(tmp_path: Path) -> None:
                 killed_at = epochs
         assert killed_at is not None, "never caught the trial mid-training"
         stdout, _ = driver.communicate(timeout=240)
-    finally:
-        if driver.poll() is None:
-            os.killpg(driver.pid, signal.SIGKILL)
     assert driver.returncode == 0, stdout[-2000:]
 
     (trial,) = optuna.load_study(study_name="faulty", storage=storage).trials

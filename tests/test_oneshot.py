@@ -11,7 +11,6 @@ import dataclasses
 import functools
 import io
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -54,6 +53,7 @@ from search.training.data import load_dataset
 from search.training.start import build_supernet, supernet_start
 from search.training.trainer import TrainConfig, train, trained_architecture
 from space import Architecture, SearchSpace
+from tests.processes import search_process
 
 BACKBONE, SIZE = "resnet20", 8
 SPACE = SearchSpace(BACKBONE, SIZE, 10, 1)
@@ -323,18 +323,13 @@ def _estimates(storage: str) -> list[optuna.trial.FrozenTrial]:
 def test_resume_after_the_driver_is_killed_mid_evaluation(tmp_path) -> None:
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     env = {**os.environ, "RAY_AIR_NEW_OUTPUT": "0"}
-    driver = subprocess.Popen(_command(storage, tmp_path), cwd=tmp_path, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
-    try:
+    with search_process(_command(storage, tmp_path), tmp_path, stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL) as driver:
         deadline = time.monotonic() + 300
         while len([t for t in _estimates(storage) if t.state == TrialState.COMPLETE]) < 20:
             assert time.monotonic() < deadline, "the search never reached its estimates"
             assert driver.poll() is None, "the search ended before it could be killed"
             time.sleep(0.2)
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
-        driver.wait()
     before = {t.number: t for t in _estimates(storage)}
     told = {n: t for n, t in before.items() if t.state == TrialState.COMPLETE}
     supernet = optuna.load_study(study_name="killed", storage=storage).user_attrs[

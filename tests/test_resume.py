@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 
 from search.store import records
 from space import Architecture
+from tests.processes import search_process
 
 BUDGET = Architecture.uniform("resnet20", 2, 8).macs
 
@@ -50,10 +51,8 @@ def test_resume_after_the_driver_is_killed(tmp_path: Path) -> None:
     """Also: a second driver started while the first runs is refused and changes nothing."""
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     env = {**os.environ, "RAY_AIR_NEW_OUTPUT": "0"}
-    driver = subprocess.Popen(_command(storage, tmp_path), cwd=tmp_path, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
-    try:
+    with search_process(_command(storage, tmp_path), tmp_path, stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL) as driver:
         _wait_for_mid_training(storage, time.monotonic() + 240)
         running = [n for n, state in _states(storage).items() if state == TrialState.RUNNING]
         second = subprocess.run(_command(storage, tmp_path, "--resume"), cwd=tmp_path, env=env,
@@ -63,9 +62,6 @@ def test_resume_after_the_driver_is_killed(tmp_path: Path) -> None:
         assert running and all(states[n] in (TrialState.RUNNING, TrialState.COMPLETE)
                                for n in running), states
         _wait_for_mid_training(storage, time.monotonic() + 240)  # a trial to interrupt again
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
-        driver.wait()
     # A second driver while the first is alive: refused in one line, its trials left running.
     lines = second.stderr.strip().splitlines()
     assert second.returncode == 2, second.stderr[-2000:]
@@ -112,17 +108,11 @@ def test_ctrl_c_exits_130_and_the_search_resumes(tmp_path: Path) -> None:
     line saying how to continue, never the normal summary; --resume then finishes it."""
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     env = {**os.environ, "RAY_AIR_NEW_OUTPUT": "0"}
-    driver = subprocess.Popen(_command(storage, tmp_path), cwd=tmp_path, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              start_new_session=True)
-    try:
+    with search_process(_command(storage, tmp_path), tmp_path, stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE, text=True) as driver:
         _wait_for_mid_training(storage, time.monotonic() + 240)
         os.killpg(driver.pid, signal.SIGINT)
         stdout, stderr = driver.communicate(timeout=120)
-    finally:
-        if driver.poll() is None:
-            os.killpg(driver.pid, signal.SIGKILL)
-            driver.wait()
     assert driver.returncode == 130, stderr[-2000:]
     assert stderr.strip().splitlines()[-1] == \
         "python -m search.run: interrupted; continue with --resume"

@@ -1,4 +1,5 @@
-"""What the tests do to networks they did not train."""
+"""What the benchmarks and the tests do to networks they did not train (the tests import it as
+``bench.networks``, the scripts beside it as ``networks``)."""
 
 from __future__ import annotations
 
