@@ -125,7 +125,7 @@ def run_search(settings: SearchSettings, out: TextIO | None = None,
     # The whole data set is read once here (downloaded where it may be), so a corrupt file is
     # one line before anything is written, and the study can record the input statistics.
     data = load_dataset(settings.dataset, settings.space.input_size, settings.data_dir,
-                        seed=settings.seed)
+                        seed=settings.seed, train_images=settings.train_images)
     # What only the cluster or the machine can refuse (authentication, resources), before the
     # storage file is even created: a cluster is joined now, a local Ray starts after the
     # latency measurement, which needs the machine to itself.

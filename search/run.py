@@ -82,6 +82,10 @@ def build_parser() -> OneLineParser:
              "takes its input channels and class count from it")
     add("--data-dir", type=path_text, default=None,
         help="folder holding the fashion-mnist, cifar or image-folder data")
+    add("--train-images", type=int, default=None, metavar="N",
+        help="train every trial on about N of the training images (the same share of each "
+             "class, drawn by --seed; validation and test unchanged), recorded in the study; "
+             "default: all")
     add("--input-size", type=int, default=None,
         help="image side the network sees; images are resized to it (default: the "
              "backbone's own, 32 for vgg16 and the CIFAR ResNets, 224 for the ImageNet ones)")

@@ -186,8 +186,10 @@ class BudgetedProposer:
 
     def complete(self, proposal: Proposal, accuracy: float, test_accuracy: float | None,
                  epochs: int, planned_epochs: int, finished: bool,
-                 seconds: float | None = None) -> str:
-        """Tell the trial's outcome; a trial that did not finish all epochs is pruned."""
+                 seconds: float | None = None,
+                 correct: tuple[str | None, str | None] = (None, None)) -> str:
+        """Tell the trial's outcome; a trial that did not finish all epochs is pruned.
+        ``correct``: which validation and test images it got right, packed."""
         trial = proposal.trial
         trial.set_user_attr(records.VAL_ACCURACY, accuracy)
         trial.set_user_attr(records.EPOCHS_TRAINED, epochs)
@@ -200,6 +202,9 @@ class BudgetedProposer:
             return records.EARLY_STOPPED
         if test_accuracy is not None:
             trial.set_user_attr(records.TEST_ACCURACY, test_accuracy)
+        for key, bits in zip((records.VAL_CORRECT, records.TEST_CORRECT), correct, strict=True):
+            if bits is not None:
+                trial.set_user_attr(key, bits)
         trial.set_user_attr(records.STATUS, records.COMPLETE)
         self.study.tell(trial, self._values(accuracy, proposal.architecture))
         return records.COMPLETE

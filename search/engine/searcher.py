@@ -91,6 +91,7 @@ class BudgetedOptunaSearcher(Searcher):
             # A trial the scheduler stopped never sends its final, test-evaluated result.
             status = self.proposer.complete(
                 proposal, report.val_accuracy, report.test_accuracy, report.epoch,
-                self.job.epochs, finished=report.done, seconds=report.train_seconds)
+                self.job.epochs, finished=report.done, seconds=report.train_seconds,
+                correct=(report.val_correct, report.test_correct))
         if self.on_finished is not None:
             self.on_finished(from_attrs(proposal.number, status, proposal.trial.user_attrs))

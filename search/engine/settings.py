@@ -47,7 +47,8 @@ INTEGER_LIMITS = {
     "epochs": 10_000, "supernet_epochs": 10_000, "batch_size": 65_536, "trials": 100_000,
     "candidates": 1_000_000, "finalists": 10_000, "sandwich": 100, "supernet_workers": 1_024,
     "workers": 1_024, "threads": 1_024, "confirm_top": 1_000, "confirm_seeds": 1_000,
-    "max_concurrent": 100_000, "max_failures": 1_000, "seed": MAX_SEED}
+    "max_concurrent": 100_000, "max_failures": 1_000, "seed": MAX_SEED,
+    "train_images": 100_000_000}
 """The most each integer option of ``search.run`` and ``search.train`` takes: far beyond any
 real run, so a typo (``--epochs 10**30``) is one line here instead of an overflow in torch, numpy
 or the database, or a run that never ends."""
@@ -122,6 +123,7 @@ class SearchSettings:
     backbone: str = "vgg16"
     dataset: str = "digits"
     data_dir: str | None = None
+    train_images: int | None = None  # about this many training images; None: all of them
     input_size: int | None = None
     strategy: str = "standard"
     oneshot: OneShotSettings = OneShotSettings()  # read with --strategy oneshot only
@@ -171,7 +173,7 @@ class SearchSettings:
             data_dir=str(Path(self.data_dir).resolve()) if self.data_dir else None,
             epochs=self.epochs if epochs is None else epochs, batch_size=self.batch_size,
             seed=self.seed, threads=max(1, int(self.cpus_per_trial)), init_from=init_from,
-            dense_from=self.dense_weights)
+            dense_from=self.dense_weights, train_images=self.train_images)
 
     @property
     def dense_weights(self) -> str | None:
@@ -226,6 +228,8 @@ class SearchSettings:
         check_integer("max_failures", self.max_failures, 0, "0 (no retries) or a positive "
                       "integer")
         check_integer("seed", self.seed, 0, "a non-negative integer")
+        if self.train_images is not None:
+            check_integer("train_images", self.train_images)
         if self.max_concurrent is not None:
             check_integer("max_concurrent", self.max_concurrent)
         _resource("cpus-per-trial", self.cpus_per_trial, none_allowed=False)

@@ -58,6 +58,7 @@ def _comparability_attrs(settings: SearchSettings, data: DataSplits) -> dict[str
     """The training settings and image counts that say whether two trials' accuracies can be
     compared, and how noisy they are (HetNAS 0.3; studies made before get them on resume)."""
     return {records.STUDY_BATCH_SIZE: settings.batch_size,
+            records.STUDY_TRAIN_IMAGES: settings.train_images,
             records.STUDY_SAMPLER: settings.sampler,
             records.STUDY_STRATEGY: settings.strategy,
             records.STUDY_VAL_IMAGES: data.sizes[1], records.STUDY_TEST_IMAGES: data.sizes[2]}
@@ -132,6 +133,8 @@ def load_for_resume(storage: optuna.storages.BaseStorage, name: str, settings: S
     # Settings that make trials incomparable; studies made before they were recorded lack them.
     for key, flag, value in ((records.STUDY_EPOCHS, "--epochs", settings.epochs),
                              (records.STUDY_BATCH_SIZE, "--batch-size", settings.batch_size),
+                             (records.STUDY_TRAIN_IMAGES, "--train-images",
+                              settings.train_images),
                              (records.STUDY_SAMPLER, "--sampler", settings.sampler),
                              (records.STUDY_STRATEGY, "--strategy", settings.strategy)):
         if key in stored and stored[key] != value:

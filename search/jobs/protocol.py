@@ -19,6 +19,8 @@ VAL_ACCURACY = "val_accuracy"
 TEST_ACCURACY = "test_accuracy"
 TRAIN_LOSS = "train_loss"
 TRAIN_SECONDS = "train_seconds"
+VAL_CORRECT = "val_correct"  # packed per-image correctness (search.store.paired), final report
+TEST_CORRECT = "test_correct"
 DONE = "done_training"  # only the final report, after the test split was evaluated
 NODE_ID = "node_id"
 _RESTARTED_ITERATION = "iterations_since_restore"  # Ray's own count, from 1 in every attempt
@@ -36,6 +38,7 @@ class TrainingJob:
     threads: int  # torch threads in the trial's worker
     init_from: str | None = None  # a one-shot supernet checkpoint every trial is fine-tuned from
     dense_from: str | None = None  # trained dense weights every trial starts from (--init-from)
+    train_images: int | None = None  # about this many training images (--train-images); None: all
 
 
 @dataclass(frozen=True)
@@ -79,12 +82,15 @@ class TrialReport:
     test_accuracy: float | None = None
     train_seconds: float | None = None
     done: bool = False
+    val_correct: str | None = None  # final report: which images the network got right
+    test_correct: str | None = None
 
     def to_result(self) -> dict[str, Any]:
         """The metrics dict for ``tune.report``; keys whose value is None are left out."""
         result = {EPOCH: self.epoch, VAL_ACCURACY: self.val_accuracy, NODE_ID: self.node_id,
                   TRAIN_LOSS: self.train_loss, TEST_ACCURACY: self.test_accuracy,
-                  TRAIN_SECONDS: self.train_seconds, DONE: self.done or None}
+                  TRAIN_SECONDS: self.train_seconds, DONE: self.done or None,
+                  VAL_CORRECT: self.val_correct, TEST_CORRECT: self.test_correct}
         return {key: value for key, value in result.items() if value is not None}
 
     @classmethod
@@ -95,7 +101,8 @@ class TrialReport:
         return cls(epoch=int(result[EPOCH]), val_accuracy=float(result[VAL_ACCURACY]),
                    node_id=result.get(NODE_ID), train_loss=result.get(TRAIN_LOSS),
                    test_accuracy=result.get(TEST_ACCURACY),
-                   train_seconds=result.get(TRAIN_SECONDS), done=bool(result.get(DONE)))
+                   train_seconds=result.get(TRAIN_SECONDS), done=bool(result.get(DONE)),
+                   val_correct=result.get(VAL_CORRECT), test_correct=result.get(TEST_CORRECT))
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import torch
 from ray import tune
 
 from search.jobs.protocol import TrialConfig, TrialReport
+from search.store.paired import pack_correct
 from search.training.checkpoint import resume_file
 from search.training.data import cached_dataset
 from search.training.start import start_weights
@@ -28,7 +29,8 @@ def train_trial(ray_config: dict[str, Any]) -> None:
     job = config.job
     torch.set_num_threads(max(1, job.threads))
     arch = Architecture.from_json(config.architecture)
-    data = cached_dataset(job.dataset, arch.input_size, job.data_dir, job.seed)
+    data = cached_dataset(job.dataset, arch.input_size, job.data_dir, job.seed,
+                          job.train_images)
     train_config = TrainConfig(epochs=job.epochs, batch_size=job.batch_size,
                                seed=config.training_seed)
 
@@ -46,4 +48,11 @@ def train_trial(ray_config: dict[str, Any]) -> None:
                     resume_from=resume_from, on_epoch=report, initial_weights=start)
     tune.report(TrialReport(outcome.epochs_trained, outcome.val_accuracy, node,
                             test_accuracy=outcome.test_accuracy,
-                            train_seconds=outcome.seconds, done=True).to_result())
+                            train_seconds=outcome.seconds, done=True,
+                            val_correct=packed(outcome.val_correct),
+                            test_correct=packed(outcome.test_correct)).to_result())
+
+
+def packed(correct: torch.Tensor | None) -> str | None:
+    """Per-image correctness as the study keeps it (:func:`search.store.paired.pack_correct`)."""
+    return None if correct is None else pack_correct(correct.numpy())

@@ -53,13 +53,19 @@ def recalibrate_batch_norm(model: nn.Module, images: torch.Tensor, batch_size: i
         model.eval()
 
 
+def calibrate(model: nn.Module, parts: Sequence[int], calibration: torch.Tensor,
+              batch_size: int) -> None:
+    """Set the supernet to ``parts`` with its batch norm re-estimated on ``calibration``."""
+    set_parts(model, parts)
+    recalibrate_batch_norm(model, calibration, batch_size)
+
+
 def estimate_parts(model: nn.Module, parts: Sequence[int], calibration: torch.Tensor,
                    batch_size: int, images: torch.Tensor, labels: torch.Tensor,
                    device: torch.device) -> float:
     """The supernet's accuracy at ``parts`` on ``images``: batch norm re-estimated on
     ``calibration`` first."""
-    set_parts(model, parts)
-    recalibrate_batch_norm(model, calibration, batch_size)
+    calibrate(model, parts, calibration, batch_size)
     return evaluate(model, images, labels, device)
 
 

@@ -43,9 +43,9 @@ from torch import nn
 
 from hetconv.errors import ConfigError
 from hetconv.supernet import set_parts, to_supernet
-from search.oneshot.estimates import CALIBRATION_BATCHES, calibration_images, estimate_parts
+from search.oneshot.estimates import CALIBRATION_BATCHES, calibrate, calibration_images
 from search.training.data import DataSplits
-from search.training.trainer import TrainConfig, TrainingRun
+from search.training.trainer import TrainConfig, TrainingRun, correct_images
 from space import Architecture, SearchSpace
 
 
@@ -137,10 +137,12 @@ class SupernetRun(TrainingRun):
             self.scaled(sub_loss * share).backward()
         return loss.detach()
 
-    def evaluate(self, images: torch.Tensor, labels: torch.Tensor) -> float:
-        """The largest network's accuracy, its batch-norm statistics re-estimated first."""
-        return estimate_parts(self.model, self.space.uniform_parts(1), self.calibration,
-                              self.config.batch_size, images, labels, self.device)
+    def correct(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Which images the largest network classifies right, its batch-norm statistics
+        re-estimated first."""
+        calibrate(self.model, self.space.uniform_parts(1), self.calibration,
+                  self.config.batch_size)
+        return correct_images(self.model, images, labels, self.device)
 
     def state(self) -> dict[str, Any]:
         state = super().state()

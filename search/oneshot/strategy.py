@@ -186,7 +186,8 @@ class _EvaluatorActor:
     def __init__(self, job: TrainingJob, arch_json: str, weights: dict[str, torch.Tensor],
                  calibration_batches: int) -> None:
         arch = Architecture.from_json(arch_json)
-        data = cached_dataset(job.dataset, arch.input_size, job.data_dir, job.seed)
+        data = cached_dataset(job.dataset, arch.input_size, job.data_dir, job.seed,
+                              job.train_images)
         self.evaluator = SupernetEvaluator(arch_json, data, weights, calibration_batches,
                                            job.batch_size, job.seed, threads=job.threads)
 

@@ -10,5 +10,5 @@ atomically; ``lease`` keeps one live driver per study. The dashboards import thi
 ``latency_table`` needs neither torch nor Ray. Nothing is imported here: import the modules.
 """
 
-__all__ = ["agreement", "database", "files", "latency_table", "lease", "objectives",
+__all__ = ["agreement", "database", "files", "latency_table", "lease", "objectives", "paired",
            "reconnecting", "records", "storage", "studies", "uncertainty"]

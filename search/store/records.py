@@ -53,6 +53,8 @@ REPLICATE = "replicate"  # confirmation run k (1, 2, ...) of an architecture: an
 ESTIMATE = "supernet_estimate"  # True on a one-shot candidate scored by the supernet
 ESTIMATED_ACCURACY = "estimated_accuracy"  # the supernet's estimate, on a trained architecture
 FINALIST_OF = "finalist_of"  # the estimate trial whose architecture this trial trains
+VAL_CORRECT = "val_correct"  # which validation images the final network got right (packed bits,
+TEST_CORRECT = "test_correct"  # search.store.paired.pack_correct); the same for the test images
 
 # Status values.
 COMPLETE = "complete"
@@ -78,6 +80,7 @@ STUDY_CLASS_NAMES = "class_names"  # None where the data set has none
 STUDY_OBJECTIVE = "objective"  # an Objective's name (search.store.objectives)
 STUDY_EPOCHS = "epochs"
 STUDY_BATCH_SIZE = "batch_size"
+STUDY_TRAIN_IMAGES = "train_images"  # --train-images: the training subset's size asked for
 STUDY_SAMPLER = "sampler"
 STUDY_VAL_IMAGES = "val_images"  # images each validation accuracy is measured on
 STUDY_TEST_IMAGES = "test_images"
@@ -108,6 +111,8 @@ class TrialRecord:
     replicate: int = 0  # 0: the search's own run; k > 0: confirmation run k (another seed)
     estimate: bool = False  # a one-shot candidate: ``accuracy`` is the supernet's estimate
     estimated_accuracy: float | None = None  # the supernet's estimate of a trained architecture
+    val_correct: str | None = None  # packed per-image correctness (search.store.paired)
+    test_correct: str | None = None
 
     @property
     def is_full_result(self) -> bool:
@@ -147,7 +152,8 @@ def from_attrs(number: int, status: str, attrs: dict) -> TrialRecord:
         wall_seconds=attrs.get(WALL_SECONDS), baseline_part=attrs.get(BASELINE_PART),
         checkpoint=attrs.get(CHECKPOINT), architecture=attrs.get(ARCHITECTURE),
         replicate=attrs.get(REPLICATE, 0), estimate=bool(attrs.get(ESTIMATE, False)),
-        estimated_accuracy=attrs.get(ESTIMATED_ACCURACY))
+        estimated_accuracy=attrs.get(ESTIMATED_ACCURACY), val_correct=attrs.get(VAL_CORRECT),
+        test_correct=attrs.get(TEST_CORRECT))
 
 
 def to_record(trial: FrozenTrial) -> TrialRecord:

@@ -40,7 +40,7 @@ from pathlib import Path
 
 from hetconv.errors import ConfigError
 from search.training.datasets import cifar, digits, fashion_mnist, imagefolder
-from search.training.datasets.splits import DatasetInfo, DataSplits, Loader
+from search.training.datasets.splits import DatasetInfo, DataSplits, Loader, training_subset
 from search.training.seeds import check_seed
 
 __all__ = ["DATASETS", "DataSplits", "DatasetInfo", "cached_dataset", "check_dataset",
@@ -58,8 +58,13 @@ DATASETS: tuple[str, ...] = tuple(_LOADERS)
 
 
 def load_dataset(name: str, input_size: int, data_dir: str | Path | None = None, seed: int = 0,
-                 val_fraction: float = 0.1, download: bool = True) -> DataSplits:
+                 val_fraction: float = 0.1, download: bool = True,
+                 train_images: int | None = None) -> DataSplits:
     """Load ``name`` at ``input_size`` and split it (see the module docstring).
+
+    ``train_images``: train on about that many of the training images (the same share of
+    every class, drawn by ``seed``; validation and test unchanged), for searches that cannot
+    afford the whole split; None, or more than there are, keeps them all.
 
     ``digits`` ignores ``data_dir``; CIFAR looks for the official python batches there and
     Fashion-MNIST for its IDX files (see the module docstring for where without one). Missing
@@ -72,14 +77,20 @@ def load_dataset(name: str, input_size: int, data_dir: str | Path | None = None,
     if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) \
             or not 0 < val_fraction < 1:
         raise ConfigError(f"val_fraction must lie strictly between 0 and 1, got {val_fraction!r}")
-    return loader.load(data_dir, input_size, seed, val_fraction, download)
+    if train_images is not None and (isinstance(train_images, bool)
+                                     or not isinstance(train_images, int) or train_images < 1):
+        raise ConfigError(f"train_images must be a positive integer, got {train_images!r}")
+    data = loader.load(data_dir, input_size, seed, val_fraction, download)
+    return data if train_images is None else training_subset(data, train_images, seed)
 
 
 @functools.lru_cache(maxsize=2)
-def cached_dataset(name: str, input_size: int, data_dir: str | None, seed: int) -> DataSplits:
+def cached_dataset(name: str, input_size: int, data_dir: str | None, seed: int,
+                   train_images: int | None = None) -> DataSplits:
     """The data set a worker process loaded already, else loaded now: Ray trials that reuse a
     worker load it once. Never downloads: the driver fetched it before the trials started."""
-    return load_dataset(name, input_size, data_dir, seed=seed, download=False)
+    return load_dataset(name, input_size, data_dir, seed=seed, download=False,
+                        train_images=train_images)
 
 
 def check_dataset(name: str, data_dir: str | Path | None, download: bool = True) -> DatasetInfo:

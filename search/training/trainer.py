@@ -24,7 +24,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -102,13 +102,20 @@ class EpochResult:
 
 @dataclass(frozen=True)
 class TrainResult:
-    """A finished trial. ``seconds`` sums the epochs across resumes, plus the final test."""
+    """A finished trial. ``seconds`` sums the epochs across resumes, plus the final test.
+
+    ``val_correct`` and ``test_correct`` say which validation and test images the final
+    network classified right (bool, one per image, in split order): what makes two networks
+    scored on the same images comparable pair by pair.
+    """
 
     val_accuracy: float
     test_accuracy: float
     epochs_trained: int
     seconds: float
     history: tuple[EpochResult, ...] = ()
+    val_correct: torch.Tensor | None = field(default=None, repr=False)
+    test_correct: torch.Tensor | None = field(default=None, repr=False)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -139,10 +146,11 @@ def trained_architecture(arch: Architecture, data: DataSplits) -> Architecture:
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-             device: torch.device | str | None = None, batch_size: int = 1024) -> float:
-    """Top-1 accuracy of ``model`` (put in eval mode) on raw ``images`` (uint8, or float in
-    ``[0, 1]``); the model normalises them itself.
+def correct_images(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                   device: torch.device | str | None = None,
+                   batch_size: int = 1024) -> torch.Tensor:
+    """Which of ``images`` (raw: uint8, or float in ``[0, 1]``; the model normalises them
+    itself) ``model`` (put in eval mode) classifies right, top-1: a bool per image, on the CPU.
 
     ``device`` is where the model lives (default: where its parameters are); batches go there.
     """
@@ -151,14 +159,22 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     device = resolve_device(device) if isinstance(device, str) else device
     amp = _amp_dtype(device)
     model.eval()
-    correct = torch.zeros((), dtype=torch.int64, device=device)
+    correct = torch.zeros(len(labels), dtype=torch.bool, device=device)
     for start in range(0, len(labels), batch_size):
         x = images[start:start + batch_size].to(device, non_blocking=True)
         x = _prepare(x, channels_last=device.type == "cuda")
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
             logits = model(x)
-        correct += (logits.argmax(1) == labels[start:start + batch_size].to(device)).sum()
-    return correct.item() / max(1, len(labels))
+        correct[start:start + batch_size] = \
+            logits.argmax(1) == labels[start:start + batch_size].to(device)
+    return correct.cpu()
+
+
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+             device: torch.device | str | None = None, batch_size: int = 1024) -> float:
+    """Top-1 accuracy of ``model`` on raw ``images`` (see :func:`correct_images`)."""
+    return correct_images(model, images, labels, device, batch_size).sum().item() \
+        / max(1, len(labels))
 
 
 def train(arch: Architecture, data: DataSplits, config: TrainConfig,
@@ -272,10 +288,12 @@ class TrainingRun:
             on_epoch: Callable[[EpochResult], None] | None) -> TrainResult:
         if saved is not None:
             self.restore(saved)
+        val_correct = None
         for epoch in range(self.epoch + 1, self.config.epochs + 1):
             started = time.perf_counter()
             loss = self.train_epoch()
-            val = self.evaluate(self.data.val_x, self.data.val_y)
+            val_correct = self.correct(self.data.val_x, self.data.val_y)
+            val = _share(val_correct)
             result = EpochResult(epoch, loss, val, time.perf_counter() - started)
             self.epoch = epoch
             self.seconds += result.seconds
@@ -285,11 +303,13 @@ class TrainingRun:
             if on_epoch is not None:
                 on_epoch(result)
         started = time.perf_counter()
-        test = self.evaluate(self.data.test_x, self.data.test_y)
-        val = (self.history[-1].val_accuracy if self.history
-               else self.evaluate(self.data.val_x, self.data.val_y))
+        test_correct = self.correct(self.data.test_x, self.data.test_y)
+        if val_correct is None:  # resumed after its last epoch: score the saved network again
+            val_correct = self.correct(self.data.val_x, self.data.val_y)
+        val = self.history[-1].val_accuracy if self.history else _share(val_correct)
         seconds = self.seconds + time.perf_counter() - started
-        return TrainResult(val, test, self.epoch, seconds, tuple(self.history))
+        return TrainResult(val, _share(test_correct), self.epoch, seconds, tuple(self.history),
+                           val_correct, test_correct)
 
     def train_epoch(self) -> float:
         """One pass over a fresh permutation of the training split; the mean batch loss."""
@@ -317,8 +337,10 @@ class TrainingRun:
             self.step += 1
         return loss_sum.item() / self.steps_per_epoch
 
-    def evaluate(self, images: torch.Tensor, labels: torch.Tensor) -> float:
-        return evaluate(self.model, images, labels, self.device, self.config.eval_batch_size)
+    def correct(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Which of ``images`` the network classifies right now (:func:`correct_images`)."""
+        return correct_images(self.model, images, labels, self.device,
+                              self.config.eval_batch_size)
 
     def state(self) -> dict[str, Any]:
         """Everything needed to continue, as tensors and primitive containers only."""
@@ -351,6 +373,11 @@ class TrainingRun:
 
 
 RunFactory = Callable[[Architecture, DataSplits, TrainConfig, torch.device], TrainingRun]
+
+
+def _share(correct: torch.Tensor) -> float:
+    """The accuracy a per-image correctness vector stands for."""
+    return correct.sum().item() / max(1, len(correct))
 
 
 def _prepare(x: torch.Tensor, channels_last: bool) -> torch.Tensor:

@@ -4,6 +4,7 @@ that turn decoded images into :class:`DataSplits` (rules: ``search.training.data
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,6 +140,21 @@ def assemble(info: DatasetInfo, input_size: int, hflip: bool,
     return DataSplits(info.name, info.num_classes, info.class_names, input_size, train_x,
                       labels(train_y), val_x, labels(val_y), test_x, labels(test_y), mean, std,
                       hflip)
+
+
+def training_subset(data: DataSplits, images: int, seed: int) -> DataSplits:
+    """``data`` trained on about ``images`` of its training images: the same share of every
+    class, drawn by ``seed``; validation and test as they were. The input statistics are
+    recomputed from the subset, since it is now the training split."""
+    total = len(data.train_y)
+    if images >= total:
+        return data
+    _, kept = _stratified_split(data.train_y.numpy(), images / total, seed)
+    index = torch.from_numpy(kept)
+    train_x = data.train_x[index]
+    mean, std = _channel_stats(train_x)
+    return dataclasses.replace(data, train_x=train_x, train_y=data.train_y[index], mean=mean,
+                               std=std)
 
 
 def split_pool(x: torch.Tensor, y: np.ndarray, fraction: float,
