@@ -15,8 +15,10 @@ supernet ranks architectures well) is measured against this table (``docs/BENCHM
 The runs go through HetNAS's own machinery: one Optuna study in ``--workdir`` (SQLite) whose
 trials are the queued (architecture, seed) runs, trained by the search driver on Ray Tune, with
 the seed index as the confirmation replicate (``search.jobs.protocol.TrialConfig``). Stopped at
-any point, the same command continues where it stopped; the table file is written from the
-study when every run is in (``--export-only`` writes what is there now).
+any point, the same command continues where it stopped: from the study where ``--workdir``
+still holds it, else from the runs already in the ``--out`` file (a committed table goes on
+growing on another machine). The file is written when every run is in (``--export-only``
+writes what is there now, also while a build runs).
 
     python bench/ground_truth.py --out bench/results/ground_truth.json          # this CPU
     python bench/ground_truth.py --full --gpus-per-trial 1 --out full.json      # on a GPU
@@ -39,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import torch
-from ground_truth_table import Band, Entry, GroundTruth, Run, Setting
+from ground_truth_table import Band, Entry, GroundTruth, Run, Setting, load
 from optuna.trial import TrialState
 from zero_cost import PROXIES, score_all
 
@@ -57,7 +59,7 @@ from space import Architecture, SearchSpace
 
 STUDY = "ground-truth"
 POOL_ATTR = "ground_truth_pool"  # the study's pool: a resumed build must train the same one
-CPU_SETTING = {"input_size": 28, "train_images": 8000, "epochs": 3, "batch_size": 64}
+CPU_SETTING = {"input_size": 28, "train_images": 4000, "epochs": 2, "batch_size": 64}
 FULL_SETTING = {"input_size": 32, "train_images": None, "epochs": 30, "batch_size": 128}
 PROXY_BATCH = 64  # training images the cheap predictors see
 PROXY_SEEDS = 3  # initialisations each predictor is averaged over
@@ -147,10 +149,14 @@ def _pool_json(pool: list[Member]) -> list[list]:
     return [[list(m.parts), m.group, m.label] for m in pool]
 
 
-def queue_runs(settings: SearchSettings, pool: list[Member], seeds: int,
-               data: DataSplits) -> optuna.Study:
-    """The build's study, created with every run queued (seed by seed, so a stopped build has
-    whole seeds), or reopened with the runs that failed queued again."""
+RunKey = tuple[tuple[int, ...], int]  # an architecture's parts and the seed's index
+
+
+def queue_runs(settings: SearchSettings, pool: list[Member], seeds: int, data: DataSplits,
+               done: set[RunKey]) -> optuna.Study:
+    """The build's study, created with every run queued that ``done`` (the table file's) lacks,
+    seed by seed so a stopped build has whole seeds; or reopened with the runs that failed
+    queued again."""
     storage = open_storage(settings.storage)
     if STUDY in optuna.get_all_study_names(storage):
         study = optuna.load_study(study_name=STUDY, storage=storage)
@@ -164,7 +170,7 @@ def queue_runs(settings: SearchSettings, pool: list[Member], seeds: int,
     else:
         study = create_study(storage, STUDY, settings, data)
         study.set_user_attr(POOL_ATTR, _pool_json(pool))
-        alive = set()
+        alive = set(done)
     proposer = BudgetedProposer(study, settings.space, Budgets(macs=settings.budget))
     for replicate in range(seeds):
         for member in pool:
@@ -173,20 +179,53 @@ def queue_runs(settings: SearchSettings, pool: list[Member], seeds: int,
     return study
 
 
+def _in_study(study: optuna.Study) -> tuple[int, int]:
+    """First runs (seed index 0) the study holds, done or to do, and runs still to do."""
+    states = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
+    trials = [t for t in study.get_trials(deepcopy=False, states=states)
+              if t.user_attrs.get(records.STATUS) != records.REJECTED]
+    first = sum(1 for t in trials if not t.user_attrs.get(records.REPLICATE))
+    return first, sum(1 for t in trials if t.state != TrialState.COMPLETE)
+
+
+def _earlier_runs(path: Path, pool: list[Member], data: DataSplits,
+                  settings: SearchSettings) -> dict[RunKey, Run]:
+    """The runs an existing table file at ``path`` holds, when it was built with this pool and
+    setting; none without a file; another table there is refused (it would be overwritten)."""
+    if not path.exists():
+        return {}
+    table = load(path)
+    train, val, test = data.sizes
+    same = ([(e.parts, e.group, e.label) for e in table.entries]
+            == [(m.parts, m.group, m.label) for m in pool]
+            and (table.setting.dataset, table.setting.input_size, table.setting.train_images,
+                 table.setting.val_images, table.setting.test_images, table.setting.epochs,
+                 table.setting.batch_size, table.setting.data_seed)
+            == (settings.dataset, settings.space.input_size, train, val, test, settings.epochs,
+                settings.batch_size, settings.seed))
+    if not same:
+        raise SystemExit(f"{path} holds a table of another pool or setting; pass another --out")
+    return {(e.parts, r.replicate): r for e in table.entries for r in e.runs}
+
+
 def _parts(trial: optuna.trial.FrozenTrial) -> tuple[int, ...]:
     """A queued trial's parts, from its Optuna parameters (log2 of each part)."""
     return tuple(2 ** int(v) for _, v in sorted(trial.params.items()))
 
 
 def export(study: optuna.Study, pool: list[Member], space: SearchSpace, seeds: int,
-           data: DataSplits, settings: SearchSettings, made: dict[str, object]) -> GroundTruth:
-    """The table as the study holds it now: every finished run of every pool member."""
-    runs: dict[tuple[tuple[int, ...], int], Run] = {}
+           data: DataSplits, settings: SearchSettings, made: dict[str, object],
+           earlier: dict[RunKey, Run]) -> GroundTruth:
+    """The table as the study holds it now, over the ``earlier`` file's runs: every finished
+    run of every pool member."""
+    runs: dict[RunKey, Run] = dict(earlier)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         attrs = trial.user_attrs
         if attrs.get(records.STATUS) != records.COMPLETE or records.TEST_CORRECT not in attrs:
             continue
         key = (tuple(attrs[records.PARTS]), attrs.get(records.REPLICATE, 0))
+        if key in earlier:
+            continue
         runs.setdefault(key, Run(
             replicate=key[1], seed=attrs[records.SEED],
             val_curve=tuple(trial.intermediate_values[e]
@@ -294,13 +333,16 @@ def main(argv: Sequence[str] | None = None) -> GroundTruth:
     print(f"# ground truth: {len(pool)} architectures x {args.seeds} seeds, {space.backbone} on "
           f"{settings.dataset} at {space.input_size} px, {data.sizes[0]} training images, "
           f"{settings.epochs} epochs; study in {settings.storage}", flush=True)
+    earlier = _earlier_runs(args.out, pool, data, settings)
     Path(args.workdir).mkdir(parents=True, exist_ok=True)
-    study = queue_runs(settings, pool, args.seeds, data)
-    if not args.export_only:
+    study = queue_runs(settings, pool, args.seeds, data, set(earlier))
+    first_runs, pending = _in_study(study)
+    if pending and not args.export_only:
         # Every architecture's first run is a searched trial of the study, its other seeds
-        # confirmation runs: --trials counts the first runs, so nothing new is proposed.
-        run_search(dataclasses.replace(settings, resume=True, trials=len(pool)))
-    table = export(study, pool, space, args.seeds, data, settings, _made(argv))
+        # confirmation runs: --trials counts the first runs the study holds, so the driver
+        # trains what is queued (or was left running) and proposes nothing new.
+        run_search(dataclasses.replace(settings, resume=True, trials=first_runs))
+    table = export(study, pool, space, args.seeds, data, settings, _made(argv), earlier)
     write_atomic(args.out, lambda path: path.write_text(table.to_json()))
     done = len(table.complete())
     print(f"# wrote {args.out}: {done}/{len(pool)} architectures with all {args.seeds} seeds, "

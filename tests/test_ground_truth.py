@@ -69,6 +69,12 @@ def test_a_tiny_table_is_built_resumed_and_read(tmp_path: Path) -> None:
     assert len(optuna.load_study(study_name=ground_truth.STUDY, storage=storage).trials) == 4
     assert load(tmp_path / "gt.json").entries == table.entries
 
+    # A fresh machine (the study gone) continues from the file: nothing is trained again.
+    fresh = _build(tmp_path, "--workdir", str(tmp_path / "fresh"))
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    assert "epoch 1/1" not in fresh.stdout
+    assert load(tmp_path / "gt.json").entries == table.entries
+
     # Another pool in the same study is refused, the file left as it was.
     before = (tmp_path / "gt.json").read_bytes()
     other = _build(tmp_path, "--pool-seed", "1", "--limit", "3")
