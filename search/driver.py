@@ -207,7 +207,8 @@ def _drive(settings: SearchSettings, study: optuna.Study, recovered: list[int],
                   f"{'finalists' if settings.is_oneshot else 'searched'}, "
                   f"{done.confirmations} "
                   f"confirmation runs){estimated}, {proposer.rejected} proposals rejected over "
-                  f"the budgets")
+                  f"the budgets, {proposer.repeated} repeated proposals answered from the "
+                  f"record")
     if not records.ranked(all_records) and any(r.status == records.FAILED for r in all_records):
         raise SearchFailed("every trial failed" + (f"; the first: {failure}" if failure else
                            f"; the trials' errors are in the Ray logs under "

@@ -1,8 +1,21 @@
 """Turn Optuna's proposals into architectures that fit the budgets (MACs, latency or both).
 
-The proposer is the sampler side of the search and knows nothing of Ray. An architecture over
-a budget is never handed out for training; its Optuna trial is completed at once as infeasible
-(``Trial.set_constraint``) so the sampler learns where the boundary lies, and it is counted.
+The proposer is the sampler side of the search and knows nothing of Ray.
+
+*The sampler's view.* Optuna suggests one parameter per layer, the base-2 logarithm of its part.
+A suggestion over the budgets is brought within them by :meth:`Budgets.project` (the fewest
+doublings of parts, each removing the most of what is over), and that architecture is trained;
+the trial keeps the suggestion as its parameters and the trained parts in ``records.PARTS``
+(with ``records.REQUESTED_PARTS`` where they differ). The sampler thus learns the accuracy of
+``project(suggestion)``, a fixed function of its parameters, and a tight budget costs no
+rejected rows. Only where no doubling reaches a latency budget is a suggestion told infeasible
+(``Trial.set_constraint``) and counted as rejected.
+
+*Nothing trained twice.* A suggestion whose architecture the study has trained already (or
+scored, for a one-shot estimate) is answered from that record: the trial is told the known
+values, marked ``repeated`` and never trained, and ``--trials`` counts distinct architectures.
+One that repeats an architecture still training waits for its outcome. Confirmation runs and
+retried trials are repeats by design and are trained.
 """
 
 from __future__ import annotations
@@ -15,7 +28,7 @@ import optuna
 from optuna.trial import TrialState
 
 from hetconv.errors import ConfigError
-from search.engine.budgets import Budgets
+from search.engine.budgets import Budgets, Screening
 from search.store import records
 from search.store.objectives import ACCURACY, LATENCY_METRIC, Objective
 from space import Architecture, SearchSpace
@@ -66,6 +79,10 @@ class BudgetedProposer:
         self.max_consecutive_rejections = max_consecutive_rejections
         self.report = report
         self.rejected = 0
+        self.repeated = 0  # proposals answered from the record of an architecture's own run
+        self._outcomes: dict[_Key, _Outcome] | None = None  # read from the study when first asked
+        self._in_flight: dict[int, _Key] = {}  # trial number -> what it trains
+        self._waiting: dict[_Key, list[optuna.Trial]] = {}  # repeats of a run still training
 
     def baselines_within(self) -> list[tuple[int, Architecture]]:
         """Every distinct uniform-P network within the budgets (the paper's), cheapest last."""
@@ -124,38 +141,101 @@ class BudgetedProposer:
 
     def propose(self, estimate: bool = False) -> Proposal:
         """The next architecture to train (or, with ``estimate``, to score with the one-shot
-        supernet). Over-budget proposals are told infeasible and skipped."""
-        for attempt in range(self.max_consecutive_rejections):
+        supernet): the sampler's suggestion brought within the budgets; one the study knows
+        already is answered from its record and the sampler asked again."""
+        rejected = repeated = 0
+        for _ in range(self.max_consecutive_rejections):
             trial = self.study.ask()
-            arch = Architecture(self.space.backbone, self._suggest_parts(trial),
+            requested = self._suggest_parts(trial)
+            parts = self.budgets.project(self.space, requested)
+            arch = Architecture(self.space.backbone, requested if parts is None else parts,
                                 self.space.input_size, self.space.num_classes,
                                 self.space.in_channels)
-            screening = self.budgets.screen(arch)
-            attrs = {records.PARTS: list(arch.parts), records.PAPER_MACS: arch.macs,
-                     records.EXECUTED_MACS: arch.executed_macs, records.PARAMS: arch.params,
-                     records.ARCHITECTURE: arch.to_json(), **screening.constraints}
-            if screening.latency_ms is not None:
-                attrs[records.LATENCY] = screening.latency_ms
-            for name, over_budget in screening.constraints.items():
-                trial.set_constraint(name, over_budget)
-            for key, value in attrs.items():
-                trial.set_user_attr(key, value)
-            if screening.fits:
-                if estimate:
-                    trial.set_user_attr(records.ESTIMATE, True)
-                trial.set_user_attr(records.STATUS, records.RUNNING)
-                return Proposal(trial, arch)
-            trial.set_user_attr(records.STATUS, records.REJECTED)
-            trial.set_user_attr(records.EPOCHS_TRAINED, 0)
-            self.study.tell(trial, self._values(0.0, arch))
-            self.rejected += 1
-            in_a_row = attempt + 1
-            if self.report is not None and in_a_row % _REJECTION_NOTICE == 0:
-                self.report(f"  {in_a_row} proposals in a row over the budget of "
-                            f"{self.budgets.describe()}; still asking the sampler "
-                            f"(gives up at {self.max_consecutive_rejections})")
+            screening = self._record(trial, arch, requested)
+            if not screening.fits:
+                self._reject(trial, arch)
+                rejected += 1
+                self._notice(rejected, "over the budget of " + self.budgets.describe())
+                continue
+            if estimate:
+                trial.set_user_attr(records.ESTIMATE, True)
+            key = (arch.parts, estimate)
+            if self._is_own_run(trial) and self._answered(trial, key):
+                repeated += 1
+                self._notice(repeated, "of architectures trained already")
+                continue
+            trial.set_user_attr(records.STATUS, records.RUNNING)
+            self._in_flight[trial.number] = key
+            return Proposal(trial, arch)
+        what = ("over the budget of " + self.budgets.describe() if rejected > repeated else
+                "of architectures trained already; the space within the budgets may be "
+                "exhausted")
         raise ConfigError(f"the sampler proposed {self.max_consecutive_rejections} architectures "
-                          f"in a row over the budget of {self.budgets.describe()}; raise it")
+                          f"in a row {what}; raise the budget or lower --trials")
+
+    def _record(self, trial: optuna.Trial, arch: Architecture,
+                requested: tuple[int, ...]) -> Screening:
+        """Write what the trial stands for (parts, costs, constraints) and screen it."""
+        screening = self.budgets.screen(arch)
+        attrs = {records.PARTS: list(arch.parts), records.PAPER_MACS: arch.macs,
+                 records.EXECUTED_MACS: arch.executed_macs, records.PARAMS: arch.params,
+                 records.ARCHITECTURE: arch.to_json(), **screening.constraints}
+        if arch.parts != requested:
+            attrs[records.REQUESTED_PARTS] = list(requested)
+        if screening.latency_ms is not None:
+            attrs[records.LATENCY] = screening.latency_ms
+        for name, over_budget in screening.constraints.items():
+            trial.set_constraint(name, over_budget)
+        for name, value in attrs.items():
+            trial.set_user_attr(name, value)
+        return screening
+
+    def _reject(self, trial: optuna.Trial, arch: Architecture) -> None:
+        trial.set_user_attr(records.STATUS, records.REJECTED)
+        trial.set_user_attr(records.EPOCHS_TRAINED, 0)
+        self.study.tell(trial, self._values(0.0, arch))
+        self.rejected += 1
+
+    def _notice(self, in_a_row: int, what: str) -> None:
+        if self.report is not None and in_a_row % _REJECTION_NOTICE == 0:
+            self.report(f"  {in_a_row} proposals in a row {what}; still asking the sampler "
+                        f"(gives up at {self.max_consecutive_rejections})")
+
+    @staticmethod
+    def _is_own_run(trial: optuna.Trial) -> bool:
+        """An architecture's own run: not a confirmation seed, not a retried trial."""
+        attrs = trial.user_attrs
+        return not attrs.get(records.REPLICATE) and records.RESUME_FROM not in attrs
+
+    def _answered(self, trial: optuna.Trial, key: _Key) -> bool:
+        """Answer ``trial`` from the record of the architecture it repeats, or keep it waiting
+        for the run in flight; False when the architecture is new."""
+        if self._outcomes is None:
+            self._outcomes = _outcomes(self.study)
+        known = self._outcomes.get(key)
+        if known is None and key not in self._in_flight.values():
+            return False
+        trial.set_user_attr(records.STATUS, records.REPEATED)
+        self.repeated += 1
+        if known is None:
+            self._waiting.setdefault(key, []).append(trial)
+        else:
+            _tell_repeat(self.study, trial, known)
+        return True
+
+    def _settle(self, trial: optuna.Trial, outcome: _Outcome | None) -> None:
+        """The run of ``trial`` ended: remember its outcome (None: it failed, so a later
+        proposal trains it again) and answer the repeats that waited for it."""
+        key = self._in_flight.pop(trial.number, None)
+        if key is None:
+            return
+        if outcome is not None and self._outcomes is not None:
+            self._outcomes[key] = outcome
+        for waiting in self._waiting.pop(key, []):
+            if outcome is None:
+                self.study.tell(waiting, state=TrialState.FAIL)
+            else:
+                _tell_repeat(self.study, waiting, outcome)
 
     def _values(self, accuracy: float, arch: Architecture) -> list[float]:
         latency = self.budgets.predicted_ms(arch) \
@@ -199,6 +279,7 @@ class BudgetedProposer:
         if not finished or epochs < planned_epochs:
             trial.set_user_attr(records.STATUS, records.EARLY_STOPPED)
             self.study.tell(trial, state=TrialState.PRUNED)
+            self._settle(trial, _Outcome(trial.number, None))
             return records.EARLY_STOPPED
         if test_accuracy is not None:
             trial.set_user_attr(records.TEST_ACCURACY, test_accuracy)
@@ -206,7 +287,9 @@ class BudgetedProposer:
             if bits is not None:
                 trial.set_user_attr(key, bits)
         trial.set_user_attr(records.STATUS, records.COMPLETE)
-        self.study.tell(trial, self._values(accuracy, proposal.architecture))
+        values = self._values(accuracy, proposal.architecture)
+        self.study.tell(trial, values)
+        self._settle(trial, _Outcome(trial.number, values))
         return records.COMPLETE
 
     def complete_estimate(self, proposal: Proposal, estimated_accuracy: float) -> None:
@@ -216,9 +299,49 @@ class BudgetedProposer:
         trial.set_user_attr(records.VAL_ACCURACY, estimated_accuracy)
         trial.set_user_attr(records.EPOCHS_TRAINED, 0)
         trial.set_user_attr(records.STATUS, records.ESTIMATED)
-        self.study.tell(trial, self._values(estimated_accuracy, proposal.architecture))
+        values = self._values(estimated_accuracy, proposal.architecture)
+        self.study.tell(trial, values)
+        self._settle(trial, _Outcome(trial.number, values))
 
     def fail(self, proposal: Proposal) -> str:
         proposal.trial.set_user_attr(records.STATUS, records.FAILED)
         self.study.tell(proposal.trial, state=TrialState.FAIL)
+        self._settle(proposal.trial, None)
         return records.FAILED
+
+
+_Key = tuple[tuple[int, ...], bool]  # an architecture's parts, and whether it is an estimate
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """How an architecture's own run ended: its trial and values (None: stopped early)."""
+
+    number: int
+    values: list[float] | None
+
+
+def _outcomes(study: optuna.Study) -> dict[_Key, _Outcome]:
+    """Every architecture the study has trained to the end, stopped early or estimated, from
+    its own run (the first when there are several)."""
+    found: dict[_Key, _Outcome] = {}
+    for trial in study.get_trials(deepcopy=False,
+                                  states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        attrs = trial.user_attrs
+        if attrs.get(records.STATUS) not in (records.COMPLETE, records.ESTIMATED,
+                                             records.EARLY_STOPPED) \
+                or attrs.get(records.REPLICATE) or records.PARTS not in attrs:
+            continue
+        key = (tuple(attrs[records.PARTS]), bool(attrs.get(records.ESTIMATE)))
+        values = trial.values if trial.state == TrialState.COMPLETE else None
+        found.setdefault(key, _Outcome(trial.number, values))
+    return found
+
+
+def _tell_repeat(study: optuna.Study, trial: optuna.Trial, known: _Outcome) -> None:
+    """Answer a repeated proposal with what its architecture's own run gave."""
+    trial.set_user_attr(records.REPEAT_OF, known.number)
+    if known.values is None:
+        study.tell(trial, state=TrialState.PRUNED)
+    else:
+        study.tell(trial, known.values)

@@ -244,7 +244,8 @@ def trial_counts(study: optuna.Study) -> TrialCounts:
         if trial.state == TrialState.WAITING:
             queued[_role(trial.user_attrs)] += 1
         elif trial.state in (TrialState.COMPLETE, TrialState.PRUNED) \
-                and trial.user_attrs.get(records.STATUS) != records.REJECTED:
+                and trial.user_attrs.get(records.STATUS) not in (records.REJECTED,
+                                                                 records.REPEATED):
             done[_role(trial.user_attrs)] += 1
     return TrialCounts(**done, queued_baselines=queued["baselines"],
                        queued_searched=queued["searched"],

@@ -7,10 +7,14 @@ cannot drift apart. It needs Optuna and nothing else of the project (no Ray, no 
 Every Optuna trial of a HetNAS study is one of:
 
 * ``complete``: trained for all its epochs; Optuna state COMPLETE, feasible constraint.
-* ``rejected``: over the MACs budget or the latency budget, never trained. Optuna state COMPLETE
-  with accuracy 0 and a positive ``macs_over_budget`` or ``latency_over_budget_ms`` constraint, so
-  the sampler learns where the boundary is while Optuna's own ``best_trial`` and Pareto front
-  (which honour constraints) leave it out.
+* ``rejected``: over a budget that no projection reaches (``search.engine.budgets``; a latency
+  budget raising parts cannot meet), never trained. Optuna state COMPLETE with accuracy 0 and a
+  positive ``macs_over_budget`` or ``latency_over_budget_ms`` constraint, so the sampler learns
+  where the boundary is while Optuna's own ``best_trial`` and Pareto front (which honour
+  constraints) leave it out.
+* ``repeated``: the sampler proposed an architecture the study had trained (or estimated)
+  already; answered with that run's values (``repeat_of`` names it), never trained, never a
+  result of its own; Optuna state COMPLETE (PRUNED where the run was stopped early).
 * ``early_stopped``: stopped by the scheduler (ASHA) before its last epoch; Optuna state PRUNED,
   so it never counts as a full result.
 * ``failed``: the trial errored, or the driver died while it ran; Optuna state FAIL.
@@ -53,12 +57,15 @@ REPLICATE = "replicate"  # confirmation run k (1, 2, ...) of an architecture: an
 ESTIMATE = "supernet_estimate"  # True on a one-shot candidate scored by the supernet
 ESTIMATED_ACCURACY = "estimated_accuracy"  # the supernet's estimate, on a trained architecture
 FINALIST_OF = "finalist_of"  # the estimate trial whose architecture this trial trains
+REQUESTED_PARTS = "requested_parts"  # the sampler's suggestion, where the budgets changed it
+REPEAT_OF = "repeat_of"  # a repeated proposal: the trial whose record answered it
 VAL_CORRECT = "val_correct"  # which validation images the final network got right (packed bits,
 TEST_CORRECT = "test_correct"  # search.store.paired.pack_correct); the same for the test images
 
 # Status values.
 COMPLETE = "complete"
 REJECTED = "rejected"
+REPEATED = "repeated"  # an architecture the study had trained already: answered, not trained
 EARLY_STOPPED = "early_stopped"
 FAILED = "failed"
 RUNNING = "running"
