@@ -29,6 +29,7 @@ from search.engine.study import (
     default_study_name,
     load_for_resume,
     recover_interrupted,
+    startup_trials,
     trial_counts,
 )
 from search.jobs.protocol import EPOCH, VAL_ACCURACY, TrialReport
@@ -157,7 +158,8 @@ def _drive(settings: SearchSettings, study: optuna.Study, recovered: list[int],
     console = SearchConsole(budgets, out, study.user_attrs.get(records.STUDY_VAL_IMAGES),
                             study.user_attrs.get(records.STUDY_TEST_IMAGES))
     proposer = BudgetedProposer(study, space, budgets, objective_named(settings.objective),
-                                report=console.print)
+                                report=console.print, startup=startup_trials(settings),
+                                seed=settings.seed)
     baselines = ([part for part, _ in proposer.baselines_within()] if settings.is_oneshot
                  else proposer.enqueue_baselines(settings.baselines))
     console.print(f"study {study.study_name} in {display_url(settings.storage)}: "

@@ -125,3 +125,23 @@ def test_a_failed_run_is_trained_again_when_proposed_again() -> None:
     proposer.fail(proposer.propose())
     proposer.study.enqueue_trial(parts_to_params(parts))
     assert proposer.propose().architecture.parts == parts
+
+
+def test_start_up_proposals_are_random_within_the_budget_after_the_baselines() -> None:
+    settings = SearchSettings(sampler="tpe", seed=4, budget=TIGHT * 2)
+    study = optuna.create_study(sampler=make_sampler(settings), direction="maximize")
+    proposer = BudgetedProposer(study, SPACE, Budgets(macs=TIGHT * 2), startup=5, seed=4)
+    baselines = proposer.enqueue_baselines("all")
+    handed = []
+    for _ in range(len(baselines) + 8):
+        proposal = proposer.propose()
+        handed.append(proposal.trial.user_attrs)
+        proposer.complete(proposal, 0.5, None, 1, 1, finished=True)
+    roles = ["baseline" if a.get(records.BASELINE_PART) else
+             "startup" if a.get(records.STARTUP) else "sampler" for a in handed]
+    assert roles == ["baseline"] * len(baselines) + ["startup"] * 5 + ["sampler"] * 3
+    startup = [tuple(a[records.PARTS]) for a in handed if a.get(records.STARTUP)]
+    uniform = {SPACE.uniform_parts(p) for p in SPACE.uniform_choices()}
+    assert len(set(startup)) == 5 and not set(startup) & uniform  # real random draws
+    assert all(records.REQUESTED_PARTS not in a for a in handed if a.get(records.STARTUP))
+    assert SPACE.fits(np.array(startup), TIGHT * 2).all()

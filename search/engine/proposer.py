@@ -16,6 +16,11 @@ scored, for a one-shot estimate) is answered from that record: the trial is told
 values, marked ``repeated`` and never trained, and ``--trials`` counts distinct architectures.
 One that repeats an architecture still training waits for its outcome. Confirmation runs and
 retried trials are repeats by design and are trained.
+
+*Start-up.* The first ``startup`` searched proposals of a study are random architectures drawn
+uniformly among those within the budgets (queued as fixed trials marked ``startup``), so the
+model-based samplers start from real random points inside the budget rather than from the
+queued uniform baselines, which TPE's own start-up count would include.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import optuna
 from optuna.trial import TrialState
 
@@ -34,6 +40,7 @@ from search.store.objectives import ACCURACY, LATENCY_METRIC, Objective
 from space import Architecture, SearchSpace
 
 _REJECTION_NOTICE = 1000  # a line per this many proposals in a row over the budgets
+_STARTUP_DRAWS = 20_000  # random vectors screened at once for a start-up architecture
 
 
 def param_name(index: int) -> str:
@@ -71,8 +78,11 @@ class BudgetedProposer:
 
     def __init__(self, study: optuna.Study, space: SearchSpace, budgets: Budgets,
                  objective: Objective = ACCURACY, max_consecutive_rejections: int = 10_000,
-                 report: Callable[[str], None] | None = None) -> None:
+                 report: Callable[[str], None] | None = None, startup: int = 0,
+                 seed: int = 0) -> None:
         self.study = study
+        self.startup = startup  # random searched proposals within the budgets, first
+        self._rng = np.random.default_rng([seed, len(study.trials)])
         self.space = space
         self.budgets = budgets
         self.objective = objective
@@ -144,6 +154,8 @@ class BudgetedProposer:
         supernet): the sampler's suggestion brought within the budgets; one the study knows
         already is answered from its record and the sampler asked again."""
         rejected = repeated = 0
+        if not estimate:
+            self._queue_startup()
         for _ in range(self.max_consecutive_rejections):
             trial = self.study.ask()
             requested = self._suggest_parts(trial)
@@ -172,6 +184,21 @@ class BudgetedProposer:
                 "exhausted")
         raise ConfigError(f"the sampler proposed {self.max_consecutive_rejections} architectures "
                           f"in a row {what}; raise the budget or lower --trials")
+
+    def _queue_startup(self) -> None:
+        """Queue the next start-up architecture while the study has fewer than ``startup``:
+        drawn uniformly among the random vectors within the budgets (a random vector brought
+        within them where too few fit to be found by drawing)."""
+        made = sum(1 for t in self.study.get_trials(deepcopy=False)
+                   if t.user_attrs.get(records.STARTUP))
+        if made >= self.startup:
+            return
+        draws = self.space.random_parts(self._rng, _STARTUP_DRAWS)
+        fitting = draws[self.budgets.within(self.space, draws)]
+        parts = (tuple(int(p) for p in fitting[0]) if len(fitting)
+                 else self.budgets.project(self.space, tuple(int(p) for p in draws[0])))
+        if parts is not None:
+            self.study.enqueue_trial(parts_to_params(parts), user_attrs={records.STARTUP: True})
 
     def _record(self, trial: optuna.Trial, arch: Architecture,
                 requested: tuple[int, ...]) -> Screening:

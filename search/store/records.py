@@ -59,6 +59,7 @@ ESTIMATED_ACCURACY = "estimated_accuracy"  # the supernet's estimate, on a train
 FINALIST_OF = "finalist_of"  # the estimate trial whose architecture this trial trains
 REQUESTED_PARTS = "requested_parts"  # the sampler's suggestion, where the budgets changed it
 REPEAT_OF = "repeat_of"  # a repeated proposal: the trial whose record answered it
+STARTUP = "startup"  # a start-up proposal: random within the budgets, before the sampler's own
 VAL_CORRECT = "val_correct"  # which validation images the final network got right (packed bits,
 TEST_CORRECT = "test_correct"  # search.store.paired.pack_correct); the same for the test images
 
