@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -21,6 +22,8 @@ from search.store.paired import (
     noise_ceiling,
     pack_correct,
     paired_bootstrap,
+    paired_verdict,
+    pooled_seed_noise,
     spearman,
     unpack_correct,
 )
@@ -245,3 +248,54 @@ def test_noise_ceiling_lies_between_noise_and_repeatability() -> None:
 def test_noise_ceiling_needs_two_seeds() -> None:
     with pytest.raises(ValueError, match="at least two seeds"):
         noise_ceiling(np.ones((5, 1)))
+
+
+# -- verdicts that count the pairing and the seeds ---------------------------------------------
+
+def _seeds(rng: np.random.Generator, difficulty: np.ndarray, shifts: Sequence[float]) -> np.ndarray:
+    """Runs (seeds x images) of one architecture: an image is right with its own probability,
+    moved by the seed's shift (a seed that trained better gets more right everywhere)."""
+    return np.stack([rng.random(difficulty.size) < np.clip(difficulty + s, 0, 1)
+                     for s in shifts])
+
+
+def test_two_equal_architectures_with_a_real_seed_spread_are_not_distinguishable() -> None:
+    rng = np.random.default_rng(7)
+    difficulty = rng.random(10_000)  # the same images are hard for both
+    spread = 0.02  # seeds move accuracy by about 2 points
+    a = _seeds(rng, difficulty, rng.normal(0, spread, 3))
+    b = _seeds(rng, difficulty, rng.normal(0, spread, 3))
+    sentence = paired_verdict(a, b, None, "A", "B", "test")
+    assert sentence.startswith("A is not distinguishable from B"), sentence
+    # One run each, with the seed spread pooled from repeated runs of other architectures.
+    noise = pooled_seed_noise([list(a.mean(axis=1)), list(b.mean(axis=1))])
+    assert noise is not None and noise.df == 4 and noise.architectures == 2
+    single = paired_verdict(a[:1], b[:1], noise, "A", "B", "test")
+    assert single.startswith("A is not distinguishable from B"), single
+    assert "seed spread pooled from 2 architectures" in single
+
+
+def test_one_run_each_without_repeated_runs_says_it_cannot_decide() -> None:
+    rng = np.random.default_rng(8)
+    difficulty = rng.random(5_000)
+    a, b = _seeds(rng, difficulty, [0.05]), _seeds(rng, difficulty, [0.0])
+    sentence = paired_verdict(a, b, None, "A", "B", "test")
+    assert "cannot separate the architecture from its training seed" in sentence
+    assert "McNemar" in sentence or "p =" in sentence  # the images alone, beside
+
+
+def test_a_real_gap_beats_pooled_seed_noise() -> None:
+    rng = np.random.default_rng(9)
+    difficulty = rng.random(10_000)
+    a, b = _seeds(rng, difficulty, [0.08]), _seeds(rng, difficulty, [0.0])
+    noise = pooled_seed_noise([[0.80, 0.81, 0.805], [0.70, 0.705, 0.71]])
+    assert paired_verdict(a, b, noise, "A", "B", "test").startswith("A beats B beyond noise")
+    assert paired_verdict(b, a, noise, "B", "A", "test").startswith("B is worse than A")
+
+
+def test_pooled_seed_noise_is_the_within_architecture_variance() -> None:
+    noise = pooled_seed_noise([[0.1, 0.3], [0.5], [0.2, 0.4, 0.6]])
+    # squares: 0.02 + 0.08 over df 1 + 2
+    assert noise is not None and noise.variance == pytest.approx(0.1 / 3)
+    assert noise.df == 3 and noise.architectures == 2
+    assert pooled_seed_noise([[0.5], [0.7]]) is None

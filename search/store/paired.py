@@ -16,14 +16,14 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from search.store.uncertainty import wilson_interval
+from search.store.uncertainty import Z95, judge, t95, wilson_interval
 
 _CELLS = 1 << 22  # bootstrap counts held at once (32 MiB of int64), whatever the pattern count
 
@@ -415,3 +415,71 @@ def _mean_tau(pairs: list[tuple[NDArray[np.float64], NDArray[np.float64]]], draw
     counts = _item_counts(items, draws, seed)
     resampled = np.mean([_kendall_draws(x, y, counts) for x, y in pairs], axis=0)
     return RankAgreement(KENDALL, float(np.mean(taus)), _percentiles(resampled), items)
+
+
+# -- verdicts: pairing and seeds together -----------------------------------------------------
+
+@dataclass(frozen=True)
+class SeedNoise:
+    """The spread of accuracy over training seeds, pooled over every architecture a study ran
+    more than once: what one run of an architecture does not show."""
+
+    variance: float  # pooled within-architecture variance of an accuracy (squared proportion)
+    df: int  # its degrees of freedom: runs minus architectures
+    architectures: int
+
+
+def pooled_seed_noise(runs: Iterable[Sequence[float]]) -> SeedNoise | None:
+    """:class:`SeedNoise` from each architecture's accuracies over seeds (those with one run
+    add nothing); None when no architecture has two."""
+    repeated = [np.asarray(r, dtype=np.float64) for r in runs if len(r) > 1]
+    if not repeated:
+        return None
+    df = sum(r.size - 1 for r in repeated)
+    squares = sum(float(np.sum((r - r.mean()) ** 2)) for r in repeated)
+    return SeedNoise(squares / df, df, len(repeated))
+
+
+def paired_interval(a_runs: ArrayLike, b_runs: ArrayLike, noise: SeedNoise | None,
+                    draws: int = 10_000) -> tuple[tuple[float, float], str] | None:
+    """95 % interval of a's mean-over-seeds accuracy minus b's, both scored on the same
+    images (seeds x images each), and how it was formed; None where seed noise cannot be
+    judged (a side with one run and no repeated runs to pool).
+
+    Two runs or more on each side: :func:`paired_bootstrap` over images and seeds. Otherwise the
+    images are paired (the variance of the per-image difference of the seed-mean correctness)
+    and each side's seed noise comes from ``noise``, as Student's t on its degrees of freedom.
+    """
+    a = _correctness(a_runs, "a_runs", 2)
+    b = _correctness(b_runs, "b_runs", 2)
+    if len(a) > 1 and len(b) > 1:
+        boot = paired_bootstrap(a, b, draws)
+        return boot.interval, (f"paired bootstrap over {boot.images} images and {len(a)} vs "
+                               f"{len(b)} seeds")
+    if noise is None:
+        return None
+    per_image = a.mean(axis=0) - b.mean(axis=0)
+    variance = (per_image.var(ddof=1) / per_image.size
+                + noise.variance * (1 / len(a) + 1 / len(b)))
+    half = (Z95 if noise.df > 1_000 else t95(noise.df)) * math.sqrt(variance)
+    difference = float(per_image.mean())
+    return ((difference - half, difference + half),
+            f"paired over {per_image.size} images, {len(a)} vs {len(b)} runs, seed spread "
+            f"pooled from {noise.architectures} architectures run more than once")
+
+
+def paired_verdict(a_runs: ArrayLike, b_runs: ArrayLike, noise: SeedNoise | None, a_name: str,
+                   b_name: str, split: str) -> str:
+    """One sentence, as :func:`search.store.uncertainty.verdict` words it, from networks scored
+    on the same images; with one run on a side and no seed spread to pool, it says that one run
+    cannot tell the architecture from its seed (McNemar's test on the images alone beside)."""
+    a = _correctness(a_runs, "a_runs", 2)
+    b = _correctness(b_runs, "b_runs", 2)
+    difference = float(a.mean() - b.mean())
+    found = paired_interval(a, b, noise)
+    if found is not None:
+        return judge(difference, found, a_name, b_name, split)
+    images = mcnemar(a[0], b[0])
+    return (f"{a_name} vs {b_name}: {100 * difference:+.2f} points on {split}; one run each "
+            f"cannot separate the architecture from its training seed (the images alone: "
+            f"{images.describe()}); confirm over seeds (--confirm-top) to decide")

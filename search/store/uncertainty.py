@@ -62,7 +62,7 @@ class Estimate:
         """95 % interval of the mean, inside [0, 1]: Student's t over the seeds with several,
         Wilson's with one run; None when the image count is unknown and there is one run."""
         if len(self.runs) > 1:
-            half = _t95(len(self.runs) - 1) * math.sqrt(self.mean_variance or 0.0)
+            half = t95(len(self.runs) - 1) * math.sqrt(self.mean_variance or 0.0)
             return max(0.0, self.mean - half), min(1.0, self.mean + half)
         if self.images is None:
             return None
@@ -79,7 +79,7 @@ class Estimate:
         return f"{text} [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]"
 
 
-def _t95(df: float) -> float:
+def t95(df: float) -> float:
     """Two-sided 95 % quantile of Student's t with ``df`` degrees of freedom."""
     from scipy.stats import t  # imported on use: only comparisons with seeds need it
 
@@ -108,15 +108,23 @@ def difference_interval(a: Estimate, b: Estimate) -> tuple[tuple[float, float], 
         return None
     shares = sum(v * v / (len(e.runs) - 1) for v, e in ((va, a), (vb, b)) if len(e.runs) > 1)
     df = (va + vb) ** 2 / shares if shares > 0 else math.inf
-    half = (Z95 if math.isinf(df) else _t95(df)) * math.sqrt(va + vb)
+    half = (Z95 if math.isinf(df) else t95(df)) * math.sqrt(va + vb)
     d = a.mean - b.mean
     return (d - half, d + half), f"Welch's t over {len(a.runs)} and {len(b.runs)} runs"
 
 
 def verdict(a: Estimate, b: Estimate, a_name: str, b_name: str, split: str) -> str:
-    """One sentence: whether ``a`` beats ``b`` beyond noise on ``split``."""
-    found = difference_interval(a, b)
-    gap = 100 * (a.mean - b.mean)
+    """One sentence: whether ``a`` beats ``b`` beyond noise on ``split``, the runs taken as
+    independent samples (see :mod:`search.store.paired` for networks scored on the same
+    images)."""
+    return judge(a.mean - b.mean, difference_interval(a, b), a_name, b_name, split)
+
+
+def judge(difference: float, found: tuple[tuple[float, float], str] | None, a_name: str,
+          b_name: str, split: str) -> str:
+    """The one wording of a verdict: ``difference`` (a − b) with its 95 % interval and how it
+    was formed (None: the noise cannot be judged)."""
+    gap = 100 * difference
     if found is None:
         return (f"{a_name} vs {b_name}: {gap:+.2f} points on {split}; the image count is "
                 f"unknown, so noise cannot be judged")
