@@ -29,6 +29,7 @@ from dashboards.figures import all_figures, ms, si
 from hetconv.errors import ConfigError
 from search.store import records
 from search.store.files import write_atomic
+from search.store.verdict import search_verdict
 
 # Draws every figure from its JSON block; the same code runs in the report and the live page.
 _BOOT = """
@@ -130,6 +131,7 @@ def facts(table: StudyTable) -> list[tuple[str, str]]:
     counts = ", ".join(f"{table.counts[s]} {s.replace('_', '-')}" for s in STATUSES
                        if table.counts.get(s))
     pairs.append(("trials", f"{len(table)} ({counts})" if counts else "0"))
+    pairs.append(("verdict", search_verdict(table.records, table.test_images)))
     return [(label, str(value)) for label, value in pairs if value is not None]
 
 

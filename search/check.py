@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from search.cli import OneLineParser, path_argument, run_cli
-from search.training.exported import describe, load_trained, read_architecture
+from search.training.exported import describe, load_trained, read_architecture, stated_verdict
 from space.architecture import DOCUMENT_KEYS
 
 PROG = "python -m search.check"
@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.weights is not None:
         load_trained(arch, args.weights)
     print(describe(arch))
+    verdict = stated_verdict(args.architecture)
+    if verdict is not None:
+        print(f"verdict      {verdict}")
     if args.weights is not None:
         print(f"weights      {args.weights} match")
     return 0

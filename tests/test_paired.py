@@ -299,3 +299,30 @@ def test_pooled_seed_noise_is_the_within_architecture_variance() -> None:
     assert noise is not None and noise.variance == pytest.approx(0.1 / 3)
     assert noise.df == 3 and noise.architectures == 2
     assert pooled_seed_noise([[0.5], [0.7]]) is None
+
+
+def test_the_search_verdict_is_paired_and_leaves_out_the_run_that_picked_the_winner() -> None:
+    """Through the records a study keeps: a searched architecture confirmed over seeds against
+    a uniform baseline; the verdict compares the confirmation runs alone, on the same images."""
+    from search.store.records import TrialRecord
+    from search.store.verdict import search_verdict
+
+    rng = np.random.default_rng(11)
+    images = 4_000
+    difficulty = rng.random(images)
+
+    def run(number: int, shift: float, baseline: int | None, replicate: int) -> TrialRecord:
+        test = rng.random(images) < np.clip(difficulty + shift, 0, 1)
+        return TrialRecord(number=number, status="complete", parts=(4, 4) if baseline else (2, 8),
+                           accuracy=0.7 + shift, test_accuracy=float(test.mean()),
+                           paper_macs=100, executed_macs=100, params=10, latency_ms=None,
+                           epochs_trained=1, wall_seconds=1.0, baseline_part=baseline,
+                           checkpoint=None, architecture=None, replicate=replicate,
+                           test_correct=pack_correct(test))
+
+    # The searched architecture's first run was lucky (+10 points); its seeds are level.
+    searched = [run(0, 0.10, None, 0), run(2, 0.0, None, 1), run(3, 0.0, None, 2)]
+    uniform = [run(1, 0.0, 4, 0), run(4, 0.0, 4, 1), run(5, 0.0, 4, 2)]
+    sentence = search_verdict(searched + uniform, images)
+    assert sentence is not None and "its confirmation runs" in sentence
+    assert "is not distinguishable from" in sentence and "paired bootstrap" in sentence

@@ -5,6 +5,7 @@ Small settings keep it fast: ResNet-20 on the bundled digits at their native 8×
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
@@ -139,6 +140,15 @@ def test_export_round_trip_rebuilds_the_trained_network(searched, tmp_path) -> N
     document = json.loads(out.read_text())
     assert document["result"]["trial"] == best.number
     assert document["result"]["paper_macs"] == best.paper_macs
+    # The verdict the console printed is the one the file stores and search.check shows.
+    stated = document["result"]["verdict"]
+    assert stated and stated in OUTPUT[outcome.study_name]
+    from search import check
+
+    shown = io.StringIO()
+    with contextlib.redirect_stdout(shown):
+        assert check.main([str(out)]) == 0
+    assert f"verdict      {stated}" in shown.getvalue()
     arch = Architecture.from_json(out.read_text())
     assert arch.parts == best.parts
     model = arch.build()

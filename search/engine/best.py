@@ -16,16 +16,18 @@ from search.store.records import ArchitectureRuns, TrialRecord
 from search.store.storage import open_existing
 from search.store.studies import open_study
 from search.store.uncertainty import estimate, wilson_interval
+from search.store.verdict import search_verdict
 from search.training.checkpoint import load_weights
 from search.training.exported import check_normalization
 from space import Architecture, Normalization
 
 
-def _best_in(study: optuna.Study) -> ArchitectureRuns:
+def _best_in(study: optuna.Study, every: list[TrialRecord] | None = None) -> ArchitectureRuns:
     """The best architecture with all its runs: by the confirmation runs' mean validation
     accuracy where the study has confirmed architectures (the confirmation stage exists to make
-    this choice), else by the single runs' validation accuracy."""
-    every = records.read_records(study)
+    this choice), else by the single runs' validation accuracy. ``every``: the study's records,
+    when read already."""
+    every = records.read_records(study) if every is None else every
     ranked = records.ranked(every)
     if not ranked:
         raise ConfigError(f"study {study.study_name!r} has no trial that finished within budget "
@@ -36,7 +38,8 @@ def _best_in(study: optuna.Study) -> ArchitectureRuns:
     return next(g for g in groups if g.first.parts == ranked[0].parts)
 
 
-def _result(study: optuna.Study, runs: ArchitectureRuns, shipped: TrialRecord) -> dict:
+def _result(study: optuna.Study, runs: ArchitectureRuns, shipped: TrialRecord,
+            every: list[TrialRecord]) -> dict:
     """What the exported file says about the result, with its noise: the 95 % Wilson interval
     of a single run, or the mean, spread and seeds of a confirmed architecture."""
     attrs = study.user_attrs
@@ -47,7 +50,8 @@ def _result(study: optuna.Study, runs: ArchitectureRuns, shipped: TrialRecord) -
                     "accuracy": shipped.accuracy, "test_accuracy": shipped.test_accuracy,
                     "paper_macs": shipped.paper_macs, "executed_macs": shipped.executed_macs,
                     "params": shipped.params, "val_images": val_images,
-                    "test_images": test_images}
+                    "test_images": test_images,
+                    "verdict": search_verdict(every, test_images)}
     for key, value, images in (("accuracy", shipped.accuracy, val_images),
                                ("test_accuracy", shipped.test_accuracy, test_images)):
         if value is not None and images:
@@ -91,7 +95,8 @@ def export_best(storage_url: str, study_name: str, out: Path,
             raise ConfigError(f"--out and --weights are both {out}; give the weights their own "
                               f"file")
     study = open_study(open_existing(storage_url), study_name)
-    runs = _best_in(study)
+    every = records.read_records(study)
+    runs = _best_in(study, every)
     best = runs.best_run  # the weights shipped: the best of its runs on validation
     arch = _exported_architecture(study, best)
     model = None
@@ -102,7 +107,7 @@ def export_best(storage_url: str, study_name: str, out: Path,
         model = load_weights(Path(best.checkpoint), arch)
         check_normalization(model, arch, f"trial {best.number}'s checkpoint")
     document = arch.to_dict()
-    document["result"] = _result(study, runs, best)
+    document["result"] = _result(study, runs, best, every)
     writes: dict[Path, Writer] = {
         out: lambda path: path.write_text(json.dumps(document, indent=2) + "\n")}
     if model is not None and weights is not None:

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import os
 import shlex
-import statistics
 import sys
 from collections import Counter
 from collections.abc import Sequence
 from typing import TextIO
 
-import numpy as np
-
 from search.engine.budgets import Budgets
 from search.store import records
 from search.store.agreement import agreement, estimated_groups
 from search.store.database import display_url
-from search.store.paired import paired_verdict, pooled_seed_noise, unpack_correct
 from search.store.records import TrialRecord
-from search.store.uncertainty import Estimate, estimate, verdict
+from search.store.uncertainty import Estimate, estimate
+from search.store.verdict import search_verdict
 
 
 def parts_summary(parts: Sequence[int]) -> str:
@@ -141,7 +138,7 @@ class SearchConsole:
                            f"{group.first.paper_macs or 0:10.4g}  "
                            f"{parts_summary(group.first.parts)}")
         self._estimates(groups)
-        line = self._verdict(groups)
+        line = search_verdict(all_records, self.test_images)
         if line:
             self.print()
             self.print(line)
@@ -182,51 +179,3 @@ class SearchConsole:
     def _estimate(values: Sequence[float | None], images: int | None) -> Estimate | None:
         runs = [v for v in values if v is not None]
         return estimate(runs, images) if runs else None
-
-    def _verdict(self, groups: list[records.ArchitectureRuns]) -> str | None:
-        """Whether the best searched architecture beats the best uniform one at or below its
-        cost, on the held-out test split, over seeds where it was confirmed.
-
-        Both are chosen on validation (the rival by its mean validation accuracy). The searched
-        side's test figure leaves out the run that picked it when it has confirmation runs, and
-        says it includes it otherwise. Where every run kept which test images it got right,
-        the comparison is paired on those images and counts the seed noise
-        (:func:`search.store.paired.paired_verdict`); else the runs are taken as independent."""
-        searched = [g for g in groups if not g.first.baseline_part]
-        if not searched:
-            return None
-        best = searched[0]
-        cost = best.first.paper_macs or 0
-        cheaper = [g for g in groups if g.first.baseline_part
-                   and (g.first.paper_macs or 0) <= cost and g.test_accuracies]
-        if not best.test_accuracies:
-            return (f"the best searched architecture (trial {best.first.number}) has no test "
-                    f"accuracy; nothing to compare")
-        if not cheaper:
-            return ("no uniform baseline at or below the best searched architecture's cost was "
-                    "tested; nothing to compare it with")
-        # Confirmed baselines first (like the searched side), then the best on validation.
-        rival = max(cheaper, key=lambda g: (g.confirmed, statistics.fmean(g.val_accuracies)))
-        # The first run picked the architecture on validation; its confirmation seeds did not.
-        mine_runs = best.runs[1:] if best.confirmed else best.runs
-        name = (f"the best searched architecture (trial {best.first.number}"
-                + (", its confirmation runs)" if best.confirmed
-                   else ", one run, the one that picked it)"))
-        rival_name = (f"the best uniform baseline at or below its cost by validation "
-                      f"({rival.first.kind}, trial {rival.first.number})")
-        masks = [self._test_masks(mine_runs), self._test_masks(rival.runs)]
-        if masks[0] is not None and masks[1] is not None:
-            noise = pooled_seed_noise(g.test_accuracies for g in groups)
-            return paired_verdict(masks[0], masks[1], noise, name, rival_name,
-                                  "the test split")
-        mine = estimate([r.test_accuracy for r in mine_runs if r.test_accuracy is not None],
-                        self.test_images)
-        theirs = estimate(rival.test_accuracies, self.test_images)
-        return verdict(mine, theirs, name, rival_name, "the test split")
-
-    def _test_masks(self, runs: Sequence[TrialRecord]) -> np.ndarray | None:
-        """Which test images each run got right (runs x images); None unless every run kept
-        them and the study says how many test images there are."""
-        if self.test_images is None or any(r.test_correct is None for r in runs):
-            return None
-        return np.stack([unpack_correct(r.test_correct or "", self.test_images) for r in runs])

@@ -11,4 +11,4 @@ atomically; ``lease`` keeps one live driver per study. The dashboards import thi
 """
 
 __all__ = ["agreement", "database", "files", "latency_table", "lease", "objectives", "paired",
-           "reconnecting", "records", "storage", "studies", "uncertainty"]
+           "reconnecting", "records", "storage", "studies", "uncertainty", "verdict"]

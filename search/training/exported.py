@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import cast
 
@@ -20,6 +21,18 @@ this); reading no more keeps a huge or endless file (``/dev/zero``) from filling
 
 def read_architecture(path: Path) -> Architecture:
     """Parse and validate an architecture JSON file; any problem is one :class:`ConfigError`."""
+    return Architecture.from_json(_read_text(path))
+
+
+def stated_verdict(path: Path) -> str | None:
+    """The verdict the export stored in an architecture file (``result.verdict``), if any."""
+    result = json.loads(_read_text(path)).get("result")
+    verdict = result.get("verdict") if isinstance(result, dict) else None
+    return verdict if isinstance(verdict, str) else None
+
+
+def _read_text(path: Path) -> str:
+    """An architecture file's text, refused in one line when it is no such file."""
     if path.is_dir():
         raise ConfigError(f"architecture file {path} is a folder; pass the JSON file "
                           f"search.export wrote")
@@ -30,10 +43,9 @@ def read_architecture(path: Path) -> Architecture:
             raise ConfigError(f"architecture file {path} is larger than "
                               f"{MAX_ARCHITECTURE_BYTES >> 20} MiB, which no architecture is; "
                               f"pass the JSON file search.export wrote")
-        text = data.decode()
+        return data.decode()
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"cannot read architecture file {path}: {error}") from None
-    return Architecture.from_json(text)
 
 
 def load_trained(arch: Architecture, weights: Path) -> nn.Module:
