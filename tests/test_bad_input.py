@@ -127,12 +127,39 @@ def test_weights_that_do_not_fit_or_are_not_plain_tensors(tmp_path: Path) -> Non
     # A pickle that would run code when loaded unsafely: weights_only refuses it.
     marker = tmp_path / "pwned"
     torch.save({"x": _Evil(str(marker))}, tmp_path / "evil.pt")
-    _one_line_exit_2(_check(tmp_path, "arch.json", "--weights", "evil.pt"), "not a plain")
+    evil = _check(tmp_path, "arch.json", "--weights", "evil.pt")
+    _one_line_exit_2(evil, "not a plain")
     assert not marker.exists()
+    assert "weights_only" not in evil.stderr  # never the advice to load it unsafely
     (tmp_path / "trunc.pt").write_bytes((tmp_path / "other.pt").read_bytes()[:100])
     _one_line_exit_2(_check(tmp_path, "arch.json", "--weights", "trunc.pt"), "not a plain")
     with pytest.raises(ConfigError, match="does not exist"):
         load_trained(GOOD, tmp_path / "missing.pt")
+
+
+def test_files_that_are_not_regular_files_are_refused_without_blocking(tmp_path: Path) -> None:
+    """A FIFO would block its reader until a writer comes: refused before it is opened."""
+    (tmp_path / "arch.json").write_text(GOOD.to_json())
+    torch.save(GOOD.build().state_dict(), tmp_path / "good.pt")
+    os.mkfifo(tmp_path / "fifo")
+    _one_line_exit_2(_check(tmp_path, "fifo"), "architecture file fifo is a FIFO")
+    _one_line_exit_2(_check(tmp_path, "arch.json", "--weights", "fifo"), "fifo is a FIFO")
+    _one_line_exit_2(_check(tmp_path, "arch.json", "--weights", "/dev/null"),
+                     "not a regular file")
+    assert _check(tmp_path, "arch.json", "--weights", "good.pt").returncode == 0
+
+
+@pytest.mark.parametrize(("change", "fragment"), [
+    (lambda state: {**state, 7: torch.zeros(1)}, "named by a int, not a string"),
+    (lambda state: {k: v.to("meta") for k, v in state.items()}, "on the meta device"),
+    (lambda state: {k: v.fill_(float("nan")) if v.is_floating_point() else v
+                    for k, v in state.items()}, "NaN or infinite"),
+    (lambda state: {**state, "extra": "text"}, "is a str, not a tensor"),
+])
+def test_state_dicts_are_checked_as_data(tmp_path: Path, change, fragment: str) -> None:
+    (tmp_path / "arch.json").write_text(GOOD.to_json())
+    torch.save(change(GOOD.build().state_dict()), tmp_path / "bad.pt")
+    _one_line_exit_2(_check(tmp_path, "arch.json", "--weights", "bad.pt"), fragment)
 
 
 class _Evil:

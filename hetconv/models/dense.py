@@ -11,6 +11,7 @@ data's 10) starts fresh, with a note saying so. Anything else that does not matc
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,6 +25,29 @@ def classifier_name(model: nn.Module) -> str | None:
     return linears[-1] if linears else None
 
 
+def check_state_dict(state: Mapping[Any, object], source: str) -> dict[str, torch.Tensor]:
+    """``state`` as weights, checked as data, or one :class:`ConfigError` naming ``source`` and
+    the first bad entry: names that are strings, values that are tensors holding their data (not
+    on the ``meta`` device) and, where floating point, finite (a network that diverged is no
+    start for anything)."""
+    tensors: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"{source}: entry {key!r} is named by a {type(key).__name__}, not "
+                              f"a string; pass a plain state dict (torch.save(model.state_dict()))")
+        if not isinstance(value, torch.Tensor):
+            raise ConfigError(f"{source}: entry {key!r} is a {type(value).__name__}, not a "
+                              f"tensor; pass a plain state dict (torch.save(model.state_dict()))")
+        if value.is_meta:
+            raise ConfigError(f"{source}: {key!r} is a tensor on the meta device, which holds no "
+                              f"values; save the weights of a built network")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ConfigError(f"{source}: {key!r} holds NaN or infinite values; pass weights "
+                              f"of a network that trained without diverging")
+        tensors[key] = value
+    return tensors
+
+
 def load_dense_state(model: nn.Module, state: Mapping[str, object], source: str,
                      skip_prefix: str | None = None) -> list[str]:
     """Copy ``state`` into ``model``; returns notes on what was kept fresh.
@@ -33,15 +57,7 @@ def load_dense_state(model: nn.Module, state: Mapping[str, object], source: str,
     """
     own = {key: value for key, value in model.state_dict().items()
            if skip_prefix is None or not key.startswith(skip_prefix)}
-    tensors: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        if not isinstance(value, torch.Tensor):
-            raise ConfigError(f"{source}: entry {key!r} is a {type(value).__name__}, not a "
-                              f"tensor; pass a plain state dict (torch.save(model.state_dict()))")
-        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            raise ConfigError(f"{source}: {key!r} holds NaN or infinite values; pass weights "
-                              f"of a network that trained without diverging")
-        tensors[key] = value
+    tensors = check_state_dict(state, source)
     # Batch norm's step counter only matters with momentum=None; state dicts often lack it.
     missing = [key for key in own if key not in tensors
                and not key.endswith(".num_batches_tracked")]

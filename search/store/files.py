@@ -38,6 +38,23 @@ def _umask() -> int:
     return mask
 
 
+def check_source(source: Path, label: str) -> None:
+    """Refuse, before it is opened, a file to read that is missing or no regular file: a
+    folder, a FIFO (which would block the reader until a writer comes), a device. ``label``
+    names it in the message (a flag)."""
+    try:
+        mode = source.stat().st_mode
+    except FileNotFoundError:
+        raise ConfigError(f"{label} {source} does not exist") from None
+    except OSError as error:  # a name too long, a folder this user may not enter
+        raise ConfigError(f"{label} {str(source)[:80]!r}: {error.strerror}; give another "
+                          f"path") from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else (
+            "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file")
+        raise ConfigError(f"{label} {source} is {kind}; give the path of a file")
+
+
 def check_target(target: Path, label: str) -> None:
     """Refuse, before any work, a target this module could not replace with a file: a folder,
     something that is not a regular file (a link, a FIFO, a device), or a path under a file.

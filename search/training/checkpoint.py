@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ import torch
 from torch import nn
 
 from hetconv.errors import ConfigError, first_line
-from search.store.files import write_atomic
+from hetconv.models.dense import check_state_dict
+from search.store.files import check_source, write_atomic
 from search.training.data import DataSplits
 from space.architecture import Architecture
 
@@ -109,21 +111,25 @@ def load_weights(checkpoint_file: Path, arch: Architecture) -> nn.Module:
 def read_state_dict(path: Path | str, label: str) -> dict[str, Any]:
     """The plain state dict a user's file holds, loaded without unpickling code; any problem
     is one :class:`ConfigError` naming the file as ``label`` (``weights file``, a flag)."""
-    if not Path(path).exists():  # before torch.load, whose message depends on the suffix
-        raise ConfigError(f"{label} {path} does not exist")
+    check_source(Path(path), label)  # before torch.load, which would block on a FIFO
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except IsADirectoryError:
-        raise ConfigError(f"{label} {path} is a folder; pass the file holding the state "
-                          f"dict") from None
     except Exception as error:  # truncated, foreign or unsafe: the file's fault either way
         raise ConfigError(f"{label} {path} is not a plain PyTorch state dict "
-                          f"({first_line(error)}); save one with "
+                          f"({_load_failure(error)}); save one with "
                           f"torch.save(model.state_dict(), path)") from None
     if not isinstance(state, dict):
         raise ConfigError(f"{label} {path} holds a {type(state).__name__}, not a state dict; "
                           f"save one with torch.save(model.state_dict(), path)")
-    return state
+    return check_state_dict(state, f"{label} {path}")
+
+
+def _load_failure(error: Exception) -> str:
+    """Why torch could not load a file, never passing on its advice to load it unsafely
+    (``weights_only=False`` runs whatever code the file holds)."""
+    if isinstance(error, pickle.UnpicklingError) or "weights_only" in str(error):
+        return "it holds Python objects beyond tensors, refused without running them"
+    return first_line(error)
 
 
 def _checkpoint_path(path: Path | str) -> Path:
@@ -137,13 +143,14 @@ def read_checkpoint(path: Path | str) -> dict[str, Any]:
 
 
 def _read_checkpoint(path: Path) -> dict[str, Any]:
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"checkpoint {path} does not exist; pass a {CHECKPOINT_FILE} written "
                           f"by a training run (or the folder holding it)")
+    check_source(path, "checkpoint")
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated, foreign or unsafe: the file's fault either way
-        raise ConfigError(f"cannot read checkpoint {path} ({first_line(error)}); pass a "
+        raise ConfigError(f"cannot read checkpoint {path} ({_load_failure(error)}); pass a "
                           f"{CHECKPOINT_FILE} written by a training run") from None
     if not isinstance(saved, dict) or saved.get("format") != _FORMAT:
         raise ConfigError(f"{path} is not a HetNAS checkpoint; pass a {CHECKPOINT_FILE} written "

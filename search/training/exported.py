@@ -11,6 +11,7 @@ from torch import nn
 
 from hetconv.errors import ConfigError
 from hetconv.models.normalize import InputNormalization
+from search.store.files import check_source
 from search.training.checkpoint import read_state_dict
 from space import Architecture
 
@@ -33,9 +34,7 @@ def stated_verdict(path: Path) -> str | None:
 
 def _read_text(path: Path) -> str:
     """An architecture file's text, refused in one line when it is no such file."""
-    if path.is_dir():
-        raise ConfigError(f"architecture file {path} is a folder; pass the JSON file "
-                          f"search.export wrote")
+    check_source(path, "architecture file")
     try:
         with path.open("rb") as file:
             data = file.read(MAX_ARCHITECTURE_BYTES + 1)
