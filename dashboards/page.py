@@ -28,7 +28,8 @@ from dashboards.data import STATUSES, StudyTable, load_table
 from dashboards.figures import all_figures, ms, si
 from hetconv.errors import ConfigError
 from search.store import records
-from search.store.files import write_atomic
+from search.store.database import sqlite_file
+from search.store.files import check_target, write_atomic
 from search.store.verdict import search_verdict
 
 # Draws every figure from its JSON block; the same code runs in the report and the live page.
@@ -244,6 +245,7 @@ def write_report(storage_url: str, study_name: str | None, out: Path, top: int =
     """Read the study and write its report to ``out``; returns what was read."""
     if not out.parent.is_dir() or out.is_dir():
         raise ConfigError(f"--out {out}: not a file in an existing folder")
+    check_target(out, "--out", {sqlite_file(storage_url): "the study database"})
     table = load_table(storage_url, study_name)
     try:
         text = render_report(table, top)

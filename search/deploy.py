@@ -78,20 +78,17 @@ def build_parser() -> OneLineParser:
 def _check_outputs(args: argparse.Namespace) -> None:
     """Refuse output paths that would overwrite an input or a folder, lie under a file, or lack
     their suffix: before the slow work, not after it."""
-    taken = {args.architecture.resolve(): "the architecture file",
-             args.weights.resolve(): "--weights"}
+    taken: dict[Path | None, str] = {args.architecture: "the architecture file",
+                                     args.weights: "--weights"}
     targets = [("--out", args.out, ".pt2")]
     if args.onnx is not None:
         targets.append(("--onnx", args.onnx, ".onnx"))
     for flag, path, suffix in targets:
-        if path.resolve() in taken:
-            raise ConfigError(f"{flag} {path} would overwrite {taken[path.resolve()]}; write "
-                              f"the {suffix} file under another name")
-        check_target(path, flag)
+        check_target(path, flag, taken)
         if path.suffix != suffix:
             raise ConfigError(f"{flag} {path} should end in {suffix}; name the file e.g. "
                               f"model{suffix}")
-        taken[path.resolve()] = flag
+        taken[path] = flag
 
 
 def _check_onnx_installed() -> None:

@@ -170,18 +170,13 @@ def _check_options(args: argparse.Namespace) -> None:
 def _refuse_overwriting_inputs(args: argparse.Namespace) -> Path:
     """The architecture file beside ``--out``, once neither would overwrite an input or a
     folder (``--out ''`` or ``/``, which has no name to put ``.json`` on)."""
-    check_target(args.out, "--out")
+    inputs = {args.architecture: "the architecture file", args.weights: "--weights"}
+    check_target(args.out, "--out", inputs)
     described = args.out.with_suffix(".json")
-    check_target(described, "--out's architecture file")
+    check_target(described, "--out's architecture file", inputs)
     if described.resolve() == args.out.resolve():
         raise ConfigError(f"--out {args.out} would be both the weights and the architecture "
                           f"file beside them; name the weights e.g. {args.out.with_suffix('.pt')}")
-    for written in (args.out, described):
-        for name, given in (("the architecture file", args.architecture),
-                            ("--weights", args.weights)):
-            if given is not None and written.resolve() == given.resolve():
-                raise ConfigError(f"--out {args.out} would write {written} over {name}; "
-                                  f"choose another --out")
     return described
 
 

@@ -187,7 +187,7 @@ GOOD = ["final.json", "--weights", "final.pt"]
     (["final.json", "--weights", "folder", "--out", "model.pt2"],
      "--weights folder is a folder"),
     (["missing.json", "--weights", "final.pt", "--out", "model.pt2"],
-     "cannot read architecture file missing.json"),
+     "architecture file missing.json does not exist"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(inputs_folder: Path, args: list[str],
                                                   fragment: str,

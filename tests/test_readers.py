@@ -94,3 +94,22 @@ def test_tables_of_another_optuna_schema_version_are_one_line(tmp_path: Path) ->
         connection.execute("UPDATE alembic_version SET version_num = 'v0.9.0.a'")
     with pytest.raises(ConfigError, match="old.db: .*compatible"):
         open_existing(url)
+
+
+def test_no_output_may_be_the_study_database(tmp_path: Path) -> None:
+    """``dashboards.report --out s.db`` and ``search.export --weights s.db`` with the storage
+    sqlite:///s.db would replace the study with a page or weights: refused in one line, the
+    database left byte for byte."""
+    database = tmp_path / "s.db"
+    storage = f"sqlite:///{database}"
+    optuna.create_study(study_name="kept", storage=storage)
+    before = database.read_bytes()
+    for command in (["dashboards.report", "--storage", storage, "--out", str(database)],
+                    ["search.export", "--storage", storage, "--study", "kept", "--out",
+                     str(tmp_path / "best.json"), "--weights", str(database)]):
+        result = subprocess.run([sys.executable, "-m", *command], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=120)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1, result.stderr
+        assert "would overwrite the study database" in lines[0]
+        assert database.read_bytes() == before

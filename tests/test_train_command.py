@@ -193,10 +193,11 @@ ERRORS: dict[str, tuple[Args, list[str]]] = {
                                                 "--weights", t / "other.pt", "--out", s.weights],
                                   ["started from scratch, not --weights", "its own --weights"]),
     "out is weights": (lambda s, t: [s.arch_file, "--epochs", "1", "--weights", s.weights,
-                                     "--out", s.weights], ["over --weights"]),
+                                     "--out", s.weights], ["would overwrite --weights"]),
     "out over the architecture": (lambda s, t: [s.arch_file, "--epochs", "1",
                                                 "--out", s.arch_file.with_suffix(".pt")],
-                                  ["over the architecture file", "choose another --out"]),
+                                  ["would overwrite the architecture file",
+                                   "write it elsewhere"]),
     "class count": (lambda s, t: [_architecture_file(t, arch=Architecture.uniform(
         "resnet20", 4, 8, 100, 1)), "--epochs", "1", "--out", t / "x.pt"],
                     ["100 classes", "'digits' has 1-channel images and 10 classes",

@@ -11,6 +11,7 @@ import torch
 
 from hetconv.errors import ConfigError
 from search.store import records
+from search.store.database import sqlite_file
 from search.store.files import Writer, check_target, write_together
 from search.store.records import ArchitectureRuns, TrialRecord
 from search.store.storage import open_existing
@@ -88,9 +89,10 @@ def export_best(storage_url: str, study_name: str, out: Path,
                 weights: Path | None = None) -> TrialRecord:
     """Write the best architecture as JSON (with its input statistics, class names and result)
     and optionally its weights (which normalise their input too)."""
-    check_target(out, "--out")
+    database = {sqlite_file(storage_url): "the study database"}
+    check_target(out, "--out", database)
     if weights is not None:
-        check_target(weights, "--weights")
+        check_target(weights, "--weights", database)
         if weights.resolve() == out.resolve():
             raise ConfigError(f"--out and --weights are both {out}; give the weights their own "
                               f"file")

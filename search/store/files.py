@@ -55,10 +55,16 @@ def check_source(source: Path, label: str) -> None:
         raise ConfigError(f"{label} {source} is {kind}; give the path of a file")
 
 
-def check_target(target: Path, label: str) -> None:
+def check_target(target: Path, label: str,
+                 inputs: Mapping[Path | None, str] | None = None) -> None:
     """Refuse, before any work, a target this module could not replace with a file: a folder,
-    something that is not a regular file (a link, a FIFO, a device), or a path under a file.
-    ``label`` names the target in the message (a flag)."""
+    something that is not a regular file (a link, a FIFO, a device), a path under a file, or
+    one of the command's ``inputs`` (path -> what it is: the study database, an architecture
+    file), which the write would destroy. ``label`` names the target in the message (a
+    flag)."""
+    for given, what in (inputs or {}).items():
+        if given is not None and _same_file(target, given):
+            raise ConfigError(f"{label} {target} would overwrite {what}; write it elsewhere")
     try:
         mode = target.lstat().st_mode
     except (FileNotFoundError, NotADirectoryError):  # a parent that is a file: said below
@@ -76,6 +82,14 @@ def check_target(target: Path, label: str) -> None:
                 raise ConfigError(f"{label} {target}: {parent} is a file, not a folder; write "
                                   f"the file elsewhere")
             break
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (through links too), or would once written."""
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except OSError:
+        return False
 
 
 def write_atomic(target: Path, write: Writer) -> None:
