@@ -317,7 +317,7 @@ def _estimates(storage: str) -> list[optuna.trial.FrozenTrial]:
     except KeyError:
         return []
     return [t for t in trials if t.user_attrs.get(records.ESTIMATE)
-            and t.user_attrs.get(records.STATUS) != records.REJECTED]
+            and t.user_attrs.get(records.STATUS) not in (records.REJECTED, records.REPEATED)]
 
 
 def test_resume_after_the_driver_is_killed_mid_evaluation(tmp_path) -> None:

@@ -145,3 +145,15 @@ def test_start_up_proposals_are_random_within_the_budget_after_the_baselines() -
     assert len(set(startup)) == 5 and not set(startup) & uniform  # real random draws
     assert all(records.REQUESTED_PARTS not in a for a in handed if a.get(records.STARTUP))
     assert SPACE.fits(np.array(startup), TIGHT * 2).all()
+
+
+def test_a_sampler_stuck_on_known_architectures_is_given_an_unseen_random_one() -> None:
+    proposer = _proposer("random", TIGHT)
+    parts = SPACE.uniform_parts(16)
+    proposer.study.enqueue_trial(parts_to_params(parts))
+    proposer.complete(proposer.propose(), 0.6, None, 1, 1, finished=True)
+    for _ in range(15):  # a converged sampler: the same suggestion over and over
+        proposer.study.enqueue_trial(parts_to_params(parts))
+    fresh = proposer.propose()
+    assert fresh.architecture.parts != parts and fresh.architecture.macs <= TIGHT
+    assert _statuses(proposer.study).count(records.REPEATED) == 15

@@ -15,7 +15,10 @@ rejected rows. Only where no doubling reaches a latency budget is a suggestion t
 scored, for a one-shot estimate) is answered from that record: the trial is told the known
 values, marked ``repeated`` and never trained, and ``--trials`` counts distinct architectures.
 One that repeats an architecture still training waits for its outcome. Confirmation runs and
-retried trials are repeats by design and are trained.
+retried trials are repeats by design and are trained. A sampler that has converged (TPE on a
+small space within a tight budget) would repeat for ever: after :data:`RANDOM_AFTER_REPEATS`
+repeats in a row, a random architecture within the budgets that the study has not seen is
+proposed in its place.
 
 *Start-up.* The first ``startup`` searched proposals of a study are random architectures drawn
 uniformly among those within the budgets (queued as fixed trials marked ``startup``), so the
@@ -40,7 +43,8 @@ from search.store.objectives import ACCURACY, LATENCY_METRIC, Objective
 from space import Architecture, SearchSpace
 
 _REJECTION_NOTICE = 1000  # a line per this many proposals in a row over the budgets
-_STARTUP_DRAWS = 20_000  # random vectors screened at once for a start-up architecture
+_STARTUP_DRAWS = 20_000  # random vectors screened at once for a random architecture
+RANDOM_AFTER_REPEATS = 10  # repeats in a row, then an unseen random architecture instead
 
 
 def param_name(index: int) -> str:
@@ -175,6 +179,8 @@ class BudgetedProposer:
             if self._is_own_run(trial) and self._answered(trial, key):
                 repeated += 1
                 self._notice(repeated, "of architectures trained already")
+                if repeated % RANDOM_AFTER_REPEATS == 0:
+                    self._queue_random(estimate)
                 continue
             trial.set_user_attr(records.STATUS, records.RUNNING)
             self._in_flight[trial.number] = key
@@ -191,14 +197,23 @@ class BudgetedProposer:
         within them where too few fit to be found by drawing)."""
         made = sum(1 for t in self.study.get_trials(deepcopy=False)
                    if t.user_attrs.get(records.STARTUP))
-        if made >= self.startup:
-            return
+        if made < self.startup:
+            self._queue_random(False, {records.STARTUP: True})
+
+    def _queue_random(self, estimate: bool, attrs: dict[str, bool] | None = None) -> None:
+        """Queue an architecture drawn uniformly among the random vectors within the budgets
+        that the study has not trained (or estimated); a random vector brought within them where
+        too few fit to be found by drawing."""
+        seen = {parts for parts, kind in (self._outcomes or {}) if kind == estimate}
+        seen |= {parts for parts, kind in self._in_flight.values() if kind == estimate}
         draws = self.space.random_parts(self._rng, _STARTUP_DRAWS)
-        fitting = draws[self.budgets.within(self.space, draws)]
-        parts = (tuple(int(p) for p in fitting[0]) if len(fitting)
-                 else self.budgets.project(self.space, tuple(int(p) for p in draws[0])))
+        fitting = [tuple(int(p) for p in row)
+                   for row in draws[self.budgets.within(self.space, draws)]]
+        unseen = [parts for parts in fitting if parts not in seen]
+        parts = unseen[0] if unseen else self.budgets.project(
+            self.space, tuple(int(p) for p in draws[0]))
         if parts is not None:
-            self.study.enqueue_trial(parts_to_params(parts), user_attrs={records.STARTUP: True})
+            self.study.enqueue_trial(parts_to_params(parts), user_attrs=attrs)
 
     def _record(self, trial: optuna.Trial, arch: Architecture,
                 requested: tuple[int, ...]) -> Screening:
