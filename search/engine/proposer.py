@@ -192,11 +192,14 @@ class BudgetedProposer:
                           f"in a row {what}; raise the budget or lower --trials")
 
     def _queue_startup(self) -> None:
-        """Queue the next start-up architecture while the study has fewer than ``startup``:
+        """Queue the next start-up architecture while the study has fewer than ``startup``, when
+        the sampler would be asked (no queued trial is waiting):
         drawn uniformly among the random vectors within the budgets (a random vector brought
         within them where too few fit to be found by drawing)."""
-        made = sum(1 for t in self.study.get_trials(deepcopy=False)
-                   if t.user_attrs.get(records.STARTUP))
+        trials = self.study.get_trials(deepcopy=False)
+        if any(t.state == TrialState.WAITING for t in trials):
+            return  # the next ask hands out a queued trial, not the sampler's
+        made = sum(1 for t in trials if t.user_attrs.get(records.STARTUP))
         if made < self.startup:
             self._queue_random(False, {records.STARTUP: True})
 
