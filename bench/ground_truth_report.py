@@ -8,8 +8,10 @@
    of an architecture's mean accuracy can be judged above it.
 2. The achievable gain: the band's best architecture by mean validation accuracy against the
    best uniform network (by mean validation accuracy) at or below the band's upper cost, on
-   the test images: means over seeds, a paired bootstrap over images and seeds, and McNemar's
-   test on the first seed's runs.
+   the test images: means over seeds, the difference paired over images and counting the seeds
+   (a paired bootstrap over images and seeds, or with one seed a side the seed spread pooled
+   over the table's repeated runs: ``search.store.paired.paired_interval``), and McNemar's test
+   on the first seeds' images alone.
 3. Each cheap predictor's τ and Spearman ρ against the mean validation accuracy, per band.
 4. The figure: mean test accuracy against paper MACs for the pool (uniform networks marked,
    bands shaded) and the per-layer parts of each band's winner.
@@ -27,7 +29,14 @@ from ground_truth_table import Entry, GroundTruth, load
 from plotly.subplots import make_subplots
 
 from dashboards.figures import COLORS, si
-from search.store.paired import kendall_tau, mcnemar, noise_ceiling, paired_bootstrap, spearman
+from search.store.paired import (
+    kendall_tau,
+    mcnemar,
+    noise_ceiling,
+    paired_interval,
+    pooled_seed_noise,
+    spearman,
+)
 
 GROUP_COLORS = {"uniform": COLORS["baseline"], "aggressive": COLORS["searched"],
                 "moderate": COLORS["front"], "structured": COLORS["estimate"]}
@@ -60,9 +69,11 @@ def gain_report(table: GroundTruth) -> list[str]:
     """Per band: the best in-band architecture against the best uniform network at or below the
     band's upper cost, both chosen on validation, compared on test."""
     images = table.setting.test_images
+    noise = pooled_seed_noise([r.test_accuracy for r in e.runs] for e in table.entries)
     lines = ["| band | best in band (by val) | its MACs | best uniform at or below (by val) | "
-             "its MACs | test: in band | test: uniform | paired bootstrap, images and seeds | "
-             "McNemar, first seed |", "|---|---|---|---|---|---|---|---|---|"]
+             "its MACs | test: in band | test: uniform | difference, paired over images and "
+             "counting seeds [95 %] | the first seeds' images alone (McNemar) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for band in table.bands:
         inside = [e for e in table.in_band(band.name) if e.runs]
         rivals = [e for e in table.uniform() if e.runs and e.paper_macs <= band.high]
@@ -71,12 +82,16 @@ def gain_report(table: GroundTruth) -> list[str]:
         best, uniform = _winner(inside), _winner(rivals)
         a = np.stack([r.test_mask(images) for r in best.runs])
         b = np.stack([r.test_mask(images) for r in uniform.runs])
-        paired = paired_bootstrap(a, b)
+        found = paired_interval(a, b, noise)
+        paired = ("one seed each and no repeated runs yet: cannot separate architecture from "
+                  "seed" if found is None else
+                  f"{100 * (a.mean() - b.mean()):+.2f} [{100 * found[0][0]:+.2f}, "
+                  f"{100 * found[0][1]:+.2f}] ({found[1]})")
         single = mcnemar(a[0], b[0])
         lines.append(f"| {band.name} | {best.label} | {si(best.paper_macs)} | {uniform.label} | "
                      f"{si(uniform.paper_macs)} | {_points(best.mean_test)} "
                      f"({len(best.runs)} seeds) | {_points(uniform.mean_test)} "
-                     f"({len(uniform.runs)} seeds) | {paired.describe()} | "
+                     f"({len(uniform.runs)} seeds) | {paired} | "
                      f"{single.describe()} |")
     return lines
 
@@ -107,15 +122,19 @@ def predictor_report(table: GroundTruth) -> list[str]:
 
 def figure(table: GroundTruth) -> go.Figure:
     """Mean test accuracy against paper MACs, with each band's winner's parts below."""
-    winners = [(band, _winner(table.in_band(band.name))) for band in table.bands
-               if any(e.runs for e in table.in_band(band.name))]
+    trained = {band.name: [e for e in table.in_band(band.name) if e.runs] for band in table.bands}
+    winners = [(band, _winner(trained[band.name])) for band in table.bands if trained[band.name]]
     fig = make_subplots(rows=2, cols=1, row_heights=[0.68, 0.32], vertical_spacing=0.12,
                         subplot_titles=("Mean test accuracy over seeds against paper MACs",
                                         "Parts per layer of each band's best (by validation)"))
-    for band in table.bands:
-        fig.add_vrect(x0=band.low, x1=band.high, fillcolor=GROUP_COLORS[band.name],
-                      opacity=0.08, line_width=0, row=1, col=1,
-                      annotation_text=band.name, annotation_position="top left")
+    scores = [100 * e.mean_test for e in table.entries if e.runs]
+    low, high = (min(scores), max(scores)) if scores else (0.0, 100.0)
+    for band in table.bands:  # each band as a shaded column behind the points
+        fig.add_trace(go.Scatter(
+            x=[band.low, band.high, band.high, band.low, band.low],
+            y=[low, low, high, high, low], fill="toself", mode="lines", line={"width": 0},
+            fillcolor=GROUP_COLORS[band.name], opacity=0.12, hoverinfo="skip",
+            name=f"{band.name} band"), row=1, col=1)
     for group, color in GROUP_COLORS.items():
         members = [e for e in table.entries if e.group == group and e.runs]
         if not members:
