@@ -368,9 +368,10 @@ def _fit(settings: SearchSettings, study: optuna.Study, proposer: BudgetedPropos
     supernet = SupernetRecord.of(study)
     job = settings.training_job(init_from=supernet.checkpoint if supernet and
                                 settings.oneshot.finalist_init == "supernet" else None)
-    searcher = BudgetedOptunaSearcher(proposer, job,
-                                      str(artifacts / "checkpoints" / study.study_name),
-                                      progress.trial_finished, progress.epoch_finished)
+    searcher = BudgetedOptunaSearcher(
+        proposer, job, str(artifacts / "checkpoints" / study.study_name),
+        progress.trial_finished, progress.epoch_finished,
+        on_exhausted=lambda why: progress.console.print(f"stopping the search: {why}"))
     resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
     tuner = tune.Tuner(
         tune.with_resources(trainable, resources),

@@ -12,7 +12,7 @@ import pytest
 from optuna.trial import TrialState
 
 from search.engine.budgets import Budgets
-from search.engine.proposer import BudgetedProposer, parts_to_params
+from search.engine.proposer import BudgetedProposer, SpaceExhausted, parts_to_params
 from search.engine.settings import SearchSettings
 from search.engine.study import make_sampler
 from search.store import records
@@ -157,3 +157,26 @@ def test_a_sampler_stuck_on_known_architectures_is_given_an_unseen_random_one() 
     fresh = proposer.propose()
     assert fresh.architecture.parts != parts and fresh.architecture.macs <= TIGHT
     assert _statuses(proposer.study).count(records.REPEATED) == 15
+
+
+def test_a_space_smaller_than_the_trials_ends_instead_of_repeating_without_end() -> None:
+    """Two layers of two parts each within the budget: four architectures, then the proposer
+    says the space is used up, for trainings and estimates alike."""
+    small = SearchSpace("tests.foreign_networks:foreign", 8, 10, 1)
+    budget = float(small.max_macs)
+    fits = len({tuple(int(p) for p in row) for row in small.random_parts(
+        np.random.default_rng(0), 5_000)})
+    for estimate in (False, True):
+        settings = SearchSettings(sampler="tpe", seed=0, budget=budget)
+        study = optuna.create_study(sampler=make_sampler(settings), direction="maximize")
+        proposer = BudgetedProposer(study, small, Budgets(macs=budget))
+        seen = set()
+        with pytest.raises(SpaceExhausted, match="already"):
+            for _ in range(fits + 1):
+                proposal = proposer.propose(estimate=estimate)
+                seen.add(proposal.architecture.parts)
+                if estimate:
+                    proposer.complete_estimate(proposal, 0.5)
+                else:
+                    proposer.complete(proposal, 0.5, None, 1, 1, finished=True)
+        assert len(seen) == fits  # every architecture once, none twice

@@ -18,7 +18,9 @@ One that repeats an architecture still training waits for its outcome. Confirmat
 retried trials are repeats by design and are trained. A sampler that has converged (TPE on a
 small space within a tight budget) would repeat for ever: after :data:`RANDOM_AFTER_REPEATS`
 repeats in a row, a random architecture within the budgets that the study has not seen is
-proposed in its place.
+proposed in its place; where random draws find none either, :class:`SpaceExhausted` ends the
+stage (a small network's space within a tight budget can hold fewer architectures than
+``--trials`` or ``--candidates``).
 
 *Start-up.* The first ``startup`` searched proposals of a study are random architectures drawn
 uniformly among those within the budgets (queued as fixed trials marked ``startup``), so the
@@ -45,6 +47,12 @@ from space import Architecture, SearchSpace
 _REJECTION_NOTICE = 1000  # a line per this many proposals in a row over the budgets
 _STARTUP_DRAWS = 20_000  # random vectors screened at once for a random architecture
 RANDOM_AFTER_REPEATS = 10  # repeats in a row, then an unseen random architecture instead
+_PROJECTED_DRAWS = 200  # random vectors brought within the budgets where none fits as drawn
+
+
+class SpaceExhausted(Exception):
+    """The sampler keeps proposing known architectures and random draws find no new one: the
+    search has seen every architecture within the budgets it can reach."""
 
 
 def param_name(index: int) -> str:
@@ -179,8 +187,13 @@ class BudgetedProposer:
             if self._is_own_run(trial) and self._answered(trial, key):
                 repeated += 1
                 self._notice(repeated, "of architectures trained already")
-                if repeated % RANDOM_AFTER_REPEATS == 0:
-                    self._queue_random(estimate)
+                if repeated % RANDOM_AFTER_REPEATS == 0 and not self._queue_random(estimate):
+                    raise SpaceExhausted(
+                        f"every architecture within the budget of {self.budgets.describe()} "
+                        f"that random draws reach has been "
+                        f"{'estimated' if estimate else 'trained'} already "
+                        f"({sum(1 for _, kind in self._outcomes or {} if kind == estimate)} "
+                        f"distinct)")
                 continue
             trial.set_user_attr(records.STATUS, records.RUNNING)
             self._in_flight[trial.number] = key
@@ -203,20 +216,24 @@ class BudgetedProposer:
         if made < self.startup:
             self._queue_random(False, {records.STARTUP: True})
 
-    def _queue_random(self, estimate: bool, attrs: dict[str, bool] | None = None) -> None:
+    def _queue_random(self, estimate: bool, attrs: dict[str, bool] | None = None) -> bool:
         """Queue an architecture drawn uniformly among the random vectors within the budgets
-        that the study has not trained (or estimated); a random vector brought within them where
-        too few fit to be found by drawing."""
+        that the study has not trained (or estimated), or random vectors brought within them
+        where too few fit to be found by drawing. False when every one found is known: the
+        space within the budgets looks exhausted."""
         seen = {parts for parts, kind in (self._outcomes or {}) if kind == estimate}
         seen |= {parts for parts, kind in self._in_flight.values() if kind == estimate}
         draws = self.space.random_parts(self._rng, _STARTUP_DRAWS)
-        fitting = [tuple(int(p) for p in row)
-                   for row in draws[self.budgets.within(self.space, draws)]]
-        unseen = [parts for parts in fitting if parts not in seen]
-        parts = unseen[0] if unseen else self.budgets.project(
-            self.space, tuple(int(p) for p in draws[0]))
-        if parts is not None:
-            self.study.enqueue_trial(parts_to_params(parts), user_attrs=attrs)
+        found: list[tuple[int, ...] | None] = [
+            tuple(int(p) for p in row) for row in draws[self.budgets.within(self.space, draws)]]
+        if not found:
+            found = [self.budgets.project(self.space, tuple(int(p) for p in row))
+                     for row in draws[:_PROJECTED_DRAWS]]
+        parts = next((p for p in found if p is not None and p not in seen), None)
+        if parts is None:
+            return False
+        self.study.enqueue_trial(parts_to_params(parts), user_attrs=attrs)
+        return True
 
     def _record(self, trial: optuna.Trial, arch: Architecture,
                 requested: tuple[int, ...]) -> Screening:

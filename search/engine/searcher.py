@@ -15,7 +15,7 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
-from search.engine.proposer import BudgetedProposer, Proposal
+from search.engine.proposer import BudgetedProposer, Proposal, SpaceExhausted
 from search.jobs.protocol import TrainingJob, TrialConfig, TrialReport, continued_after
 from search.store.records import TrialRecord, from_attrs
 
@@ -37,13 +37,15 @@ class BudgetedOptunaSearcher(Searcher):
 
     def __init__(self, proposer: BudgetedProposer, job: TrainingJob,
                  checkpoint_root: str, on_finished: FinishedHook | None = None,
-                 on_epoch: EpochHook | None = None) -> None:
+                 on_epoch: EpochHook | None = None,
+                 on_exhausted: Callable[[str], None] | None = None) -> None:
         super().__init__()
         self.proposer = proposer
         self.job = job
         self.checkpoint_root = checkpoint_root
         self.on_finished = on_finished
         self.on_epoch = on_epoch
+        self.on_exhausted = on_exhausted  # told once the space within the budgets is used up
         self._live: dict[str, Proposal] = {}
 
     def __reduce__(self) -> tuple[Callable[[], None], tuple[()]]:
@@ -52,7 +54,14 @@ class BudgetedOptunaSearcher(Searcher):
         return _not_restorable, ()
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        proposal = self.proposer.propose()
+        try:
+            proposal = self.proposer.propose()
+        except SpaceExhausted as exhausted:
+            if self.on_exhausted is not None:
+                self.on_exhausted(str(exhausted))
+            # Tune ends the stage once the running trials finish; Ray documents FINISHED as a
+            # return value of suggest, though its type hint leaves it out.
+            return Searcher.FINISHED  # type: ignore[return-value]
         checkpoint_dir = f"{self.checkpoint_root}/trial-{proposal.number:05d}"
         self.proposer.set_checkpoint(proposal, f"{checkpoint_dir}/checkpoint.pt")
         self._live[trial_id] = proposal

@@ -34,7 +34,7 @@ from ray.tune.schedulers import FIFOScheduler
 
 from hetconv.errors import ConfigError
 from search.engine.console import SearchConsole, duration, parts_summary
-from search.engine.proposer import BudgetedProposer, Proposal
+from search.engine.proposer import BudgetedProposer, Proposal, SpaceExhausted
 from search.engine.settings import SearchSettings
 from search.engine.study import trial_counts
 from search.jobs.protocol import SupernetTrialConfig, TrainingJob, TrialReport
@@ -270,7 +270,13 @@ def _estimate_candidates(proposer: BudgetedProposer, estimator: SupernetEstimato
     try:
         while finished < left:
             while submitted < left and len(pending) < in_flight:
-                proposal = proposer.propose(estimate=True)
+                try:
+                    proposal = proposer.propose(estimate=True)
+                except SpaceExhausted as exhausted:
+                    console.print(f"  estimates: stopping at {done_before + submitted}: "
+                                  f"{exhausted}")
+                    left = submitted
+                    break
                 pending[estimator.submit(submitted, proposal.architecture.parts)] = proposal
                 submitted += 1
             ready, _ = ray.wait(list(pending), num_returns=1)
