@@ -89,8 +89,9 @@ def _worker(loop_config: dict[str, Any]) -> dict[str, Any]:
         outcome = train_job(job, data, start, rank, world, relay)
     except ConfigError as error:  # every rank sees the same mistake; rank 0's line is shown
         return {"error": error.args[0]}
+    # Ray Train refuses tensors in a result: the per-image correctness stays on the worker.
     return {key: value for key, value in dataclasses.asdict(outcome).items()
-            if key != "history"}
+            if key not in ("history", "val_correct", "test_correct")}
 
 
 def train_on_workers(job: FinalJob, workers: int, use_gpu: bool,
