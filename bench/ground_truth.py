@@ -46,8 +46,7 @@ from optuna.trial import TrialState
 from zero_cost import PROXIES, score_all
 
 from search.driver import run_search
-from search.engine.budgets import Budgets
-from search.engine.proposer import BudgetedProposer
+from search.engine.proposer import parts_to_params
 from search.engine.settings import SearchSettings
 from search.engine.study import create_study
 from search.store import records
@@ -163,19 +162,21 @@ def queue_runs(settings: SearchSettings, pool: list[Member], seeds: int, data: D
         if study.user_attrs.get(POOL_ATTR) != _pool_json(pool):
             raise SystemExit(f"{settings.storage} holds another pool (other --per-band, "
                              f"--pool-seed, --limit or setting); use another --workdir")
-        alive = {(tuple(t.user_attrs.get(records.PARTS) or _parts(t)),
-                  t.user_attrs.get(records.REPLICATE, 0))
+        alive = {(tuple(t.user_attrs[records.PARTS]), t.user_attrs.get(records.REPLICATE, 0))
                  for t in study.get_trials(deepcopy=False)
-                 if t.state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)}
+                 if t.state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
+                 and records.PARTS in t.user_attrs}
     else:
         study = create_study(storage, STUDY, settings, data)
         study.set_user_attr(POOL_ATTR, _pool_json(pool))
         alive = set(done)
-    proposer = BudgetedProposer(study, settings.space, Budgets(macs=settings.budget))
     for replicate in range(seeds):
         for member in pool:
             if (member.parts, replicate) not in alive:
-                proposer.enqueue_confirmation(member.parts, None, replicate)
+                # The parts go with the queued trial: Optuna shows a waiting trial's
+                # parameters only once it is asked for.
+                study.enqueue_trial(parts_to_params(member.parts), user_attrs={
+                    records.REPLICATE: replicate, records.PARTS: list(member.parts)})
     return study
 
 
@@ -206,11 +207,6 @@ def _earlier_runs(path: Path, pool: list[Member], data: DataSplits,
     if not same:
         raise SystemExit(f"{path} holds a table of another pool or setting; pass another --out")
     return {(e.parts, r.replicate): r for e in table.entries for r in e.runs}
-
-
-def _parts(trial: optuna.trial.FrozenTrial) -> tuple[int, ...]:
-    """A queued trial's parts, from its Optuna parameters (log2 of each part)."""
-    return tuple(2 ** int(v) for _, v in sorted(trial.params.items()))
 
 
 def export(study: optuna.Study, pool: list[Member], space: SearchSpace, seeds: int,

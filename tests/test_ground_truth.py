@@ -21,6 +21,7 @@ import ground_truth_report  # noqa: E402
 from ground_truth_table import Band, Entry, GroundTruth, Run, Setting, load  # noqa: E402
 
 from search.store.paired import kendall_tau, pack_correct  # noqa: E402
+from search.training.data import load_dataset  # noqa: E402
 from space import SearchSpace  # noqa: E402
 
 TINY = ["--dataset", "digits", "--input-size", "8", "--train-images", "400", "--epochs", "1",
@@ -123,3 +124,19 @@ def test_the_report_reads_every_section_off_the_table(tmp_path: Path) -> None:
     assert load(path) == table
     ground_truth_report.figure(table).write_html(tmp_path / "f.html", include_plotlyjs=True)
     assert json.loads(path.read_text())["format"] == "hetnas-ground-truth/1"
+
+
+def test_queuing_again_adds_nothing_while_runs_wait(tmp_path: Path) -> None:
+    """A build stopped before its queued runs started, then started again, queues nothing
+    twice: a waiting trial is known by the parts it carries."""
+    args = ground_truth.parse_args([*TINY, "--workdir", str(tmp_path), "--out",
+                                    str(tmp_path / "gt.json")])
+    settings = ground_truth.settings_from(args)
+    pool = ground_truth.make_pool(settings.space, args.per_band, args.pool_seed)[:args.limit]
+    data = load_dataset("digits", 8, seed=0, train_images=400)
+    study = ground_truth.queue_runs(settings, pool, 2, data, set())
+    assert len(study.trials) == 4
+    again = ground_truth.queue_runs(settings, pool, 2, data, set())
+    assert len(again.trials) == 4
+    assert {(tuple(t.user_attrs["parts"]), t.user_attrs["replicate"]) for t in again.trials} \
+        == {(m.parts, r) for m in pool for r in range(2)}
