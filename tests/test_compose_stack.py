@@ -397,8 +397,20 @@ def _served_figures(stack: Stack, study_name: str, deadline: float) -> dict[str,
     status, body = _get(stack.url("optuna-dashboard", f"/api/studies/{study_id}?after=0"),
                         deadline)
     assert status == 200, body[:500]
-    return {graph["id"]: [trace.get("name") for trace in json.loads(graph["graph_object"])["data"]]
+    return {graph["id"]: _trace_names(graph["graph_object"])
             for graph in json.loads(body)["plotly_graph_objects"]}
+
+
+def _trace_names(graph_object: str) -> list | None:
+    """The trace names of one served figure, or None for a figure caught mid-write:
+    optuna-dashboard saves a figure as 2,045-character study attributes written one by one, so
+    a read between the first and the last of them joins pieces of two versions (the next read
+    gets the whole new one)."""
+    try:
+        figure = json.loads(graph_object)
+    except json.JSONDecodeError:
+        return None
+    return [trace.get("name") for trace in figure["data"]]
 
 
 def _drawn_now(study: optuna.Study) -> dict[str, list]:
