@@ -1,0 +1,364 @@
+"""Equal-work search benchmark on the ground-truth table: each method's regret at each band.
+
+Every method gets the same training compute, counted in epochs summed over all the trainings it
+runs (a full training is the table's ``epochs``), picks an architecture on validation, and is
+scored by its **regret**: the best mean test accuracy among the architectures it could have
+picked minus its pick's mean test accuracy (both over the table's seeds). A training is read
+from the table instead of run: the search seed decides which of the table's training seeds
+answers each training, so a method sees exactly the noise a real search would (one seed per
+training), and many search seeds cost nothing (the tabular protocol of NAS-Bench-201).
+
+The methods, for one band (``bench/ground_truth.py``'s aggressive or moderate cost band):
+
+* **uniform**: the paper's single part: the best by mean validation accuracy among every uniform
+  network at or below the band's upper cost, the work spent training each of them again (one
+  table seed after another) until it is used up;
+* **random**: architectures of the band drawn at random, each trained once;
+* **TPE**: HetNAS's sampler (``search.engine.study.make_sampler``) on its own parameters (the
+  log2 part per layer), after ``--startup`` random start-up architectures; each suggestion is
+  answered by the band's architecture nearest to it (L1 over log2 parts) not yet trained, and
+  TPE learns the answered architecture;
+* **random + ASHA**, **TPE + ASHA**: the same proposals trained by asynchronous successive
+  halving (Li et al., MLSys 2020), reduction factor 2, with rungs at the epochs
+  ``epochs / 2**k``: a training goes on to the next rung when its validation accuracy is in the
+  top half of those its rung has seen (Optuna's ``SuccessiveHalvingPruner`` rule), else stops
+  there, costing only its epochs so far; the pick is the best fully trained;
+* **no search**: one architecture of the band at random, for scale.
+
+The band's architectures are those drawn or built in it plus the uniform networks inside it;
+the reference's candidates add every uniform network at or below the band's upper cost. The
+interval of a mean regret is Student's t over search seeds (it covers the search's draws on
+this table, not the table's own seed noise: a new table could crown another best). "vs uniform"
+pairs the two methods on each search seed.
+
+This restricts the search to the table's architectures (about 30 per band): it measures how
+well each method selects under seed noise at equal work, not how a sampler explores the full
+space (HetNAS's ResNet-20 space holds 7^19 vectors); where TPE's suggestion is far from every
+architecture of the band, its model of the space counts for little here.
+
+    python bench/search_regret.py bench/results/ground_truth.json --work 8 16 24
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import optuna
+from ground_truth_table import Entry, GroundTruth, Run, load
+from optuna.distributions import BaseDistribution, IntDistribution
+from optuna.trial import TrialState, create_trial
+
+from search.engine.proposer import param_name, parts_to_params
+from search.engine.settings import SearchSettings
+from search.engine.study import STARTUP_TRIALS, make_sampler
+from search.store.uncertainty import t95
+
+REDUCTION_FACTOR = 2  # ASHA's η: the top half of a rung goes on
+
+
+class WorkSpent(Exception):
+    """The method's next training does not fit in what is left of its work."""
+
+
+class Trainings:
+    """A method's trainings, read from the table: each answered by one of the architecture's
+    seeds, in an order the search seed fixes, and charged in epochs against the work."""
+
+    def __init__(self, table: GroundTruth, work: int, rng: np.random.Generator) -> None:
+        self.epochs = table.setting.epochs
+        self.left = work
+        self._rng = rng
+        self._orders: dict[tuple[int, ...], list[Run]] = {}
+
+    def start(self, entry: Entry) -> Run:
+        """A new training of ``entry`` (another seed than its earlier ones); charges nothing."""
+        order = self._orders.setdefault(
+            entry.parts, [entry.runs[i] for i in self._rng.permutation(len(entry.runs))])
+        if not order:
+            raise WorkSpent  # every seed of the table used: nothing more to learn here
+        return order.pop(0)
+
+    def charge(self, epochs: int) -> None:
+        if epochs > self.left:
+            raise WorkSpent
+        self.left -= epochs
+
+    def affords(self, epochs: int) -> bool:
+        return epochs <= self.left
+
+
+@dataclass(frozen=True)
+class Pool:
+    """What one band offers a method."""
+
+    band: str
+    searchable: tuple[Entry, ...]  # the band's architectures, uniform ones inside it included
+    uniform: tuple[Entry, ...]  # uniform networks at or below the band's upper cost
+    epochs: int
+
+    @property
+    def best_test(self) -> float:
+        return max(e.mean_test for e in (*self.searchable, *self.uniform))
+
+
+def band_pool(table: GroundTruth, band_name: str) -> Pool:
+    band = table.band(band_name)
+    complete = set(id(e) for e in table.complete())
+    inside = [e for e in table.in_band(band_name) if id(e) in complete]
+    uniform = [e for e in table.uniform() if id(e) in complete and e.paper_macs <= band.high]
+    inside += [e for e in uniform if band.holds(e.paper_macs)]
+    return Pool(band_name, tuple(inside), tuple(uniform), table.setting.epochs)
+
+
+Proposer = Callable[[], Entry]  # the next architecture a method trains
+
+
+def _random_proposer(pool: Pool, rng: np.random.Generator) -> Proposer:
+    """The band's architectures in a random order, each once."""
+    order = [pool.searchable[i] for i in rng.permutation(len(pool.searchable))]
+
+    def propose() -> Entry:
+        if not order:
+            raise WorkSpent
+        return order.pop(0)
+
+    return propose
+
+
+class TpeProposer:
+    """HetNAS's TPE on the log2 part per layer, each suggestion answered by the band's nearest
+    architecture not yet proposed; the first ``startup`` are random architectures of the band."""
+
+    def __init__(self, pool: Pool, seed: int, startup: int, rng: np.random.Generator) -> None:
+        settings = dataclasses.replace(SearchSettings(), sampler="tpe", seed=seed)
+        self.study = optuna.create_study(direction="maximize", sampler=make_sampler(settings))
+        self.pool = pool.searchable
+        self._left = list(pool.searchable)
+        self._rng = rng
+        self._startup = startup
+        top = max(int(np.log2(p)) for e in pool.searchable for p in e.parts)
+        self._distributions: dict[str, BaseDistribution] = {param_name(i): IntDistribution(0, top)
+                               for i in range(len(pool.searchable[0].parts))}
+        self._log_parts = {e.parts: np.log2(e.parts) for e in pool.searchable}
+
+    def __call__(self) -> Entry:
+        if not self._left:
+            raise WorkSpent
+        if len(self.pool) - len(self._left) < self._startup:
+            entry = self._left[int(self._rng.integers(len(self._left)))]
+        else:
+            trial = self.study.ask(self._distributions)
+            wanted = np.array([trial.params[name] for name in self._distributions])
+            entry = min(self._left, key=lambda e: np.abs(self._log_parts[e.parts] - wanted).sum())
+            self.study.tell(trial, state=TrialState.FAIL)  # the answered architecture learns
+        self._left.remove(entry)
+        return entry
+
+    def learn(self, entry: Entry, curve: Sequence[float], finished: bool) -> None:
+        """Tell TPE the validation accuracy of ``entry``'s training: final, or stopped early."""
+        steps = {epoch + 1: value for epoch, value in enumerate(curve)}
+        self.study.add_trial(create_trial(
+            params=parts_to_params(entry.parts), distributions=self._distributions,
+            state=TrialState.COMPLETE if finished else TrialState.PRUNED,
+            value=curve[-1] if finished else None, intermediate_values=steps))
+
+
+def _train_each(trainings: Trainings, propose: Proposer,
+                learn: Callable[[Entry, Sequence[float], bool], None] | None) -> Entry:
+    """Train each proposal in full while the work lasts; the best on validation."""
+    done: list[tuple[float, Entry]] = []
+    while trainings.affords(trainings.epochs):
+        try:
+            entry = propose()
+        except WorkSpent:
+            break
+        run = trainings.start(entry)
+        trainings.charge(trainings.epochs)
+        done.append((run.val_accuracy, entry))
+        if learn is not None:
+            learn(entry, run.val_curve, True)
+    return max(done, key=lambda d: d[0])[1]
+
+
+def rungs(epochs: int) -> list[int]:
+    """ASHA's rungs: the epochs ``epochs / η**k`` (at least one), ascending, up to ``epochs``."""
+    found = {max(1, epochs // REDUCTION_FACTOR ** k) for k in range(epochs.bit_length())}
+    return sorted(found)
+
+
+def _promoted(value: float, seen: list[float]) -> bool:
+    """Optuna's SuccessiveHalvingPruner rule: in the top 1/η of the rung's values (its own
+    included), the rung's first value always."""
+    index = max(len(seen) // REDUCTION_FACTOR - 1, 0)
+    return value >= sorted(seen, reverse=True)[index]
+
+
+def _halving(trainings: Trainings, propose: Proposer,
+             learn: Callable[[Entry, Sequence[float], bool], None] | None) -> Entry:
+    """Asynchronous successive halving: each proposal trains rung by rung while it is promoted
+    and the work lasts; the best fully trained on validation."""
+    steps = rungs(trainings.epochs)
+    seen: dict[int, list[float]] = {rung: [] for rung in steps}
+    done: list[tuple[float, Entry]] = []
+    while trainings.affords(steps[0]):
+        try:
+            entry = propose()
+        except WorkSpent:
+            break
+        run, trained = trainings.start(entry), 0
+        for rung in steps:
+            if not trainings.affords(rung - trained):
+                break
+            trainings.charge(rung - trained)
+            trained = rung
+            value = run.val_curve[rung - 1]
+            seen[rung].append(value)
+            if rung == steps[-1] or not _promoted(value, seen[rung]):
+                break
+        if trained == steps[-1]:
+            done.append((run.val_accuracy, entry))
+        if learn is not None:
+            learn(entry, run.val_curve[:trained], trained == steps[-1])
+    if not done:
+        raise WorkSpent
+    return max(done, key=lambda d: d[0])[1]
+
+
+def best_uniform(pool: Pool, trainings: Trainings) -> Entry:
+    """The best uniform network by mean validation accuracy, each trained again while the work
+    lasts (all once before any twice)."""
+    seen: dict[tuple[int, ...], list[float]] = {e.parts: [] for e in pool.uniform}
+    try:
+        while True:
+            for entry in pool.uniform:
+                run = trainings.start(entry)
+                trainings.charge(trainings.epochs)
+                seen[entry.parts].append(run.val_accuracy)
+    except WorkSpent:
+        pass
+    trained = [e for e in pool.uniform if seen[e.parts]]
+    return max(trained, key=lambda e: statistics.fmean(seen[e.parts]))
+
+
+Method = Callable[[Pool, Trainings, int, np.random.Generator], Entry]
+
+
+def methods(startups: Sequence[int]) -> dict[str, Method]:
+    """The benchmark's methods by name; TPE once per start-up count."""
+    found: dict[str, Method] = {
+        "uniform (best by validation)": lambda pool, t, seed, rng: best_uniform(pool, t),
+        "random": lambda pool, t, seed, rng: _train_each(t, _random_proposer(pool, rng), None),
+        "random + ASHA": lambda pool, t, seed, rng: _halving(t, _random_proposer(pool, rng),
+                                                             None),
+    }
+    for startup in startups:
+        def tpe(pool: Pool, t: Trainings, seed: int, rng: np.random.Generator,
+                startup: int = startup) -> Entry:
+            proposer = TpeProposer(pool, seed, startup, rng)
+            return _train_each(t, proposer, proposer.learn)
+
+        def tpe_asha(pool: Pool, t: Trainings, seed: int, rng: np.random.Generator,
+                     startup: int = startup) -> Entry:
+            proposer = TpeProposer(pool, seed, startup, rng)
+            return _halving(t, proposer, proposer.learn)
+
+        found[f"TPE ({startup} start-up)"] = tpe
+        found[f"TPE + ASHA ({startup} start-up)"] = tpe_asha
+    return found
+
+
+def no_search(pool: Pool, trainings: Trainings, seed: int, rng: np.random.Generator) -> Entry:
+    return pool.searchable[int(rng.integers(len(pool.searchable)))]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One method's picks at one band and work, over the search seeds."""
+
+    method: str
+    picks: tuple[Entry, ...]
+    regrets: tuple[float, ...]  # test points
+
+
+def run_method(pool: Pool, table: GroundTruth, method: Method, name: str, work: int,
+               search_seeds: Sequence[int]) -> Outcome:
+    picks = []
+    for seed in search_seeds:
+        rng = np.random.default_rng([seed, work])
+        picks.append(method(pool, Trainings(table, work, rng), seed, rng))
+    regrets = tuple(100 * (pool.best_test - p.mean_test) for p in picks)
+    return Outcome(name, tuple(picks), regrets)
+
+
+def _mean_interval(values: Sequence[float]) -> str:
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return f"{mean:.2f}"
+    half = t95(len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
+    return f"{mean:.2f} [{mean - half:.2f}, {mean + half:.2f}]"
+
+
+def _against(outcome: Outcome, rival: Outcome) -> str:
+    differences = [a - b for a, b in zip(rival.regrets, outcome.regrets, strict=True)]
+    wins = sum(d > 1e-9 for d in differences)
+    losses = sum(d < -1e-9 for d in differences)
+    return (f"{_mean_interval(differences)} ({wins} better, {losses} worse, "
+            f"{len(differences) - wins - losses} same)")
+
+
+def report(table: GroundTruth, works: Sequence[int], search_seeds: Sequence[int],
+           startups: Sequence[int]) -> str:
+    lines = []
+    for band in table.bands:
+        pool = band_pool(table, band.name)
+        if len(pool.searchable) < 2 or not pool.uniform:
+            continue
+        best = max((*pool.searchable, *pool.uniform), key=lambda e: e.mean_test)
+        lines += [f"**{band.name}** band ({len(pool.searchable)} architectures, "
+                  f"{len(pool.uniform)} uniform at or below its cost); best mean test "
+                  f"{100 * best.mean_test:.2f} % ({best.label})", ""]
+        for work in works:
+            lines += [f"Work: {work} epochs ({work / table.setting.epochs:g} full trainings), "
+                      f"{len(search_seeds)} search seeds", "",
+                      "| method | regret, test points [95 %] | picks the best | mean test of "
+                      "the pick | better than uniform by (points) [95 %] |",
+                      "|---|---|---|---|---|"]
+            chosen = {name: run_method(pool, table, method, name, work, search_seeds)
+                      for name, method in {**methods(startups), "no search": no_search}.items()}
+            uniform = chosen["uniform (best by validation)"]
+            for name, outcome in chosen.items():
+                hits = sum(p is best for p in outcome.picks)
+                mean_test = statistics.fmean(100 * p.mean_test for p in outcome.picks)
+                versus = "" if outcome is uniform else _against(outcome, uniform)
+                lines.append(f"| {name} | {_mean_interval(outcome.regrets)} | "
+                             f"{hits}/{len(outcome.picks)} | {mean_test:.2f} | {versus} |")
+            lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("table", help="a ground-truth table (bench/ground_truth.py's file)")
+    parser.add_argument("--work", type=int, nargs="+", default=[16],
+                        help="each method's training compute, in epochs summed over trainings")
+    parser.add_argument("--search-seeds", type=int, default=30)
+    parser.add_argument("--startup", type=int, nargs="+", default=[STARTUP_TRIALS],
+                        help="TPE's random start-up architectures (several: one row each)")
+    args = parser.parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    table = load(args.table)
+    text = report(table, args.work, range(args.search_seeds), args.startup)
+    print(f"{table.setting.backbone} on {table.setting.dataset}, {table.setting.epochs} epochs a "
+          f"training, the table's {table.setting.seeds} seeds; table made by "
+          f"{table.made.get('command')} at {table.made.get('commit')}\n")
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()
