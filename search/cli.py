@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -14,6 +15,32 @@ from search.store.files import WriteFailed
 USAGE_ERROR = 2
 RUN_FAILED = 1
 INTERRUPTED = 130  # the shell's status for a command stopped by Ctrl-C (128 + SIGINT)
+TERMINATED = 143  # the shell's status for a command stopped by SIGTERM (128 + SIGTERM)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived (``docker stop``, systemd, Kubernetes, SLURM). A ``KeyboardInterrupt``,
+    so every clean-up written for Ctrl-C runs for it too, and Ray Tune does not take it for a
+    trial's error."""
+
+
+_command_handles_sigterm = False  # set by run_cli: this process is a HetNAS command
+_sigterm_received = False  # Ray's core re-raises an interrupt as a plain KeyboardInterrupt
+
+
+def _terminate(signum: int, frame: object) -> None:
+    global _sigterm_received
+    _sigterm_received = True
+    raise Terminated
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM stop a :func:`run_cli` command as Ctrl-C does. Installed by
+    :func:`run_cli`, and again after anything that installs its own handler (``ray.init``
+    installs a Python one that exits with status 15 and then a C++ one that dumps a stack and
+    aborts with status 134); a no-op outside a command, so a library caller keeps its own."""
+    if _command_handles_sigterm:
+        signal.signal(signal.SIGTERM, _terminate)
 
 
 _LINE_BREAKS = {ord(c): ascii(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
@@ -75,16 +102,21 @@ def run_cli(main: Callable[[], int | None], prog: str,
     The error's parameters are shown as this command's flags: ``flags`` maps the parameters
     whose flag is not ``--name-with-hyphens``. Exceptions in ``failures`` (a run that went
     wrong, not bad input), and a file system that refuses a write, exit with status 1. Ctrl-C
-    exits with status 130 and one line, which tells a ``resumable`` command's user to continue
-    with ``--resume``.
+    exits with status 130 and SIGTERM with 143, each with one line, which tells a ``resumable``
+    command's user to continue with ``--resume``.
     """
     run_failures: tuple[type[Exception], ...] = (*failures, WriteFailed)
+    global _command_handles_sigterm
+    _command_handles_sigterm = True
+    stop_on_sigterm()
     try:
         status = main()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
+        terminated = isinstance(stop, Terminated) or _sigterm_received
         hint = "; continue with --resume" if resumable else ""
-        print(f"{prog}: interrupted{hint}", file=sys.stderr, flush=True)
-        sys.exit(INTERRUPTED)
+        print(f"{prog}: {'terminated' if terminated else 'interrupted'}{hint}", file=sys.stderr,
+              flush=True)
+        sys.exit(TERMINATED if terminated else INTERRUPTED)
     except ConfigError as error:
         print(f"{prog}: error: {one_line(error.render(flags or {}))}", file=sys.stderr)
         sys.exit(USAGE_ERROR)

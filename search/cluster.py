@@ -20,6 +20,7 @@ import ray
 import torch
 
 from hetconv.errors import ConfigError
+from search.cli import stop_on_sigterm
 
 _WORKER_WAIT_S = 60
 
@@ -84,6 +85,7 @@ def connect_ray(address: str | None) -> None:
             raise ConfigError(f"--ray-address {address}: {error}") from None
     else:
         ray.init(include_dashboard=False, **quiet)
+    stop_on_sigterm()  # the Ray driver replaced the command's SIGTERM handler with its own
 
 
 def trial_slots(cpus: float, gpus: float) -> int:

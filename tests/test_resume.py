@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 from search.store import records
@@ -103,19 +104,27 @@ def test_resume_after_the_driver_is_killed(tmp_path: Path) -> None:
     assert len({r.parts for r in trained}) == len(trained)
 
 
-def test_ctrl_c_exits_130_and_the_search_resumes(tmp_path: Path) -> None:
-    """Ctrl-C (SIGINT to the terminal's process group) mid-search: exit status 130 and one
-    line saying how to continue, never the normal summary; --resume then finishes it."""
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_a_stopped_search_exits_in_one_line_and_resumes(tmp_path: Path, stop: str) -> None:
+    """Ctrl-C (SIGINT to the terminal's process group) or SIGTERM to the driver alone (what
+    ``docker stop``, systemd and SLURM send) mid-search: exit status 130 or 143 and one line
+    saying how to continue, never the normal summary nor Ray's stack dump; --resume then
+    finishes it."""
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     env = {**os.environ, "RAY_AIR_NEW_OUTPUT": "0"}
     with search_process(_command(storage, tmp_path), tmp_path, stdout=subprocess.PIPE,
                         stderr=subprocess.PIPE, text=True) as driver:
         _wait_for_mid_training(storage, time.monotonic() + 240)
-        os.killpg(driver.pid, signal.SIGINT)
+        if stop == "ctrl-c":
+            os.killpg(driver.pid, signal.SIGINT)
+        else:
+            os.kill(driver.pid, signal.SIGTERM)
         stdout, stderr = driver.communicate(timeout=120)
-    assert driver.returncode == 130, stderr[-2000:]
+    status, word = (130, "interrupted") if stop == "ctrl-c" else (143, "terminated")
+    assert driver.returncode == status, stderr[-2000:]
     assert stderr.strip().splitlines()[-1] == \
-        "python -m search.run: interrupted; continue with --resume"
+        f"python -m search.run: {word}; continue with --resume"
+    assert "SIGTERM received" not in stderr
     assert "verdict" not in stdout.lower() and "search.export" not in stdout  # no summary
     resumed = subprocess.run(_command(storage, tmp_path, "--resume"), cwd=tmp_path, env=env,
                              capture_output=True, text=True, timeout=600)
