@@ -31,7 +31,13 @@ from search.training.checkpoint import CHECKPOINT_FILE, read_checkpoint
 from search.training.data import DATASETS, DataSplits, load_dataset
 from search.training.exported import load_trained, read_architecture
 from search.training.parallel import check_workers
-from search.training.trainer import EpochResult, TrainConfig, TrainResult, resolve_device
+from search.training.trainer import (
+    Diverged,
+    EpochResult,
+    TrainConfig,
+    TrainResult,
+    resolve_device,
+)
 from space import Normalization
 from space.architecture import DOCUMENT_KEYS
 
@@ -237,4 +243,5 @@ def _say(line: str) -> None:
 
 
 if __name__ == "__main__":
-    run_cli(main, PROG, failures=(TrainingFailed,), flags=DOCUMENT_KEYS, resumable=True)
+    run_cli(main, PROG, failures=(TrainingFailed, Diverged), flags=DOCUMENT_KEYS,
+            resumable=True)

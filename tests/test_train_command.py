@@ -230,6 +230,21 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(case, scratch, tmp_pat
     assert _tree(tmp_path, scratch.folder) == before
 
 
+def test_a_diverging_run_fails_in_one_line_and_writes_no_result(tmp_path) -> None:
+    """A learning rate that sends the weights to NaN: exit status 1 and one line naming the
+    divergence and the fix, no weights and no architecture file (it used to write NaN weights
+    and exit 0)."""
+    arch_file = _architecture_file(tmp_path)
+    done = subprocess.run([sys.executable, "-m", "search.train", arch_file, "--epochs", "2",
+                           "--lr", "1e30", "--out", tmp_path / "nan.pt", *FAST],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr[-2000:]
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"{PROG}: failed: training diverged in epoch 1 ")
+    assert "lower the learning rate" in line
+    assert not (tmp_path / "nan.pt").exists() and not (tmp_path / "nan.json").exists()
+
+
 def test_data_parallel_training_on_two_ray_train_workers(local_ray, digits, tmp_path,
                                                          capsys) -> None:
     """Two CPU workers on gloo, each on half of every batch; rank 0's epochs printed here."""

@@ -90,6 +90,22 @@ class TrainConfig:
         return self.lr * self.batch_size / 128
 
 
+class Diverged(RuntimeError):
+    """Training left the finite numbers (a loss or a weight that is NaN or infinite): the run
+    stops there, keeping its last finite checkpoint, rather than report a NaN network as a
+    result."""
+
+    def __init__(self, epoch: int, train_loss: float, peak_lr: float) -> None:
+        super().__init__(f"training diverged in epoch {epoch} (train loss {train_loss:g}): the "
+                         f"weights are no longer finite numbers; lower the learning rate "
+                         f"(peak {peak_lr:g})")
+
+
+def _finite(model: nn.Module) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in model.state_dict().values()
+               if t.is_floating_point())
+
+
 @dataclass(frozen=True)
 class EpochResult:
     """One finished epoch: mean training loss, validation accuracy, wall time of the epoch."""
@@ -292,6 +308,8 @@ class TrainingRun:
         for epoch in range(self.epoch + 1, self.config.epochs + 1):
             started = time.perf_counter()
             loss = self.train_epoch()
+            if not (math.isfinite(loss) or self.scaler is not None) or not _finite(self.model):
+                raise Diverged(epoch, loss, self.config.peak_lr)  # fp16 skips overflowed steps
             val_correct = self.correct(self.data.val_x, self.data.val_y)
             val = _share(val_correct)
             result = EpochResult(epoch, loss, val, time.perf_counter() - started)
