@@ -68,6 +68,11 @@ def _assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str)
      ["--supernet-recipe"]),
     (["--budget", "3e8", "--strategy", "oneshot", "--scheduler", "asha"],
      ["one-shot search trains only its finalists"]),
+    # One-shot options with the standard strategy, in range or not, would be ignored.
+    (["--budget", "3e8", "--candidates=-5"],
+     ["--candidates is an option of the one-shot search", "add --strategy oneshot"]),
+    (["--budget", "3e8", "--finalists", "2", "--supernet-recipe", "sandwich"],
+     ["--finalists, --supernet-recipe are options of the one-shot search"]),
     ([], ["give --budget MACS", "--latency-budget MS"]),
     (["--latency-budget", "abc"], ["not a number of milliseconds"]),
     (["--latency-budget", "0"], ["positive"]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import re
@@ -236,6 +237,14 @@ class SearchSettings:
         _resource("gpus-per-trial", self.gpus_per_trial, none_allowed=True)
         if self.is_oneshot:
             self.oneshot.validate(self.batch_size, self.scheduler)
+        else:
+            given = [f.name for f in dataclasses.fields(OneShotSettings)
+                     if getattr(self.oneshot, f.name) != f.default]
+            if given:
+                flags = ", ".join("--" + name.replace("_", "-") for name in given)
+                raise ConfigError(f"{flags} {'is an option' if len(given) == 1 else 'are options'}"
+                                  f" of the one-shot search; add --strategy oneshot or leave "
+                                  f"{'it' if len(given) == 1 else 'them'} out")
         if self.needs_latency:
             if self.latency_device == "cuda" and not torch.cuda.is_available():
                 raise ConfigError("--latency-device cuda: torch sees no CUDA GPU on this "
