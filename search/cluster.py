@@ -115,9 +115,12 @@ def wait_for_room(cpus: float, gpus: float, report: Callable[[str], None]) -> No
         time.sleep(1.0)
 
 
-def check_local_resources(cpus_per_trial: float, gpus_per_trial: float) -> None:
+def check_local_resources(cpus_per_trial: float, gpus_per_trial: float,
+                          supernet_workers: int = 1) -> None:
     """Refuse what the local Ray this machine would start cannot give a trial: more CPUs than
-    the machine has, or GPUs where torch sees fewer (Ray finds GPUs as torch does)."""
+    the machine has, or GPUs where torch sees fewer (Ray finds GPUs as torch does); and for a
+    one-shot search's data-parallel supernet, its ``supernet_workers`` at once (Ray would wait
+    for them for ever)."""
     cpus = os.cpu_count() or 1
     if cpus_per_trial > cpus:
         raise ConfigError(f"--cpus-per-trial {cpus_per_trial:g} is more than this "
@@ -128,3 +131,11 @@ def check_local_resources(cpus_per_trial: float, gpus_per_trial: float) -> None:
         raise ConfigError(f"--gpus-per-trial {gpus_per_trial:g} but torch finds {found} "
                           f"on this machine (torch {torch.__version__}); pass --gpus-per-trial 0 "
                           f"or join a cluster with GPUs with --ray-address")
+    if supernet_workers > 1 and supernet_workers * cpus_per_trial > cpus:
+        raise ConfigError(f"--supernet-workers {supernet_workers} need "
+                          f"{supernet_workers * cpus_per_trial:g} CPUs (--cpus-per-trial "
+                          f"{cpus_per_trial:g} each), more than this machine's {cpus}; lower it "
+                          f"or join a cluster with --ray-address")
+    if supernet_workers > 1 and gpus_per_trial > 0 and supernet_workers > gpus:
+        raise ConfigError(f"--supernet-workers {supernet_workers} on GPUs need one GPU each; "
+                          f"torch finds {gpus} on this machine; lower it or join a cluster")

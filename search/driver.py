@@ -135,7 +135,8 @@ def run_search(settings: SearchSettings, out: TextIO | None = None,
         wait_for_room(settings.cpus_per_trial, settings.gpus_per_trial,
                       functools.partial(say, out))
     else:
-        check_local_resources(settings.cpus_per_trial, settings.gpus_per_trial)
+        check_local_resources(settings.cpus_per_trial, settings.gpus_per_trial,
+                              settings.oneshot.supernet_workers if settings.is_oneshot else 1)
     storage = open_storage(settings.storage)
     name = _study_name(storage, settings)
     # Before the study is touched: a second driver would re-queue this one's running trials.

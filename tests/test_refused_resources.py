@@ -14,10 +14,15 @@ from pathlib import Path
 import pytest
 import torch
 
+_WORKERS = 1 << (os.cpu_count() or 1).bit_length()  # a power of two above the CPU count
+
 
 @pytest.mark.parametrize(("option", "fragment"), [
     (["--gpus-per-trial", str(torch.cuda.device_count() + 1)], "torch finds"),
     (["--cpus-per-trial", str((os.cpu_count() or 1) + 1)], "more than this machine's"),
+    # A data-parallel supernet's workers all at once (Ray waited for them for ever).
+    (["--supernet-workers", str(_WORKERS), "--strategy", "oneshot", "--batch-size",
+      str(8 * _WORKERS)], "more than this machine's"),
 ])
 def test_what_this_machine_lacks_is_refused_before_the_study(tmp_path: Path, option: list[str],
                                                              fragment: str) -> None:
