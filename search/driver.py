@@ -39,6 +39,7 @@ from search.oneshot.strategy import (
     SupernetRecord,
     enqueue_finalists,
     estimate_stage,
+    supernet_recipe,
     train_supernet_stage,
 )
 from search.profiling.profiler import latency_model
@@ -142,6 +143,8 @@ def run_search(settings: SearchSettings, out: TextIO | None = None,
     # Before the study is touched: a second driver would re-queue this one's running trials.
     with DriverLease(storage.engine, name, report=functools.partial(say, out)):
         budgets = _budgets(settings, out)
+        if settings.is_oneshot:
+            supernet_recipe(settings, budgets)  # a sandwich needs architectures in the budgets
         connect_ray(settings.ray_address)
         study, recovered = _open_study(storage, settings, data, name)
         sizes = _split_sizes(data)

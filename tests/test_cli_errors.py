@@ -103,6 +103,21 @@ def test_search_run_rejects_bad_options_before_writing(tmp_path: Path, args: lis
     assert list(tmp_path.iterdir()) == []  # no database, no artifacts
 
 
+def test_a_sandwich_without_architectures_in_the_budget_is_refused_before_the_study(
+        tmp_path: Path) -> None:
+    """Just above VGG-16's smallest network (uniform P64 at 32 px): no random draw fits, so the
+    sandwich recipe has no subnets to draw; refused before any study exists (it came after the
+    study was written)."""
+    storage = f"sqlite:///{tmp_path / 'x.db'}"
+    budget = 1.001 * Architecture.uniform("vgg16", 64, 32, 10, 1).macs
+    result = _run("search.run", "--budget", f"{budget:.6g}", "--strategy", "oneshot",
+                  "--supernet-recipe", "sandwich", "--storage", storage, cwd=tmp_path)
+    _assert_one_line_error(result, "the sandwich rule needs architectures within the budgets",
+                           "--supernet-recipe largest")
+    assert optuna.get_all_study_names(storage) == []
+    assert not (tmp_path / "hetnas_artifacts").exists()
+
+
 def test_artifacts_under_a_file_are_refused_before_writing(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("not a folder\n")
     result = _run("search.run", "--budget", "3e8", "--artifacts-dir", "file/artifacts",
@@ -241,18 +256,45 @@ def test_resume_of_a_study_made_by_hetnas_0_1_says_so(tmp_path: Path) -> None:
 ])
 def test_resume_with_other_settings_than_stored(tmp_path: Path, options: list[str],
                                                 fragment: str) -> None:
+    _resumed_with_other_settings(tmp_path, [(records.STUDY_STRATEGY, "standard")], options,
+                                 fragment)
+
+
+@pytest.mark.parametrize(("options", "fragment"), [
+    # Finalists fine-tuned from the supernet ranked beside finalists from scratch.
+    (["--finalist-init", "scratch"], "--finalist-init supernet, not scratch"),
+    # A killed supernet continued from a checkpoint trained another way.
+    (["--supernet-epochs", "2"], "--supernet-epochs 4, not 2"),
+    (["--supernet-recipe", "sandwich"], "--supernet-recipe largest, not sandwich"),
+])
+def test_resume_of_a_oneshot_study_with_other_oneshot_options(tmp_path: Path,
+                                                              options: list[str],
+                                                              fragment: str) -> None:
+    stored = [(records.STUDY_STRATEGY, "oneshot"), (records.STUDY_SUPERNET_EPOCHS, 4),
+              (records.STUDY_SUPERNET_RECIPE, "largest"), (records.STUDY_SANDWICH, 2),
+              (records.STUDY_FINALIST_INIT, "supernet")]
+    _resumed_with_other_settings(tmp_path, stored, ["--budget", "3e8", "--strategy", "oneshot",
+                                                    *options], fragment)
+
+
+def _resumed_with_other_settings(tmp_path: Path, stored: list[tuple[str, object]],
+                                 options: list[str], fragment: str) -> None:
+    """A study holding the digits search's records and ``stored``, resumed with ``options``:
+    one line naming ``fragment``, and nothing written to the study."""
     storage = f"sqlite:///{tmp_path / 'x.db'}"
     study = optuna.create_study(storage=storage, study_name="stored")
     for key, value in ((records.STUDY_BACKBONE, "vgg16"), (records.STUDY_DATASET, "digits"),
                        (records.STUDY_OBJECTIVE, "accuracy"), (records.STUDY_BUDGET, 3e8),
                        (records.STUDY_INPUT_SIZE, 32), (records.STUDY_NUM_CLASSES, 10),
-                       (records.STUDY_IN_CHANNELS, 1), (records.STUDY_STRATEGY, "standard"),
+                       (records.STUDY_IN_CHANNELS, 1), (records.STUDY_EPOCHS, 4), *stored,
                        *_digits_facts()):
         study.set_user_attr(key, value)
+    before = optuna.load_study(study_name="stored", storage=storage).user_attrs
     result = _run("search.run", *options, "--storage", storage, "--resume", "--study",
                   "stored", cwd=tmp_path)
     _assert_one_line_error(result, fragment)
-    assert len(optuna.load_study(study_name="stored", storage=storage).trials) == 0
+    after = optuna.load_study(study_name="stored", storage=storage)
+    assert len(after.trials) == 0 and after.user_attrs == before
 
 
 ROOT = Path(__file__).resolve().parent.parent

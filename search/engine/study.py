@@ -73,7 +73,19 @@ def _comparability_attrs(settings: SearchSettings, data: DataSplits) -> dict[str
             records.STUDY_TRAIN_IMAGES: settings.train_images,
             records.STUDY_SAMPLER: settings.sampler,
             records.STUDY_STRATEGY: settings.strategy,
-            records.STUDY_VAL_IMAGES: data.sizes[1], records.STUDY_TEST_IMAGES: data.sizes[2]}
+            records.STUDY_VAL_IMAGES: data.sizes[1], records.STUDY_TEST_IMAGES: data.sizes[2],
+            **_oneshot_attrs(settings)}
+
+
+def _oneshot_attrs(settings: SearchSettings) -> dict[str, object]:
+    """A one-shot study's options that decide what its estimates and finalists mean: resumed
+    with others, it would rank runs from the supernet beside runs from scratch, or load a
+    supernet checkpoint trained another way. None for the standard strategy."""
+    options = settings.oneshot if settings.is_oneshot else None
+    return {records.STUDY_SUPERNET_EPOCHS: options and options.training_epochs(settings.epochs),
+            records.STUDY_SUPERNET_RECIPE: options and options.supernet_recipe,
+            records.STUDY_SANDWICH: options and options.sandwich,
+            records.STUDY_FINALIST_INIT: options and options.finalist_init}
 
 
 def library_versions() -> dict[str, str]:
@@ -148,7 +160,9 @@ def load_for_resume(storage: optuna.storages.BaseStorage, name: str, settings: S
                              (records.STUDY_TRAIN_IMAGES, "--train-images",
                               settings.train_images),
                              (records.STUDY_SAMPLER, "--sampler", settings.sampler),
-                             (records.STUDY_STRATEGY, "--strategy", settings.strategy)):
+                             (records.STUDY_STRATEGY, "--strategy", settings.strategy),
+                             *((key, "--" + key.replace("_", "-"), value)
+                               for key, value in _oneshot_attrs(settings).items())):
         if key in stored and stored[key] != value:
             raise ConfigError(f"--resume: study {name!r} was run with {flag} {stored[key]}, "
                               f"not {value}; its trials would not be comparable: pass {flag} "

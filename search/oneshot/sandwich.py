@@ -66,7 +66,8 @@ class SandwichRecipe:
             raise ConfigError(f"random_subnets must be >= 0, got {self.random_subnets}")
         if self.random_subnets and not self.pool:
             raise ConfigError("the sandwich rule needs architectures within the budgets to "
-                              "draw its random subnets from")
+                              "draw its random subnets from, and random draws find none; raise "
+                              "the budget, or pass --sandwich 0 or --supernet-recipe largest")
 
     def settings(self) -> dict[str, Any]:
         """The recipe as the checkpoint records it (the pool by its size and a digest)."""

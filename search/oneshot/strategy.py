@@ -33,13 +33,19 @@ from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 
 from hetconv.errors import ConfigError
+from search.engine.budgets import Budgets
 from search.engine.console import SearchConsole, duration, parts_summary
 from search.engine.proposer import BudgetedProposer, Proposal, SpaceExhausted
 from search.engine.settings import SearchSettings
 from search.engine.study import trial_counts
 from search.jobs.protocol import SupernetTrialConfig, TrainingJob, TrialReport
 from search.oneshot.estimates import CALIBRATION_BATCHES, SupernetEvaluator
-from search.oneshot.sandwich import largest_only, recipe_for, supernet_architecture
+from search.oneshot.sandwich import (
+    SandwichRecipe,
+    largest_only,
+    recipe_for,
+    supernet_architecture,
+)
 from search.oneshot.supernet_trial import train_data_parallel, train_supernet_trial
 from search.store import records
 from search.training.checkpoint import CHECKPOINT_FILE, read_checkpoint
@@ -72,6 +78,17 @@ class SupernetRecord:
         return cls(**stored) if stored else None
 
 
+def supernet_recipe(settings: SearchSettings, budgets: Budgets) -> SandwichRecipe:
+    """What the supernet trains each step, for ``--supernet-recipe``. The driver builds it once
+    before the study is written too: a sandwich needs architectures within the budgets, and a
+    budget that holds none is refused there, in one line."""
+    if settings.oneshot.supernet_recipe != "sandwich":
+        return largest_only()
+    space = settings.space
+    return recipe_for(space, lambda parts: budgets.within(space, parts),
+                      settings.oneshot.sandwich, settings.seed)
+
+
 def train_supernet_stage(settings: SearchSettings, study: optuna.Study,
                          proposer: BudgetedProposer, console: SearchConsole) -> SupernetRecord:
     """The study's trained supernet: trained now (or continued from its checkpoint) unless the
@@ -93,8 +110,7 @@ def train_supernet_stage(settings: SearchSettings, study: optuna.Study,
     artifacts = Path(settings.artifacts_dir).resolve()
     folder = artifacts / "checkpoints" / study.study_name / "supernet"
     sandwich = options.supernet_recipe == "sandwich"
-    recipe = (recipe_for(space, lambda parts: proposer.budgets.within(space, parts),
-                         options.sandwich, settings.seed) if sandwich else largest_only())
+    recipe = supernet_recipe(settings, proposer.budgets)
     config = SupernetTrialConfig(settings.training_job(epochs),
                                  supernet_architecture(space).to_json(), str(folder),
                                  recipe.pool, recipe.random_subnets, recipe.distill,

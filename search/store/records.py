@@ -96,6 +96,11 @@ STUDY_VERSIONS = "versions"
 STUDY_STRATEGY = "strategy"  # "standard" (every candidate trained) or "oneshot"
 STUDY_INIT_FROM = "init_from"  # the dense weights trials start from: path and SHA-256, or None
 STUDY_SUPERNET = "supernet"  # a one-shot study's supernet: checkpoint, epochs, accuracy, time
+# A one-shot study's options that decide what its estimates and finalists mean (None: standard).
+STUDY_SUPERNET_EPOCHS = "supernet_epochs"
+STUDY_SUPERNET_RECIPE = "supernet_recipe"
+STUDY_SANDWICH = "sandwich"
+STUDY_FINALIST_INIT = "finalist_init"
 
 
 @dataclass(frozen=True)
