@@ -1,4 +1,5 @@
-"""A folder whose file system fills up after ``FULL_AT`` bytes, for the full-disk fault tests.
+"""Folders on file systems that refuse writes: one that fills up after ``FULL_AT`` bytes, for the
+full-disk fault tests, and a read-only one, for the readers' tests.
 
 A real tmpfs of that size where the machine lets the tests mount one (root in CI), otherwise a
 process-wide file size limit (RLIMIT_FSIZE: writes past it fail with EFBIG, which the writer
@@ -38,3 +39,27 @@ def filling_folder(folder: Path) -> Iterator[Path]:
         yield folder
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+
+
+@contextlib.contextmanager
+def read_only_folder(folder: Path, files: dict[str, bytes]) -> Iterator[Path]:
+    """``folder`` (made here) holding ``files``, on a read-only mount while the block runs: a
+    tmpfs remounted read-only where the machine lets the tests mount one (root in CI), else
+    the folder's write permission taken away (which binds every user but root)."""
+    folder.mkdir()
+    if _mount_tmpfs(folder):
+        try:
+            for name, data in files.items():
+                (folder / name).write_bytes(data)
+            subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+            yield folder
+        finally:
+            subprocess.run(["umount", str(folder)], check=True)
+        return
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    folder.chmod(0o555)
+    try:
+        yield folder
+    finally:
+        folder.chmod(0o755)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from file_systems import read_only_folder
 from test_dashboards_support import write_study
 
 from hetconv.errors import ConfigError
@@ -73,6 +74,28 @@ def test_reading_leaves_the_database_file_as_it_was(journal: str, tmp_path: Path
     assert sorted(path.name for path in tmp_path.iterdir()) == ["r.html", "study.db"]
     with sqlite3.connect(database) as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone() == (journal,)
+
+
+def test_a_study_on_read_only_media_is_read(tmp_path: Path) -> None:
+    """A search's WAL database on a read-only mount: SQLite cannot create the ``-shm`` file a
+    WAL reader needs beside it ("unable to open database file"), so the readers' storage
+    (``open_existing``, which every reading command uses) opens the file immutable and reads
+    what the search wrote."""
+    database = tmp_path / "study.db"
+    writer = open_storage(f"sqlite:///{database}")
+    write_study(writer, "s")
+    written = optuna.load_study(study_name="s", storage=writer).get_trials()
+    writer.engine.dispose()
+    with read_only_folder(tmp_path / "media", {"study.db": database.read_bytes()}) as media:
+        url = f"sqlite:///{media / 'study.db'}"
+        reader = open_existing(url)
+        assert optuna.load_study(study_name="s", storage=reader).get_trials() == written
+        reader.engine.dispose()
+        result = _cli("dashboards.report", "--storage", url, "--study", "s", "--out",
+                      "report.html", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert sorted(path.name for path in media.iterdir()) == ["study.db"]
+    assert (tmp_path / "report.html").stat().st_size > 0
 
 
 def test_the_read_only_storage_refuses_writes(storage_url: str, study_name: str) -> None:

@@ -8,6 +8,7 @@ changes a database's settings, and, unless asked to write, opens it read-only.
 from __future__ import annotations
 
 import functools
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -91,7 +92,15 @@ def _read_only(options: dict[str, Any], sqlite_path: str | None) -> dict[str, An
 
 
 def _query_only_sqlite(path: str, timeout: float) -> sqlite3.Connection:
-    connection = sqlite3.connect(path, timeout=timeout, check_same_thread=False)
+    """A read-only connection. Where the file's folder takes no writes (read-only media, or a
+    folder this user may not write), SQLite cannot create the ``-shm`` file a WAL database's
+    readers share, and the file is opened immutable: read as it lies, without locks, which is
+    right there, as no search can be writing it either."""
+    if os.access(Path(path).resolve().parent, os.W_OK):
+        connection = sqlite3.connect(path, timeout=timeout, check_same_thread=False)
+    else:
+        connection = sqlite3.connect(f"{Path(path).resolve().as_uri()}?immutable=1", uri=True,
+                                     timeout=timeout, check_same_thread=False)
     connection.execute("PRAGMA query_only = ON")
     return connection
 
