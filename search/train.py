@@ -25,7 +25,7 @@ from search.cli import OneLineParser, path_argument, path_text, run_cli
 from search.cluster import connect_ray
 from search.engine.settings import check_integer
 from search.jobs.final import FinalJob, TrainingFailed, train_job, train_on_workers
-from search.store.files import check_target, write_atomic, write_together
+from search.store.files import check_target, sole_writer, write_atomic, write_together
 from search.store.uncertainty import estimate, wilson_interval
 from search.training.checkpoint import CHECKPOINT_FILE, read_checkpoint
 from search.training.data import DATASETS, DataSplits, load_dataset
@@ -119,34 +119,40 @@ def main(argv: list[str] | None = None) -> int:
         device=(args.device if args.workers == 1 else "cuda" if args.gpus_per_worker else "cpu"),
         threads=args.threads, checkpoint_dir=str(folder), resume=args.resume,
         weights=None if start is None else started_from)
-    epochs = f"{args.epochs} epoch" + ("s" if args.epochs > 1 else "")
-    _say(f"training {arch.backbone} ({arch.macs:.4g} MACs) on {dataset} "
-         f"({len(data.train_y)} training images) for {epochs} from {started_from}"
-         + (f", data-parallel over {args.workers} Ray Train workers" if args.workers > 1
-            else ""))
-    if args.resume:
-        _say(f"resuming after epoch {read_checkpoint(folder)['epoch']}/{args.epochs} "
-             f"({folder / CHECKPOINT_FILE})")
-    else:
-        write_atomic(folder / STARTED_FROM, lambda path: path.write_text(started_from + "\n"))
-    on_epoch = functools.partial(_print_epoch, epochs=args.epochs, val_images=len(data.val_y))
-    if args.workers == 1:
-        result = train_job(job, data, start, on_epoch=on_epoch)
-    else:
-        logging.getLogger("ray").setLevel(logging.WARNING)
-        connect_ray(args.ray_address)
-        result = train_on_workers(job, args.workers, args.gpus_per_worker > 0, on_epoch)
-    state = read_checkpoint(folder)["model"]  # the last epoch's weights, whichever process ran
-    trained = arch.as_searched().trained_on(_normalization(state), data.class_names)
-    document = trained.to_dict()
-    document["result"] = _result(dataset, args.seed, started_from, result, data)
-    write_together({args.out: functools.partial(torch.save, state),
-                    described: lambda path: path.write_text(json.dumps(document, indent=2) + "\n")})
-    test, val = (estimate([accuracy], len(labels)).describe() for accuracy, labels in
-                 ((result.test_accuracy, data.test_y), (result.val_accuracy, data.val_y)))
-    _say(f"test accuracy {test} on {len(data.test_y)} images (95% Wilson interval); "
-         f"validation {val} on {len(data.val_y)}")
-    _say(f"wrote {args.out} and {described}")
+    # Two runs on one output would both train into its checkpoints and both write it.
+    with sole_writer(folder, "wait for that run to finish, or pass another --out or "
+                             "--checkpoint-dir"):
+        epochs = f"{args.epochs} epoch" + ("s" if args.epochs > 1 else "")
+        _say(f"training {arch.backbone} ({arch.macs:.4g} MACs) on {dataset} "
+             f"({len(data.train_y)} training images) for {epochs} from {started_from}"
+             + (f", data-parallel over {args.workers} Ray Train workers" if args.workers > 1
+                else ""))
+        if args.resume:
+            _say(f"resuming after epoch {read_checkpoint(folder)['epoch']}/{args.epochs} "
+                 f"({folder / CHECKPOINT_FILE})")
+        else:
+            write_atomic(folder / STARTED_FROM,
+                         lambda path: path.write_text(started_from + "\n"))
+        on_epoch = functools.partial(_print_epoch, epochs=args.epochs,
+                                     val_images=len(data.val_y))
+        if args.workers == 1:
+            result = train_job(job, data, start, on_epoch=on_epoch)
+        else:
+            logging.getLogger("ray").setLevel(logging.WARNING)
+            connect_ray(args.ray_address)
+            result = train_on_workers(job, args.workers, args.gpus_per_worker > 0, on_epoch)
+        state = read_checkpoint(folder)["model"]  # the last epoch's weights, from any process
+        trained = arch.as_searched().trained_on(_normalization(state), data.class_names)
+        document = trained.to_dict()
+        document["result"] = _result(dataset, args.seed, started_from, result, data)
+        text = json.dumps(document, indent=2) + "\n"
+        write_together({args.out: functools.partial(torch.save, state),
+                        described: lambda path: path.write_text(text)})
+        test, val = (estimate([accuracy], len(labels)).describe() for accuracy, labels in
+                     ((result.test_accuracy, data.test_y), (result.val_accuracy, data.val_y)))
+        _say(f"test accuracy {test} on {len(data.test_y)} images (95% Wilson interval); "
+             f"validation {val} on {len(data.val_y)}")
+        _say(f"wrote {args.out} and {described}")
     return 0
 
 

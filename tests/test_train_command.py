@@ -245,6 +245,30 @@ def test_a_diverging_run_fails_in_one_line_and_writes_no_result(tmp_path) -> Non
     assert not (tmp_path / "nan.pt").exists() and not (tmp_path / "nan.json").exists()
 
 
+def test_a_second_run_on_the_same_output_is_refused_while_the_first_trains(tmp_path) -> None:
+    """Two runs on one output (here a --resume beside a running run) would both train into its
+    checkpoints and both write the result: the second is refused in one line, and the first
+    goes on undisturbed."""
+    arch_file = _architecture_file(tmp_path)
+    command = [sys.executable, "-m", "search.train", str(arch_file), "--epochs", "200",
+               "--out", str(tmp_path / "final.pt"), *FAST]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout is not None
+        while not (line := first.stdout.readline()).startswith("epoch 1/"):
+            assert line, "the first run ended before its first epoch"
+        second = subprocess.run([*command, "--resume"], capture_output=True, text=True,
+                                timeout=300)
+        assert second.returncode == 2, second.stderr[-2000:]
+        [refusal] = second.stderr.strip().splitlines()
+        assert "final.checkpoints is being written by another process" in refusal
+        assert "pass another --out" in refusal
+        assert first.poll() is None and first.stdout.readline().startswith("epoch 2/")
+    finally:
+        first.kill()
+        first.wait()
+
+
 def test_data_parallel_training_on_two_ray_train_workers(local_ray, digits, tmp_path,
                                                          capsys) -> None:
     """Two CPU workers on gloo, each on half of every batch; rank 0's epochs printed here."""

@@ -6,16 +6,19 @@ trial, a user, a concurrent loader) sees the old file or the new one, never half
 failure part-way (a full disk, a killed process) leaves the old file as it was and no temporary
 behind. Files that belong together (an architecture and its weights) are replaced together: a
 failure leaves all the old ones. Only regular files are replaced: a folder, a symbolic link, a
-FIFO or a device at the target is refused before anything is written.
+FIFO or a device at the target is refused before anything is written. A folder that a command
+writes over many steps (a training's checkpoints) has one writer at a time (:func:`sole_writer`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import os
 import stat
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from hetconv.errors import ConfigError
@@ -90,6 +93,24 @@ def _same_file(a: Path, b: Path) -> bool:
         return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
     except OSError:
         return False
+
+
+@contextlib.contextmanager
+def sole_writer(folder: Path, fix: str) -> Iterator[None]:
+    """Hold ``folder`` (created if missing) for this process while the block runs, or refuse in
+    one line (a :class:`ConfigError` ending in ``fix``) when another process holds it: two
+    writers would both write its files. An advisory ``flock`` on the folder itself: the kernel
+    drops it when the holder ends, however it ends, so nothing is left to clean up."""
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"{folder} is being written by another process; {fix}") from None
+        yield
+    finally:
+        os.close(handle)
 
 
 def write_atomic(target: Path, write: Writer) -> None:
