@@ -3,13 +3,21 @@
 Attaches the figures to the studies (see :mod:`dashboards.optuna_figures`; with ``--refresh``,
 again whenever a study's trials change), then serves
 optuna-dashboard's own WSGI app, bound to 127.0.0.1 unless ``--host`` says otherwise, behind the
-``Host`` check the live page has (:mod:`dashboards.hosts`); optuna-dashboard has none.
+``Host`` check the live page has (:mod:`dashboards.hosts`); optuna-dashboard has none. The app
+is served read-only (its API renames and deletes studies and tells trials, with no login) unless
+``--allow-writes`` says otherwise, and each connection gets its own thread: bottle's default
+server answers one at a time, so one idle client held every other request.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import socket
+from collections.abc import Iterable
+from socketserver import ThreadingMixIn
+from typing import TYPE_CHECKING
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from optuna.storages import BaseStorage
 
@@ -26,7 +34,11 @@ from dashboards.optuna_figures import FigureRefresher, attach_figures
 from hetconv.errors import ConfigError
 from search.cli import OneLineParser, run_cli
 
+if TYPE_CHECKING:
+    from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
+
 PROG = "python -m dashboards.browse"
+READ_METHODS = frozenset({"GET", "HEAD"})  # every write of optuna-dashboard's API is another
 
 
 def build_parser() -> OneLineParser:
@@ -43,6 +55,9 @@ def build_parser() -> OneLineParser:
                         help="draw a study's figures again this often when its trials changed, "
                              "and wait for the database if no search has written it yet (for a "
                              "dashboard beside a running search; default: draw once)")
+    parser.add_argument("--allow-writes", action="store_true",
+                        help="let the page change the storage (rename or delete studies, notes, "
+                             "tell trials); default: read-only, such requests get 405")
     return parser
 
 
@@ -64,21 +79,55 @@ def main(argv: list[str] | None = None) -> int:
         refresher.start(storage)
     if args.attach_only:
         return 0
-    # Seconds to import; not needed for --attach-only. What optuna_dashboard.run_server does,
-    # with the Host check in front of the app.
-    from bottle import run
-    from optuna_dashboard import wsgi
+    from optuna_dashboard import wsgi  # seconds to import; not needed for --attach-only
 
     hosts = HostCheck.for_bind(args.host, args.allowed_hosts)
     warn_if_exposed(PROG, args.host, hosts)
-    print(f"optuna-dashboard at http://{args.host}:{args.port}/ (Ctrl+C to stop)", flush=True)
-    with contextlib.suppress(KeyboardInterrupt):
-        try:
-            run(host_checked(wsgi(storage), hosts), host=args.host, port=args.port)
-        except OSError as error:
-            raise ConfigError(f"cannot listen on {args.host}:{args.port}: "
-                              f"{error.strerror or error}; pass another --port") from None
+    app = wsgi(storage)
+    if not args.allow_writes:
+        app = read_only(app)
+    try:
+        server = make_server(args.host, args.port, host_checked(app, hosts),
+                             server_class=_ThreadingServer6 if ":" in args.host
+                             else _ThreadingServer, handler_class=_QuietHandler)
+    except OSError as error:
+        raise ConfigError(f"cannot listen on {args.host}:{args.port}: "
+                          f"{error.strerror or error}; pass another --port") from None
+    print(f"optuna-dashboard at http://{args.host}:{args.port}/"
+          f"{'' if args.allow_writes else ' (read-only)'} (Ctrl+C to stop)", flush=True)
+    with contextlib.suppress(KeyboardInterrupt), server:
+        server.serve_forever()
     return 0
+
+
+def read_only(app: WSGIApplication) -> WSGIApplication:
+    """``app`` answering reads only: any other method gets 405 before it reaches the app."""
+
+    def guarded(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if environ["REQUEST_METHOD"] in READ_METHODS:
+            return app(environ, start_response)
+        text = b"this dashboard is read-only; start it with --allow-writes to change studies"
+        start_response("405 Method Not Allowed", [
+            ("Allow", ", ".join(sorted(READ_METHODS))), ("Content-Type", "text/plain"),
+            ("Content-Length", str(len(text)))])
+        return [text]
+
+    return guarded
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    """A thread per connection, so an idle or slow client blocks no other."""
+
+    daemon_threads = True
+
+
+class _ThreadingServer6(_ThreadingServer):
+    address_family = socket.AF_INET6
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib name
+        """Quiet: a line per request would bury the address the user needs."""
 
 
 def _say_added(tables: list[StudyTable]) -> None:

@@ -12,11 +12,9 @@ from dashboards.options import (
     seconds,
     warn_if_exposed,
 )
-from dashboards.server import DEFAULT_PORT, make_server
+from dashboards.server import DEFAULT_PORT, PROG, make_server
 from hetconv.errors import ConfigError
 from search.cli import OneLineParser, run_cli
-
-PROG = "python -m dashboards.serve"
 
 
 def build_parser() -> OneLineParser:

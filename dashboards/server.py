@@ -6,7 +6,9 @@ from the installed plotly package, never a CDN. Stored text reaches the browser 
 and is put into the page with ``textContent``; the Content-Security-Policy allows the page's own
 scripts and same-origin requests, nothing else. Requests whose ``Host`` is not a name the
 server knows are refused (see :mod:`dashboards.hosts`), so another web site cannot read the
-study through DNS rebinding.
+study through DNS rebinding. A storage that cannot be read (a database dropped or unreachable)
+is one line on stderr when it is lost and one when it is back, and meanwhile a 503 whose error
+the page shows; the page keeps the figures it drew and asks again.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import socket
+import sys
 import threading
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
@@ -23,6 +26,7 @@ from urllib.parse import parse_qs
 import optuna
 import plotly.io
 from plotly.offline import get_plotlyjs
+from sqlalchemy.exc import SQLAlchemyError
 
 from dashboards.analysis import confirmed_architectures, top_architectures
 from dashboards.data import StudyTable, check_not_empty, list_studies, table_from_study
@@ -30,10 +34,11 @@ from dashboards.figures import FIGURE_IDS, LATENCY, all_figures
 from dashboards.hosts import HostCheck
 from dashboards.live_script import LIVE_JS
 from dashboards.page import STYLE, estimates_text, facts
-from hetconv.errors import ConfigError
+from hetconv.errors import ConfigError, first_line
 from search.store.storage import open_existing
 from search.store.studies import open_study
 
+PROG = "python -m dashboards.serve"
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8050
 POLL_SECONDS = 3  # how often the page asks for news
 
@@ -147,6 +152,8 @@ class DashboardServer(ThreadingHTTPServer):
         self.default_study = default_study
         self.hosts = HostCheck.for_bind(host, allowed_hosts)
         self._plotlyjs: bytes | None = None
+        self._storage_lost: str | None = None  # why the storage cannot be read, while it cannot
+        self._storage_lock = threading.Lock()
         if ":" in host:  # an IPv6 address such as :: or ::1
             self.address_family = socket.AF_INET6
         super().__init__((host, port), _Handler)
@@ -161,6 +168,17 @@ class DashboardServer(ThreadingHTTPServer):
         if self._plotlyjs is None:
             self._plotlyjs = get_plotlyjs().encode()
         return self._plotlyjs
+
+    def storage_read(self, why: str | None) -> None:
+        """Note whether the storage could be read (``why`` not, else None); say it on stderr
+        once when that changes, not once a poll."""
+        with self._storage_lock:
+            if (why is None) == (self._storage_lost is None):
+                return
+            self._storage_lost = why
+        print(f"{PROG}: the storage cannot be read ({why}); the page says so and asks again"
+              if why is not None else f"{PROG}: the storage can be read again",
+              file=sys.stderr, flush=True)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -183,19 +201,31 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/static/live.js":
             self._send(HTTPStatus.OK, LIVE_JS.encode(), "text/javascript")
         elif path == "/api/studies":
-            self._send(HTTPStatus.OK, self.server.studies.listing_json(self.server.default_study),
-                       "application/json")
+            self._send_read(lambda: self.server.studies.listing_json(self.server.default_study))
         elif path == "/api/study":
             name = parse_qs(query).get("name", [self.server.default_study])[0]
-            try:
-                body = self.server.studies.study_json(name)
-            except ConfigError as error:
-                self._send(HTTPStatus.NOT_FOUND, json.dumps({"error": str(error)}).encode(),
-                           "application/json")
-                return
-            self._send(HTTPStatus.OK, body, "application/json")
+            self._send_read(lambda: self.server.studies.study_json(name))
         else:
             self._send(HTTPStatus.NOT_FOUND, b"not found", "text/plain")
+
+    def _send_read(self, read: Callable[[], bytes]) -> None:
+        """The JSON ``read`` gives; 404 for a missing study, 503 for a storage that cannot be
+        read (a connection failure, a dropped database), each with its one-line error."""
+        try:
+            body = read()
+        except ConfigError as error:
+            self._send_error(HTTPStatus.NOT_FOUND, str(error))
+        except (SQLAlchemyError, optuna.exceptions.StorageInternalError) as error:
+            why = first_line(error)
+            self.server.storage_read(why)
+            self._send_error(HTTPStatus.SERVICE_UNAVAILABLE,
+                             f"the storage cannot be read ({why}); asking again")
+        else:
+            self.server.storage_read(None)
+            self._send(HTTPStatus.OK, body, "application/json")
+
+    def _send_error(self, status: HTTPStatus, error: str) -> None:
+        self._send(status, json.dumps({"error": error}).encode(), "application/json")
 
     def _send(self, status: HTTPStatus, body: bytes, kind: str, cache: bool = False) -> None:
         self.send_response(status)

@@ -52,6 +52,25 @@ def storage_url(request: pytest.FixtureRequest, tmp_path) -> str:
 
 
 @pytest.fixture
+def fresh_postgres_url(postgres_url: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database of its own, dropped afterwards (for a test that changes
+    a whole database, or needs one that holds no other test's rows)."""
+    import sqlalchemy
+    from sqlalchemy.engine import make_url
+
+    name = f"hetnas_{uuid.uuid4().hex[:12]}"
+    admin = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
 def study_name() -> str:
     """Unique per test, so tests can share the PostgreSQL database."""
     return f"test-{uuid.uuid4().hex[:12]}"

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
+import sqlalchemy
 from scipy import stats
 from test_dashboards_support import (
     BASELINE_LABELS,
@@ -537,6 +538,116 @@ def test_exposed_servers_answer_allowed_hosts_only(module: str, path: bytes, tmp
     assert "Traceback" not in err and "Error" not in err, err[-3000:]
     if module == "dashboards.serve":
         assert err.splitlines() == [warning]
+
+
+def _request(url: str, method: str = "GET", body: bytes | None = None,
+             timeout: float = 30) -> tuple[int, bytes]:
+    """Status and body of one request, error statuses included."""
+    request = urllib.request.Request(url, data=body, method=method,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def test_browse_is_read_only_unless_writes_are_allowed(tmp_path: Path, study_name: str) -> None:
+    """optuna-dashboard's API renames and deletes studies with no login: by default browse
+    answers such requests 405 and the study stays; --allow-writes lets them through."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    write_study(storage, study_name)
+    for allow_writes in (False, True):
+        port = free_port()
+        process = _start(["dashboards.browse", "--storage", storage, "--port", str(port),
+                          *(["--allow-writes"] if allow_writes else [])], port)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            status, listing = _request(f"{url}/api/studies")
+            assert status == 200
+            study_id = next(s["study_id"] for s in json.loads(listing)["study_summaries"]
+                            if s["study_name"] == study_name)
+            rename = _request(f"{url}/api/studies/{study_id}/rename", "POST",
+                              json.dumps({"study_name": "renamed"}).encode())
+            if rename[0] == 201:  # optuna-dashboard renames by copying to a new study
+                study_id = json.loads(rename[1])["study_id"]
+            delete = _request(f"{url}/api/studies/{study_id}", "DELETE")
+        finally:
+            process.terminate()
+            out, err = process.communicate(timeout=60)
+        if allow_writes:
+            assert (rename[0], delete[0]) == (201, 204), (rename, delete)
+            assert optuna.get_all_study_names(storage) == []
+        else:
+            assert rename == delete == (405, b"this dashboard is read-only; start it with "
+                                             b"--allow-writes to change studies")
+            assert optuna.get_all_study_names(storage) == [study_name]
+            assert "(read-only)" in out
+        assert "Traceback" not in err, err[-3000:]
+
+
+@pytest.mark.parametrize("module", ["dashboards.serve", "dashboards.browse"])
+def test_an_idle_connection_blocks_no_other_request(module: str, tmp_path: Path,
+                                                    study_name: str) -> None:
+    """A client that connects and sends nothing (a browser's spare connection) must not hold
+    the server: other requests are answered meanwhile."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    write_study(storage, study_name)
+    port = free_port()
+    process = _start([module, "--storage", storage, "--port", str(port)], port)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as idle:
+            idle.sendall(b"GET / HTTP/1.1\r\n")  # and then nothing more
+            started = time.monotonic()
+            status, _ = _request(f"http://127.0.0.1:{port}/", timeout=20)
+            assert status == 200 and time.monotonic() - started < 20
+    finally:
+        process.terminate()
+        process.communicate(timeout=60)
+
+
+def test_serve_says_once_when_its_storage_is_lost_and_when_it_is_back(
+        fresh_postgres_url: str, study_name: str) -> None:
+    """The database stops taking connections under a running live page: one line on stderr,
+    503s with a one-line error for the page meanwhile, one line when it is back, no
+    traceback; the page is served again."""
+    write_study(fresh_postgres_url, study_name)
+    database = sqlalchemy.engine.make_url(fresh_postgres_url).database
+    admin = sqlalchemy.create_engine(fresh_postgres_url.rsplit("/", 1)[0] + "/postgres",
+                                      isolation_level="AUTOCOMMIT")
+
+    def accept_connections(allow: bool) -> None:
+        with admin.connect() as connection:
+            connection.execute(sqlalchemy.text(
+                f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS {str(allow).lower()}'))
+            if not allow:
+                connection.execute(sqlalchemy.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    f"WHERE datname = '{database}'"))
+
+    port = free_port()
+    process = _start(["dashboards.serve", "--storage", fresh_postgres_url, "--port",
+                      str(port)], port)
+    study = f"http://127.0.0.1:{port}/api/study?name={study_name}"
+    try:
+        assert _request(study)[0] == 200
+        accept_connections(False)
+        lost = [_request(study) for _ in range(3)]
+        accept_connections(True)
+        back = _request(study)
+    finally:
+        accept_connections(True)
+        admin.dispose()
+        process.terminate()
+        _, err = process.communicate(timeout=60)
+    assert [status for status, _ in lost] == [503] * 3
+    error = json.loads(lost[0][1])["error"]
+    assert error.startswith("the storage cannot be read (") and "\n" not in error
+    assert back[0] == 200 and json.loads(back[1])["name"] == study_name
+    lines = err.splitlines()
+    assert len(lines) == 2, err[-3000:]
+    assert lines[0].startswith("python -m dashboards.serve: the storage cannot be read (")
+    assert lines[1] == "python -m dashboards.serve: the storage can be read again"
 
 
 def test_dashboards_never_import_training_code() -> None:

@@ -20,7 +20,6 @@ import optuna
 import pytest
 import sqlalchemy
 import torch
-from sqlalchemy.engine import make_url
 
 from hetconv.errors import ConfigError
 from search.profiling.profiler import (
@@ -57,23 +56,12 @@ def one_thread() -> Iterator[None]:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """An empty database: a SQLite file, or a new PostgreSQL database dropped afterwards (the
     shared ``test`` database may hold other runs' latency rows for this very machine)."""
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'study.db'}"
-        return
-    base = request.getfixturevalue("postgres_url")
-    name = f"hetnas_latency_{uuid.uuid4().hex[:12]}"
-    admin = sqlalchemy.create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(base).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        return f"sqlite:///{tmp_path / 'study.db'}"
+    return request.getfixturevalue("fresh_postgres_url")
 
 
 def _profile_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
