@@ -28,6 +28,7 @@ from search.engine.settings import (
     SearchSettings,
 )
 from search.oneshot.strategy import SupernetFailed
+from search.store.lease import LeaseLost
 from search.store.objectives import OBJECTIVES
 from search.store.storage import DEFAULT_STORAGE
 from search.training.data import DATASETS
@@ -190,5 +191,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    run_cli(main, PROG, failures=(SearchFailed, SupernetFailed), flags=LIBRARY_FLAGS,
+    run_cli(main, PROG, failures=(SearchFailed, SupernetFailed, LeaseLost), flags=LIBRARY_FLAGS,
             resumable=True)

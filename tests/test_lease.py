@@ -9,13 +9,14 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 import sqlalchemy
 
 from hetconv.errors import ConfigError
-from search.store.lease import STALE_S, DriverLease, Holder, lease_table
+from search.store.lease import STALE_S, DriverLease, Holder, LeaseLost, lease_table
 from search.store.storage import open_storage
 
 
@@ -89,3 +90,32 @@ def _pid_and_beat(lease: DriverLease) -> tuple[int, float]:
     holder = lease.holder()
     assert holder is not None
     return holder.pid, holder.heartbeat
+
+
+def _take_over(engine: sqlalchemy.Engine, study: str, host: str, pid: int) -> None:
+    """What a successor's takeover does to the row: its owner, host, pid and heartbeat."""
+    with engine.begin() as connection:
+        connection.execute(lease_table.update().where(lease_table.c.study == study).values(
+            owner="successor", host=host, pid=pid, heartbeat=time.time()))
+
+
+def test_a_driver_whose_lease_was_taken_learns_it_and_ends_in_lease_lost(
+        engine: sqlalchemy.Engine, study_name: str) -> None:
+    """A driver stopped past STALE_S and continued finds at its next heartbeat that another
+    driver holds its study: it is told to stop, ends in LeaseLost naming the successor, and
+    leaves the successor's row alone."""
+    told = threading.Event()
+    lost = r"taken over by pid 4343 on node-9 .*this driver stopped"
+    with (pytest.raises(LeaseLost, match=lost),
+          DriverLease(engine, study_name, heartbeat_s=0.05, on_lost=told.set)):
+        _take_over(engine, study_name, "node-9", 4343)
+        assert told.wait(10)
+    holder = DriverLease(engine, study_name).holder()
+    assert holder is not None and (holder.owner, holder.pid) == ("successor", 4343)
+
+
+def test_a_held_lease_is_never_reported_lost(engine: sqlalchemy.Engine, study_name: str) -> None:
+    told = threading.Event()
+    with DriverLease(engine, study_name, heartbeat_s=0.05, on_lost=told.set):
+        time.sleep(0.5)
+    assert not told.is_set()

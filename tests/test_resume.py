@@ -11,9 +11,11 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 from optuna.trial import TrialState
 
 from search.store import records
+from search.store.lease import HEARTBEAT_S, STALE_S, lease_table
 from space import Architecture
 from tests.processes import search_process
 
@@ -131,3 +133,28 @@ def test_a_stopped_search_exits_in_one_line_and_resumes(tmp_path: Path, stop: st
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     trials = optuna.load_study(study_name="killed", storage=storage).get_trials()
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+
+
+def test_a_driver_that_lost_its_lease_stops_in_one_line(tmp_path: Path) -> None:
+    """A driver silent past the stale limit (SIGSTOP, a cut network) whose study another driver
+    took over learns it at its next heartbeat and stops (exit 1, one line naming the
+    successor) instead of training beside it; the successor's lease row stays."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    engine = sqlalchemy.create_engine(storage)
+    with search_process(_command(storage, tmp_path), tmp_path, stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE, text=True) as driver:
+        _wait_for_mid_training(storage, time.monotonic() + 240)
+        with engine.begin() as connection:  # what the successor's takeover writes
+            connection.execute(lease_table.update().where(lease_table.c.study == "killed")
+                               .values(owner="successor", host="node-9", pid=4343,
+                                       heartbeat=time.time()))
+        _, stderr = driver.communicate(timeout=HEARTBEAT_S + 120)
+    assert driver.returncode == 1, stderr[-2000:]
+    assert stderr.strip().splitlines()[-1] == (
+        "python -m search.run: failed: study 'killed' was taken over by pid 4343 on node-9 "
+        f"while this driver was silent for over {STALE_S:.0f} s; this driver stopped so that "
+        "one driver runs it (see its output)")
+    with engine.connect() as connection:
+        assert connection.execute(sqlalchemy.select(lease_table.c.owner)).scalars().all() == \
+            ["successor"]
+    engine.dispose()

@@ -6,7 +6,10 @@ study, renews it every ``HEARTBEAT_S`` seconds from a background thread, and giv
 it stops (a finished search, an error, Ctrl-C). A second driver is refused in one line while the
 lease is live. A lease is stale, and taken over with a message, when its heartbeat is older than
 ``STALE_S`` seconds, or at once when its holder was a process on this machine that no longer
-exists (a killed driver resumed on the same machine waits for nothing).
+exists (a killed driver resumed on the same machine waits for nothing). A driver whose lease
+was taken over (it was stopped with SIGSTOP, or cut off from the database, past ``STALE_S``)
+learns it at its next heartbeat, which finds its row gone: it stops as Ctrl-C stops it, and
+ends with :class:`LeaseLost` instead of training beside its successor.
 
 The table ``hetnas_driver_leases`` has its own ``MetaData``, beside Optuna's tables, like the
 latency tables. Taking a lease is one INSERT (the study name is the primary key) or one
@@ -17,6 +20,7 @@ use each machine's clock: the machines of a cluster are expected to keep time (N
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import threading
 import time
@@ -68,6 +72,15 @@ class Holder:
         return f"pid {self.pid} on {where}"
 
 
+class LeaseLost(RuntimeError):
+    """Another driver took this driver's study over; this one stopped."""
+
+
+def interrupt_this_process() -> None:
+    """Stop the main thread as Ctrl-C does (the one way to stop a running Ray Tune search)."""
+    os.kill(os.getpid(), signal.SIGINT)
+
+
 def _process_exists(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -80,15 +93,20 @@ def _process_exists(pid: int) -> bool:
 
 class DriverLease:
     """The lease of one study for this process; a context manager that takes, renews and gives
-    it back. ``report`` receives the one line said when a stale lease is taken over."""
+    it back. ``report`` receives the one line said when a stale lease is taken over; ``on_lost``
+    is called (from the heartbeat thread) when another driver has taken the lease, to stop the
+    block, which then ends in :class:`LeaseLost` whatever stopped it."""
 
     def __init__(self, engine: Engine, study: str, report: Callable[[str], None] = print,
-                 heartbeat_s: float = HEARTBEAT_S) -> None:
+                 heartbeat_s: float = HEARTBEAT_S,
+                 on_lost: Callable[[], None] = interrupt_this_process) -> None:
         self.engine = engine
         self.study = study
         self.report = report
         self.heartbeat_s = heartbeat_s
+        self.on_lost = on_lost
         self.owner = uuid.uuid4().hex
+        self.lost = False  # another driver took the lease while this one held it
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
 
@@ -98,6 +116,12 @@ class DriverLease:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+        if self.lost:
+            holder = self.holder()
+            successor = "another driver" if holder is None else holder.describe()
+            raise LeaseLost(f"study {self.study!r} was taken over by {successor} while this "
+                            f"driver was silent for over {STALE_S:.0f} s; this driver stopped "
+                            f"so that one driver runs it (see its output)") from None
 
     def take(self) -> None:
         """Hold the lease, taking over a stale one, or raise :class:`ConfigError` naming the
@@ -165,8 +189,13 @@ class DriverLease:
         while not self._stop.wait(self.heartbeat_s):
             try:
                 with self.engine.begin() as connection:
-                    connection.execute(lease_table.update().where(
+                    renewed = connection.execute(lease_table.update().where(
                         lease_table.c.study == self.study, lease_table.c.owner == self.owner,
                     ).values(heartbeat=time.time()))
             except SQLAlchemyError:
                 continue
+            if renewed.rowcount == 0:  # the row is another driver's now, or gone
+                self.lost = True
+                if not self._stop.is_set():
+                    self.on_lost()
+                return
