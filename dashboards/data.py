@@ -25,10 +25,11 @@ from search.store.records import TrialRecord
 from search.store.storage import open_existing
 from search.store.studies import newest_first, open_study
 
-# Statuses in the order the dashboards list them; the first six are finished trials.
+# Statuses in the order the dashboards list them; the first seven are finished trials.
 STATUSES = (records.COMPLETE, records.ESTIMATED, records.REJECTED, records.REPEATED,
-            records.EARLY_STOPPED, records.FAILED, records.RUNNING, records.QUEUED)
-FINISHED = STATUSES[:6]
+            records.EARLY_STOPPED, records.DIVERGED, records.FAILED, records.RUNNING,
+            records.QUEUED)
+FINISHED = STATUSES[:7]
 
 
 @dataclass(frozen=True)

@@ -219,6 +219,10 @@ def _drive(settings: SearchSettings, study: optuna.Study, recovered: list[int],
         raise SearchFailed("every trial failed" + (f"; the first: {failure}" if failure else
                            f"; the trials' errors are in the Ray logs under "
                            f"{Path(settings.artifacts_dir).resolve() / 'ray'}"))
+    diverged = [r for r in all_records if r.status == records.DIVERGED]
+    if not records.ranked(all_records) and diverged:
+        raise SearchFailed(f"no trial trained to a result: {len(diverged)} diverged; the "
+                           f"first: {diverged[0].divergence}")
     return SearchOutcome(study.study_name, settings.storage, all_records, proposer.rejected,
                          baselines, recovered)
 

@@ -13,10 +13,13 @@ import optuna
 import psutil
 import pytest
 import sqlalchemy
+import torch
 from optuna.trial import TrialState
 
+from dashboards import load_table
+from dashboards.page import facts
 from search.store import records
-from space import SearchSpace
+from space import Architecture, SearchSpace
 from tests.processes import search_process
 
 EPOCHS = 10
@@ -139,3 +142,38 @@ def test_processes_creating_one_new_database_at_once_all_succeed(tmp_path: Path)
               for _ in range(6)]
     errors = [racer.communicate(timeout=120)[1] for racer in racers]
     assert [racer.returncode for racer in racers] == [0] * 6, errors
+
+
+def test_diverging_trials_are_recorded_as_diverged_and_the_search_goes_on(
+        tmp_path: Path) -> None:
+    """Dense weights that send every network's loss to infinity (batch-norm scales of 1e30,
+    finite, so they pass the weights check): each trial is recorded as diverged once, with its
+    reason (not retried by Ray, not trained again), the search goes through all of them, says so
+    on each trial line, and ends in one line (exit 1) since nothing trained to a result."""
+    state = {key: value for key, value in
+             Architecture.uniform("resnet20", 1, 8, 10, 1).build().state_dict().items()
+             if not key.startswith("normalize.")}
+    huge = {key: value * 1e30 if value.dim() == 1 and key.endswith(".weight") else value
+            for key, value in state.items()}
+    torch.save(huge, tmp_path / "huge.pt")
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    done = subprocess.run([*_search_command(storage, "diverging", tmp_path, 2, 2),
+                           "--baselines", "none", "--init-from", str(tmp_path / "huge.pt")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "RAY_AIR_NEW_OUTPUT": "0"})
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        "python -m search.run: failed: no trial trained to a result: 2 diverged; the first: "
+        "training diverged in epoch 1 (train loss ")
+    trials = optuna.load_study(study_name="diverging", storage=storage).trials
+    diverged = [t for t in trials if t.user_attrs.get(records.STATUS) == records.DIVERGED]
+    assert len(diverged) == 2 == len({tuple(t.user_attrs[records.PARTS]) for t in diverged})
+    assert all(t.state == TrialState.PRUNED and not t.user_attrs.get(records.CONTINUED_AFTER)
+               and "lower the learning rate" in t.user_attrs[records.DIVERGENCE]
+               for t in diverged)
+    read = records.read_records(optuna.load_study(study_name="diverging", storage=storage))
+    assert [r.status for r in read if r.divergence] == [records.DIVERGED] * 2
+    lines = [line for line in done.stdout.splitlines() if "diverged: training diverged" in line]
+    assert len(lines) == 2, done.stdout[-3000:]
+    shown = dict(facts(load_table(storage, "diverging")))  # the report's and live page's facts
+    assert shown["trials"] == "2 (2 diverged)"

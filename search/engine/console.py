@@ -94,7 +94,8 @@ class SearchConsole:
                       if self.budgets.latency_ms else "") + "  ")
         return (f"trial {record.number:4d}  {parts_summary(record.parts):<28s} "
                 f"MACs {_share(record.paper_macs, self.budgets.macs)}  {latency}"
-                f"acc {_accuracy(record.accuracy)}  {record.status}{kind}")
+                f"acc {_accuracy(record.accuracy)}  {record.status}{kind}"
+                + (f": {record.divergence}" if record.divergence else ""))
 
     def summary(self, all_records: list[TrialRecord], storage: str, study: str,
                 top: int = 5) -> None:

@@ -365,6 +365,17 @@ class BudgetedProposer:
         self.study.tell(trial, values)
         self._settle(trial, _Outcome(trial.number, values))
 
+    def diverge(self, proposal: Proposal, epochs: int, reason: str) -> str:
+        """Tell a run that diverged after ``epochs`` finished epochs: pruned there (the sampler
+        ranks it below every finished run), its architecture not proposed for training again."""
+        trial = proposal.trial
+        trial.set_user_attr(records.EPOCHS_TRAINED, epochs)
+        trial.set_user_attr(records.DIVERGENCE, reason)
+        trial.set_user_attr(records.STATUS, records.DIVERGED)
+        self.study.tell(trial, state=TrialState.PRUNED)
+        self._settle(trial, _Outcome(trial.number, None))
+        return records.DIVERGED
+
     def fail(self, proposal: Proposal) -> str:
         proposal.trial.set_user_attr(records.STATUS, records.FAILED)
         self.study.tell(proposal.trial, state=TrialState.FAIL)
@@ -391,7 +402,7 @@ def _outcomes(study: optuna.Study) -> dict[_Key, _Outcome]:
                                   states=(TrialState.COMPLETE, TrialState.PRUNED)):
         attrs = trial.user_attrs
         if attrs.get(records.STATUS) not in (records.COMPLETE, records.ESTIMATED,
-                                             records.EARLY_STOPPED) \
+                                             records.EARLY_STOPPED, records.DIVERGED) \
                 or attrs.get(records.REPLICATE) or records.PARTS not in attrs:
             continue
         key = (tuple(attrs[records.PARTS]), bool(attrs.get(records.ESTIMATE)))

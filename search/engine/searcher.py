@@ -79,8 +79,8 @@ class BudgetedOptunaSearcher(Searcher):
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         proposal = self._live.get(trial_id)
         report = TrialReport.from_result(result)
-        if proposal is None or report is None:
-            return
+        if proposal is None or report is None or report.diverged:
+            return  # a diverged run's last report repeats its last finished epoch
         restored = continued_after(result, report)
         if restored is not None:
             self.proposer.note_continued(proposal, restored)
@@ -96,6 +96,8 @@ class BudgetedOptunaSearcher(Searcher):
         report = None if error else TrialReport.from_result(result)
         if report is None:
             status = self.proposer.fail(proposal)
+        elif report.diverged:
+            status = self.proposer.diverge(proposal, report.epoch, report.diverged)
         else:
             # A trial the scheduler stopped never sends its final, test-evaluated result.
             status = self.proposer.complete(

@@ -22,6 +22,7 @@ TRAIN_SECONDS = "train_seconds"
 VAL_CORRECT = "val_correct"  # packed per-image correctness (search.store.paired), final report
 TEST_CORRECT = "test_correct"
 DONE = "done_training"  # only the final report, after the test split was evaluated
+DIVERGED = "diverged"  # the last report of a run that diverged: why, in one line
 NODE_ID = "node_id"
 _RESTARTED_ITERATION = "iterations_since_restore"  # Ray's own count, from 1 in every attempt
 
@@ -84,13 +85,15 @@ class TrialReport:
     done: bool = False
     val_correct: str | None = None  # final report: which images the network got right
     test_correct: str | None = None
+    diverged: str | None = None  # the run stopped here: its loss or weights are not finite
 
     def to_result(self) -> dict[str, Any]:
         """The metrics dict for ``tune.report``; keys whose value is None are left out."""
         result = {EPOCH: self.epoch, VAL_ACCURACY: self.val_accuracy, NODE_ID: self.node_id,
                   TRAIN_LOSS: self.train_loss, TEST_ACCURACY: self.test_accuracy,
                   TRAIN_SECONDS: self.train_seconds, DONE: self.done or None,
-                  VAL_CORRECT: self.val_correct, TEST_CORRECT: self.test_correct}
+                  VAL_CORRECT: self.val_correct, TEST_CORRECT: self.test_correct,
+                  DIVERGED: self.diverged}
         return {key: value for key, value in result.items() if value is not None}
 
     @classmethod
@@ -102,7 +105,8 @@ class TrialReport:
                    node_id=result.get(NODE_ID), train_loss=result.get(TRAIN_LOSS),
                    test_accuracy=result.get(TEST_ACCURACY),
                    train_seconds=result.get(TRAIN_SECONDS), done=bool(result.get(DONE)),
-                   val_correct=result.get(VAL_CORRECT), test_correct=result.get(TEST_CORRECT))
+                   val_correct=result.get(VAL_CORRECT), test_correct=result.get(TEST_CORRECT),
+                   diverged=result.get(DIVERGED))
 
 
 @dataclass(frozen=True)

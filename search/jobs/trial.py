@@ -2,11 +2,14 @@
 
 It runs in a Ray worker. The trial's epoch checkpoint lives in a fixed folder named by the
 driver (shared storage on a cluster), so when Ray restarts a trial after its worker died
-(``FailureConfig.max_failures``) the new attempt continues from the last finished epoch.
+(``FailureConfig.max_failures``) the new attempt continues from the last finished epoch. A run
+that diverges ends normally with a report that says so: it is an outcome of the architecture
+and its seed, which a retry would only repeat.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +22,7 @@ from search.store.paired import pack_correct
 from search.training.checkpoint import resume_file
 from search.training.data import cached_dataset
 from search.training.start import start_weights
-from search.training.trainer import EpochResult, TrainConfig, train
+from search.training.trainer import Diverged, EpochResult, TrainConfig, train
 from space import Architecture
 
 
@@ -35,8 +38,11 @@ def train_trial(ray_config: dict[str, Any]) -> None:
                                seed=config.training_seed)
 
     node = ray.get_runtime_context().get_node_id()
+    last = TrialReport(0, 0.0, node)  # the last finished epoch's report
 
     def report(result: EpochResult) -> None:
+        nonlocal last
+        last = TrialReport(result.epoch, result.val_accuracy, node, train_loss=result.train_loss)
         if result.epoch < job.epochs:  # the last epoch is reported with the test accuracy
             tune.report(TrialReport(result.epoch, result.val_accuracy, node,
                                     train_loss=result.train_loss).to_result())
@@ -44,8 +50,12 @@ def train_trial(ray_config: dict[str, Any]) -> None:
     resume_from = resume_file(config.checkpoint_dir, config.resume_from)
     start = (None if resume_from is not None
              else start_weights(arch, data, supernet=job.init_from, dense=job.dense_from))
-    outcome = train(arch, data, train_config, checkpoint_dir=Path(config.checkpoint_dir),
-                    resume_from=resume_from, on_epoch=report, initial_weights=start)
+    try:
+        outcome = train(arch, data, train_config, checkpoint_dir=Path(config.checkpoint_dir),
+                        resume_from=resume_from, on_epoch=report, initial_weights=start)
+    except Diverged as error:
+        tune.report(dataclasses.replace(last, diverged=str(error)).to_result())
+        return
     tune.report(TrialReport(outcome.epochs_trained, outcome.val_accuracy, node,
                             test_accuracy=outcome.test_accuracy,
                             train_seconds=outcome.seconds, done=True,

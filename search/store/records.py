@@ -62,12 +62,14 @@ REPEAT_OF = "repeat_of"  # a repeated proposal: the trial whose record answered 
 STARTUP = "startup"  # a start-up proposal: random within the budgets, before the sampler's own
 VAL_CORRECT = "val_correct"  # which validation images the final network got right (packed bits,
 TEST_CORRECT = "test_correct"  # search.store.paired.pack_correct); the same for the test images
+DIVERGENCE = "divergence"  # on a diverged trial: the one line that says where and what to change
 
 # Status values.
 COMPLETE = "complete"
 REJECTED = "rejected"
 REPEATED = "repeated"  # an architecture the study had trained already: answered, not trained
 EARLY_STOPPED = "early_stopped"
+DIVERGED = "diverged"  # its loss or weights left the finite numbers: an outcome, not a crash
 FAILED = "failed"
 RUNNING = "running"
 QUEUED = "queued"  # enqueued (a baseline or a retried trial), not started yet
@@ -108,7 +110,7 @@ class TrialRecord:
     """One trial as the dashboards and the export see it."""
 
     number: int
-    status: str  # COMPLETE, REJECTED, EARLY_STOPPED, FAILED, RUNNING, QUEUED or ESTIMATED
+    status: str  # COMPLETE, REJECTED, EARLY_STOPPED, DIVERGED, FAILED, RUNNING, QUEUED, ESTIMATED
     parts: tuple[int, ...]
     accuracy: float | None  # last validation accuracy; None when never trained
     test_accuracy: float | None
@@ -126,6 +128,7 @@ class TrialRecord:
     estimated_accuracy: float | None = None  # the supernet's estimate of a trained architecture
     val_correct: str | None = None  # packed per-image correctness (search.store.paired)
     test_correct: str | None = None
+    divergence: str | None = None  # why a diverged run stopped, in one line
 
     @property
     def is_full_result(self) -> bool:
@@ -150,7 +153,7 @@ def _status(trial: FrozenTrial) -> str:
     if trial.state == TrialState.FAIL:
         return FAILED
     if trial.state == TrialState.PRUNED:
-        return EARLY_STOPPED
+        return DIVERGED if trial.user_attrs.get(STATUS) == DIVERGED else EARLY_STOPPED
     return trial.user_attrs.get(STATUS, COMPLETE)
 
 
@@ -166,7 +169,7 @@ def from_attrs(number: int, status: str, attrs: dict) -> TrialRecord:
         checkpoint=attrs.get(CHECKPOINT), architecture=attrs.get(ARCHITECTURE),
         replicate=attrs.get(REPLICATE, 0), estimate=bool(attrs.get(ESTIMATE, False)),
         estimated_accuracy=attrs.get(ESTIMATED_ACCURACY), val_correct=attrs.get(VAL_CORRECT),
-        test_correct=attrs.get(TEST_CORRECT))
+        test_correct=attrs.get(TEST_CORRECT), divergence=attrs.get(DIVERGENCE))
 
 
 def to_record(trial: FrozenTrial) -> TrialRecord:
