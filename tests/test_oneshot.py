@@ -29,6 +29,7 @@ from search.engine.best import export_best
 from search.engine.budgets import Budgets
 from search.engine.proposer import BudgetedProposer
 from search.engine.settings import OneShotSettings, SearchSettings
+from search.engine.study import recover_interrupted
 from search.jobs.protocol import SupernetTrialConfig, TrainingJob
 from search.oneshot.estimates import (
     SupernetEvaluator,
@@ -300,6 +301,20 @@ def test_a_finalist_that_failed_is_queued_again_and_only_it() -> None:
     assert sorted(t.user_attrs[records.FINALIST_OF] for t in again) \
         == sorted(t.user_attrs[records.FINALIST_OF] for t in queued)
     assert enqueue_finalists(proposer.study, proposer, 3) == 1  # a third, when asked for
+
+
+def test_a_finalist_left_running_by_a_killed_driver_is_queued_again_once() -> None:
+    """A resume re-queues the finalist a killed driver left running; choosing finalists again
+    finds it among the queued trials (it used to lack its parts there and was queued twice)."""
+    proposer = BudgetedProposer(optuna.create_study(), SPACE, Budgets(macs=BUDGET))
+    for accuracy in (0.5, 0.9):
+        proposer.complete_estimate(proposer.propose(estimate=True), accuracy)
+    assert enqueue_finalists(proposer.study, proposer, 1) == 1
+    running = proposer.propose()  # the driver asked for the finalist, then was killed
+    assert recover_interrupted(proposer.study) == [running.number]
+    assert enqueue_finalists(proposer.study, proposer, 1) == 0
+    [queued] = proposer.study.get_trials(states=(TrialState.WAITING,))
+    assert queued.user_attrs[records.PARTS] == list(running.architecture.parts)
 
 
 def _command(storage: str, artifacts: Path, *extra: str) -> list[str]:

@@ -214,15 +214,18 @@ def _same_budget(stored: float | None, given: float | None) -> bool:
 def recover_interrupted(study: optuna.Study) -> list[int]:
     """Mark trials left RUNNING by a dead driver as failed and queue their architectures again.
 
-    The re-queued trial continues from the failed one's last epoch checkpoint when it has one.
-    Returns the numbers of the trials that were recovered.
+    The re-queued trial continues from the failed one's last epoch checkpoint when it has one,
+    and carries the failed one's role and parts: a queued trial shows no parameters until it is
+    asked for, so whatever looks for an architecture among queued trials (the one-shot
+    finalists) reads its parts. Returns the numbers of the trials that were recovered.
     """
     recovered = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study.tell(trial.number, state=TrialState.FAIL)
         attrs = {key: trial.user_attrs[key]
                  for key in (records.BASELINE_PART, records.REPLICATE, records.ESTIMATE,
-                             records.FINALIST_OF, records.ESTIMATED_ACCURACY)
+                             records.FINALIST_OF, records.ESTIMATED_ACCURACY, records.PARTS,
+                             records.REQUESTED_PARTS, records.STARTUP)
                  if key in trial.user_attrs}
         if trial.user_attrs.get(records.CHECKPOINT):
             attrs[records.RESUME_FROM] = trial.user_attrs[records.CHECKPOINT]
