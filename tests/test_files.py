@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,14 @@ from file_systems import FULL_AT
 from test_dashboards_support import write_study
 
 from hetconv.errors import ConfigError
-from search.store.files import WriteFailed, check_target, write_atomic, write_together
+from search.store.files import (
+    WriteFailed,
+    check_target,
+    folders_held,
+    sole_writer,
+    write_atomic,
+    write_together,
+)
 
 
 def test_the_target_appears_whole_in_a_new_folder(tmp_path: Path) -> None:
@@ -116,3 +125,36 @@ def test_a_command_writing_onto_a_full_disk_fails_in_one_line(full_folder: Path,
     assert len(lines) == 1 and "cannot write" in lines[0] and "kept" in lines[0], lines
     assert report.read_text() == "the previous report"
     assert [p.name for p in full_folder.iterdir()] == ["report.html"]
+
+
+def test_a_pair_is_replaced_only_while_no_other_writer_holds_its_folder(tmp_path: Path) -> None:
+    """Two processes writing one pair (two deploys or exports to the same files) replace it one
+    after the other: a writer waits while another holds the folder, so the pair it leaves is
+    never one's file beside the other's."""
+    pair = {tmp_path / "model.pt2": "new", tmp_path / "model.onnx": "new"}
+    writer = threading.Thread(target=write_together, args=(
+        {target: functools.partial(Path.write_text, data=text) for target, text in
+         pair.items()},))
+    with folders_held([tmp_path]):  # another writer, mid-replacement
+        writer.start()
+        writer.join(1.0)
+        assert writer.is_alive() and not any(target.exists() for target in pair)
+    writer.join(30)
+    assert not writer.is_alive()
+    assert {target: target.read_text() for target in pair} == pair
+
+
+def test_the_sole_writer_of_a_folder_replaces_pairs_in_it_without_waiting_for_itself(
+        tmp_path: Path) -> None:
+    pair = {tmp_path / "a.pt": "a", tmp_path / "a.json": "b"}
+    writes = {target: functools.partial(Path.write_text, data=text) for target, text in
+              pair.items()}
+    with sole_writer(tmp_path, "wait"):
+        writer = threading.Thread(target=write_together, args=(writes,), daemon=True)
+        writer.start()
+        writer.join(30)
+        assert not writer.is_alive(), "a writer waited for its own hold on the folder"
+        refused = pytest.raises(ConfigError, match="being written by another process; wait$")
+        with refused, sole_writer(tmp_path, "wait"):
+            pass
+    assert {target: target.read_text() for target in pair} == pair

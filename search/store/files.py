@@ -7,7 +7,8 @@ failure part-way (a full disk, a killed process) leaves the old file as it was a
 behind. Files that belong together (an architecture and its weights) are replaced together: a
 failure leaves all the old ones. Only regular files are replaced: a folder, a symbolic link, a
 FIFO or a device at the target is refused before anything is written. A folder that a command
-writes over many steps (a training's checkpoints) has one writer at a time (:func:`sole_writer`).
+writes over many steps (a training's checkpoints) has one writer at a time (:func:`sole_writer`),
+and files replaced together are replaced while their folders are held (:func:`folders_held`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import fcntl
 import os
 import stat
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 from hetconv.errors import ConfigError
@@ -95,6 +96,10 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+_held_here: set[Path] = set()  # folders this process holds (a flock on another descriptor of
+# the same folder would wait for this process itself)
+
+
 @contextlib.contextmanager
 def sole_writer(folder: Path, fix: str) -> Iterator[None]:
     """Hold ``folder`` (created if missing) for this process while the block runs, or refuse in
@@ -102,13 +107,39 @@ def sole_writer(folder: Path, fix: str) -> Iterator[None]:
     writers would both write its files. An advisory ``flock`` on the folder itself: the kernel
     drops it when the holder ends, however it ends, so nothing is left to clean up."""
     folder.mkdir(parents=True, exist_ok=True)
+    with _held(folder, wait=False) as held:
+        if not held:
+            raise ConfigError(f"{folder} is being written by another process; {fix}")
+        _held_here.add(folder.resolve())
+        try:
+            yield
+        finally:
+            _held_here.discard(folder.resolve())
+
+
+@contextlib.contextmanager
+def folders_held(folders: Iterable[Path]) -> Iterator[None]:
+    """Hold every folder of ``folders`` while the block runs, waiting for other holders (in
+    path order, so two writers cannot each wait for the other); one this process holds already
+    (:func:`sole_writer`) is its own."""
+    with contextlib.ExitStack() as stack:
+        for folder in sorted({f.resolve() for f in folders} - _held_here, key=str):
+            stack.enter_context(_held(folder, wait=True))
+        yield
+
+
+@contextlib.contextmanager
+def _held(folder: Path, wait: bool) -> Iterator[bool]:
+    """An exclusive ``flock`` on ``folder`` for the block; False when ``wait`` is off and
+    another open file description holds it."""
     handle = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            held = True
         except BlockingIOError:
-            raise ConfigError(f"{folder} is being written by another process; {fix}") from None
-        yield
+            held = False
+        yield held
     finally:
         os.close(handle)
 
@@ -124,14 +155,17 @@ def write_atomic(target: Path, write: Writer) -> None:
 
 def write_together(writes: Mapping[Path, Writer]) -> None:
     """Write every file of ``writes`` (target -> writer) to a temporary, then replace the
-    targets; if any step fails, every target keeps its previous content (or stays absent)."""
+    targets, holding their folders meanwhile; if any step fails, every target keeps its previous
+    content (or stays absent), and another process's pair is never mixed with this one."""
     for target in writes:
         check_target(target, "output")
     temporaries: dict[Path, Path] = {}
     try:
         for target, write in writes.items():
             temporaries[target] = _written_temporary(target, write)
-        _replace_all(temporaries)
+        # Two writers of one pair replacing at once could leave one's file beside the other's.
+        with folders_held(target.parent for target in temporaries if len(temporaries) > 1):
+            _replace_all(temporaries)
     except OSError as error:
         if error.errno not in _REFUSALS:
             raise
