@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import optuna
+import torch
 from ray import tune
 from ray.tune import ResultGrid
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
@@ -52,6 +53,8 @@ from search.store.storage import open_storage
 from search.store.studies import find_study
 from search.training.data import DataSplits, load_dataset
 from search.training.start import dense_accuracy
+from space import Architecture
+from space.networks import check_trains_and_deploys, is_factory
 
 
 class SearchFailed(RuntimeError):
@@ -101,6 +104,18 @@ def _open_study(storage: optuna.storages.BaseStorage, settings: SearchSettings,
     return create_study(storage, name, settings, data), []
 
 
+def _check_own_network(settings: SearchSettings) -> None:
+    """A user's network must train and deploy as its trials and the export will (a network of
+    the search's own kind, parts 2 where its layers take them), before anything is written."""
+    space = settings.space
+    arch = Architecture.uniform(space.backbone, 2, space.input_size, space.num_classes,
+                                space.in_channels)
+    with torch.random.fork_rng(devices=[]):
+        network = arch.build()
+    check_trains_and_deploys(network, space.backbone, space.num_classes, space.in_channels,
+                             space.input_size, settings.batch_size)
+
+
 def _budgets(settings: SearchSettings, out: TextIO | None) -> Budgets:
     """The search's budgets; measures what the latency table lacks before Ray starts, so the
     measurement has the machine to itself."""
@@ -123,6 +138,8 @@ def run_search(settings: SearchSettings, out: TextIO | None = None,
     """
     started = time.monotonic()
     settings.validate()
+    if is_factory(settings.space.backbone):
+        _check_own_network(settings)
     say(out, f"loading {settings.dataset} and starting Ray ...")
     # The whole data set is read once here (downloaded where it may be), so a corrupt file is
     # one line before anything is written, and the study can record the input statistics.

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from hetconv.conversion import convert, convertible
+from hetconv.deployment import fold_batchnorms, trace
 from hetconv.errors import ConfigError, first_line, param
 from hetconv.layer import HetConv2d
 from hetconv.models import build_model, get_backbone
@@ -164,6 +165,52 @@ def factory_layers(backbone: str, num_classes: int, in_channels: int,
     if not searchable:
         _no_searchable_layer(backbone, found.order, left)
     return FactoryLayers(searchable, {name: left[name] for name in found.order if name in left})
+
+
+def check_trains_and_deploys(network: nn.Module, backbone: str, num_classes: int,
+                             in_channels: int, input_size: int, batch_size: int) -> None:
+    """What the eval-mode trace (:func:`factory_layers`) cannot see of a user's network, checked
+    before a search writes anything, each a :class:`ConfigError` naming the cause: one training
+    step (train mode, a batch of ``batch_size``: a forward that assumes one image, or returns
+    auxiliary outputs in training, fails in every trial), and the deploy form ``search.deploy``
+    builds (batch norms folded into their convolutions need running statistics; torch.fx
+    cannot trace control flow that depends on the data)."""
+    shape = f"{batch_size} images of {in_channels}x{input_size}x{input_size}"
+    images = torch.randn(batch_size, in_channels, input_size, input_size,
+                         generator=torch.Generator().manual_seed(0))
+    network.train()
+    try:
+        output = network(images)
+        if isinstance(output, torch.Tensor) and tuple(output.shape) == (batch_size, num_classes):
+            labels = torch.arange(batch_size) % num_classes
+            nn.functional.cross_entropy(output, labels).backward()
+    except Exception as error:  # the user's forward: its message is the diagnosis
+        raise ConfigError(f"network {backbone!r} cannot train on a batch of {shape} "
+                          f"({first_line(error)}); its forward must take any batch "
+                          f"size") from None
+    if not isinstance(output, torch.Tensor) or tuple(output.shape) != (batch_size, num_classes):
+        got = (tuple(output.shape) if isinstance(output, torch.Tensor)
+               else type(output).__name__)
+        raise ConfigError(f"network {backbone!r} returned {got} in training mode for a batch "
+                          f"of {shape}; it must return one (batch, {num_classes}) tensor of "
+                          f"logits in training mode too, without auxiliary outputs")
+    no_statistics = [name for name, module in network.named_modules()
+                     if isinstance(module, nn.modules.batchnorm._BatchNorm)
+                     and not module.track_running_stats]
+    if no_statistics:
+        raise ConfigError(f"network {backbone!r} has batch norms without running statistics "
+                          f"({', '.join(no_statistics[:3])}): a deployed network folds them "
+                          f"into its convolutions; build them with track_running_stats=True")
+    network.eval()
+    try:
+        with torch.no_grad():
+            graph = trace(network)
+            fold_batchnorms(graph)
+            graph(images[:2])
+    except Exception as error:  # torch.fx's message names the construct
+        raise ConfigError(f"network {backbone!r} cannot be deployed: torch.fx cannot trace it "
+                          f"({first_line(error)}); write its forward without control flow "
+                          f"that depends on the data") from None
 
 
 def _no_searchable_layer(backbone: str, order: Sequence[str], left: Mapping[str, str]) -> NoReturn:

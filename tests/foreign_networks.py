@@ -109,3 +109,44 @@ def tuple_out(num_classes: int, in_channels: int = 3) -> nn.Module:
 def five_classes(num_classes: int, in_channels: int = 3) -> Foreign:
     """Ignores the class count it is given."""
     return Foreign(5, in_channels)
+
+
+class _OneImageAtATime(Foreign):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.block(self.pointwise(self.depthwise(self.wide(self.stem(x)))))
+        x = torch.relu(self.odd(self.down(x)))
+        return self.head(nn.functional.adaptive_avg_pool2d(x, 1).reshape(1, -1))
+
+
+def batch_of_one(num_classes: int, in_channels: int = 3) -> nn.Module:
+    """Passes the start-up trace (one image), fails on every training batch."""
+    return _OneImageAtATime(num_classes, in_channels)
+
+
+class _AuxiliaryInTraining(Foreign):
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        out = super().forward(x)
+        return (out, out) if self.training else out
+
+
+def aux_in_training(num_classes: int, in_channels: int = 3) -> nn.Module:
+    """Logits in eval mode, (logits, auxiliary logits) in training mode (as GoogLeNet)."""
+    return _AuxiliaryInTraining(num_classes, in_channels)
+
+
+def no_running_stats(num_classes: int, in_channels: int = 3) -> nn.Module:
+    """Batch norms that normalise by the batch alone, even in eval mode."""
+    network = Foreign(num_classes, in_channels)
+    network.wide[1] = nn.BatchNorm2d(24, track_running_stats=False)
+    return network
+
+
+class _DataDependent(Foreign):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = super().forward(x)
+        return out if out.mean() > 0 else -out
+
+
+def data_dependent(num_classes: int, in_channels: int = 3) -> nn.Module:
+    """Control flow on the data: runs eagerly, cannot be traced by torch.fx."""
+    return _DataDependent(num_classes, in_channels)

@@ -317,6 +317,14 @@ OWN = ["--budget", "1e9", "--input-size", "8"]
      ["'stem.0.weight' has shape (12, 3, 3, 3)", "(12, 1, 3, 3)"]),
     (["--model", "tests.foreign_networks:foreign", *OWN, "--init-from", "{garbage}"],
      ["not a plain PyTorch state dict"]),
+    (["--model", "tests.foreign_networks:batch_of_one", *OWN],
+     ["cannot train on a batch of 32 images of 1x8x8", "must take any batch size"]),
+    (["--model", "tests.foreign_networks:aux_in_training", *OWN],
+     ["returned tuple in training mode", "without auxiliary outputs"]),
+    (["--model", "tests.foreign_networks:no_running_stats", *OWN],
+     ["batch norms without running statistics (network.wide.1)", "track_running_stats=True"]),
+    (["--model", "tests.foreign_networks:data_dependent", *OWN],
+     ["cannot be deployed: torch.fx cannot trace it", "control flow that depends on the data"]),
 ])
 def test_own_network_options_fail_in_one_line_before_writing(
         tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, args: list[str],
