@@ -53,8 +53,9 @@ WATCHDOG_S = 60  # one command call; far above the slowest refusal
 ARCH = Architecture.uniform("resnet20", 4, 8, 10, 2)  # 2 channels: no data set here fits it
 FILES = ["arch.json", "arch.pt", "other.pt", "empty", "garbage.bin", "truncated.json",
          "deep.json", "huge.json", "bigint.json", "folder", "missing", "study.db",
-         "nostudy.db", "images"]
-"""What the folder holds (``missing`` is never there): see :func:`_write_inputs`."""
+         "nostudy.db", "images", "nan.pt", "fifo"]
+"""What the folder holds (``missing`` is never there): see :func:`_write_inputs`; ``fifo``, a
+named pipe nothing writes to, is made in each copy (:func:`_fresh_copy`)."""
 
 
 def _write_inputs(root: Path) -> None:
@@ -63,6 +64,9 @@ def _write_inputs(root: Path) -> None:
     torch.save(ARCH.build().state_dict(), root / "arch.pt")
     torch.save(Architecture.uniform("resnet20", 2, 8, 10, 2).build().state_dict(),
                root / "other.pt")
+    diverged = ARCH.build().state_dict()  # the weights of a run that diverged
+    diverged["stem.0.weight"] = torch.full_like(diverged["stem.0.weight"], float("nan"))
+    torch.save(diverged, root / "nan.pt")
     (root / "empty").write_bytes(b"")
     (root / "garbage.bin").write_bytes(bytes(range(256)) * 4)
     (root / "truncated.json").write_text(json.dumps(document)[:90])
@@ -308,6 +312,7 @@ def _fresh_copy(inputs: Path) -> Iterator[Path]:
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder) / "work"
         shutil.copytree(inputs, root)
+        os.mkfifo(root / "fifo")  # copytree refuses to copy one
         os.chdir(root)
         try:
             yield root
