@@ -122,7 +122,11 @@ class GroundTruth:
 
     def complete(self) -> list[Entry]:
         """Entries with every seed's run."""
-        return [e for e in self.entries if len(e.runs) == self.setting.seeds]
+        return self.with_runs(self.setting.seeds)
+
+    def with_runs(self, at_least: int) -> list[Entry]:
+        """Entries with ``at_least`` runs (a table still being built has fewer for some)."""
+        return [e for e in self.entries if len(e.runs) >= at_least]
 
     def to_json(self) -> str:
         return json.dumps({"format": FORMAT, "made": self.made,

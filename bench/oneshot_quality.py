@@ -28,7 +28,7 @@ its own table; it prints figures and never asserts.
 Everything runs in this process, one training at a time (``--threads`` torch threads), on the
 first ``--train-images`` training images: for Fashion-MNIST they are written as IDX files to a
 scratch folder and 10 % of them become the validation split, the test split being the full
-10,000 images (as ``bench/search_quality.py``); for the digits they cap the training split
+10,000 images; for the digits they cap the training split
 (1,295 images at most; validation 143 and test 359 images). Say so when quoting the figures.
 
     python bench/oneshot_quality.py --dataset digits --input-size 16 --epochs 3 \

@@ -26,8 +26,8 @@ The supernet's Kendall tau (estimate against stand-alone validation accuracy ove
 architectures) says how far its ranking was worth trusting in this very run.
 
 Training uses the first ``--train-images`` Fashion-MNIST training images (written as IDX files to
-a scratch folder; 10 % become the validation split) and the first ``--test-images`` test images,
-as ``bench/search_quality.py``; say so when quoting the figures. The searches' own console output
+a scratch folder; 10 % become the validation split) and the first ``--test-images`` test images;
+say so when quoting the figures. The searches' own console output
 goes to log files in the scratch folder, which is kept (its path is printed).
 
     python bench/oneshot_search.py --train-images 3000 --epochs 3 --supernet-epochs 6 \

@@ -106,9 +106,11 @@ class Pool:
         return max(e.mean_test for e in (*self.searchable, *self.uniform))
 
 
-def band_pool(table: GroundTruth, band_name: str) -> Pool:
+def band_pool(table: GroundTruth, band_name: str, min_runs: int | None = None) -> Pool:
+    """The band's architectures and the uniform ones at or below its cost, those with at least
+    ``min_runs`` runs (default: every seed of the table)."""
     band = table.band(band_name)
-    complete = set(id(e) for e in table.complete())
+    complete = set(id(e) for e in table.with_runs(min_runs or table.setting.seeds))
     inside = [e for e in table.in_band(band_name) if id(e) in complete]
     uniform = [e for e in table.uniform() if id(e) in complete and e.paper_macs <= band.high]
     inside += [e for e in uniform if band.holds(e.paper_macs)]
@@ -312,10 +314,10 @@ def _against(outcome: Outcome, rival: Outcome) -> str:
 
 
 def report(table: GroundTruth, works: Sequence[int], search_seeds: Sequence[int],
-           startups: Sequence[int]) -> str:
+           startups: Sequence[int], min_runs: int | None = None) -> str:
     lines = []
     for band in table.bands:
-        pool = band_pool(table, band.name)
+        pool = band_pool(table, band.name, min_runs)
         if len(pool.searchable) < 2 or not pool.uniform:
             continue
         best = max((*pool.searchable, *pool.uniform), key=lambda e: e.mean_test)
@@ -349,12 +351,18 @@ def main(argv: Sequence[str] | None = None) -> str:
     parser.add_argument("--search-seeds", type=int, default=30)
     parser.add_argument("--startup", type=int, nargs="+", default=[STARTUP_TRIALS],
                         help="TPE's random start-up architectures (several: one row each)")
+    parser.add_argument("--min-seeds", type=int, default=None,
+                        help="use architectures with at least this many runs (default: all "
+                             "the table's seeds; fewer for a table still being built)")
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     table = load(args.table)
-    text = report(table, args.work, range(args.search_seeds), args.startup)
+    text = report(table, args.work, range(args.search_seeds), args.startup, args.min_seeds)
+    seeds = (f"the table's {table.setting.seeds} seeds" if args.min_seeds is None else
+             f"architectures with at least {args.min_seeds} of the table's "
+             f"{table.setting.seeds} seeds")
     print(f"{table.setting.backbone} on {table.setting.dataset}, {table.setting.epochs} epochs a "
-          f"training, the table's {table.setting.seeds} seeds; table made by "
+          f"training, {seeds}; table made by "
           f"{table.made.get('command')} at {table.made.get('commit')}\n")
     print(text)
     return text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import sys
 from pathlib import Path
@@ -65,6 +66,16 @@ def test_the_pool_is_the_band_and_the_uniform_networks_within_its_cost() -> None
     assert len(pool.searchable) == 13  # twelve drawn in the band, uniform P4 inside it
     assert sorted(e.uniform_part for e in pool.uniform) == [4, 8]  # P1, P2 cost too much
     assert pool.best_test == max(e.mean_test for e in pool.searchable)
+
+
+def test_a_table_still_being_built_offers_the_architectures_with_enough_runs() -> None:
+    table = _table(noise=0.0)
+    first = next(e for e in table.entries if e.group == "aggressive")
+    partial = dataclasses.replace(first, runs=first.runs[:2])
+    table = dataclasses.replace(table, entries=tuple(partial if e is first else e
+                                                     for e in table.entries))
+    assert partial not in search_regret.band_pool(table, "aggressive").searchable
+    assert partial in search_regret.band_pool(table, "aggressive", min_runs=2).searchable
 
 
 @pytest.mark.parametrize("method", ["random", "TPE (3 start-up)", "random + ASHA",
