@@ -45,7 +45,7 @@ from search.oneshot.strategy import (
 )
 from search.profiling.profiler import latency_model
 from search.store import records
-from search.store.database import display_url
+from search.store.database import STORAGE_ERRORS, display_url, storage_reason
 from search.store.lease import DriverLease
 from search.store.objectives import objective_named
 from search.store.records import TrialRecord
@@ -59,6 +59,13 @@ from space.networks import check_trains_and_deploys, is_factory
 
 class SearchFailed(RuntimeError):
     """The search ran but produced no result (not a user-input error: exit status 1)."""
+
+
+def storage_failed(error: BaseException) -> SearchFailed:
+    """The one line for a storage that failed mid-search (a full disk, a database gone)."""
+    return SearchFailed(f"the study's storage failed mid-search ({storage_reason(error)}); "
+                        f"free the space or bring the database back, then continue with "
+                        f"--resume (it queues again the trials left unrecorded)")
 
 
 @dataclass(frozen=True)
@@ -168,7 +175,11 @@ def run_search(settings: SearchSettings, out: TextIO | None = None,
         dense = (None if settings.init_from is None
                  else dense_accuracy(settings.space, settings.init_from, data))
         del data  # trials load their own copy; the driver keeps none for the whole search
-        return _drive(settings, study, recovered, budgets, sizes, dense, out, trainable, started)
+        try:
+            return _drive(settings, study, recovered, budgets, sizes, dense, out, trainable,
+                          started)
+        except STORAGE_ERRORS as error:
+            raise storage_failed(error) from None
 
 
 def _drive(settings: SearchSettings, study: optuna.Study, recovered: list[int],
@@ -408,4 +419,7 @@ def _fit(settings: SearchSettings, study: optuna.Study, proposer: BudgetedPropos
         run_config=tune.RunConfig(name=experiment, storage_path=str(artifacts / "ray"),
                                   failure_config=tune.FailureConfig(settings.max_failures),
                                   verbose=0, log_to_file=True))
-    return _first_failure(tuner.fit())
+    grid = tuner.fit()
+    if searcher.storage_error is not None:
+        raise storage_failed(searcher.storage_error)
+    return _first_failure(grid)

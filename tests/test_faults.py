@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from dashboards import load_table
 from dashboards.page import facts
 from search.store import records
 from space import Architecture, SearchSpace
+from tests.file_systems import small_file_system
 from tests.processes import search_process
 
 EPOCHS = 10
@@ -177,3 +179,38 @@ def test_diverging_trials_are_recorded_as_diverged_and_the_search_goes_on(
     assert len(lines) == 2, done.stdout[-3000:]
     shown = dict(facts(load_table(storage, "diverging")))  # the report's and live page's facts
     assert shown["trials"] == "2 (2 diverged)"
+
+
+def test_a_storage_that_fills_up_mid_search_stops_it_in_one_line_and_resume_finishes(
+        tmp_path: Path) -> None:
+    """The SQLite file's disk fills while a trial ends: one line and exit 1 (it was 227 lines of
+    tracebacks), the trial that could not be recorded is left RUNNING, and once the database has
+    room (here: copied to a roomier disk) --resume queues it again and finishes."""
+    artifacts = tmp_path / "artifacts"
+    env = {**os.environ, "RAY_AIR_NEW_OUTPUT": "0"}
+    with small_file_system(tmp_path / "small", 700 * 1024) as small:
+        command = [*_search_command(f"sqlite:///{small / 'study.db'}", "full", artifacts, 3, 1),
+                   "--baselines", "none"]
+        stopped = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True,
+                                 text=True, timeout=600)
+        roomy = tmp_path / "roomy"
+        roomy.mkdir()
+        for part in small.iterdir():
+            shutil.copy(part, roomy / part.name)
+    assert stopped.returncode == 1, stopped.stderr[-3000:]
+    assert stopped.stderr.splitlines() == [
+        "python -m search.run: failed: the study's storage failed mid-search (database or disk "
+        "is full); free the space or bring the database back, then continue with --resume (it "
+        "queues again the trials left unrecorded)"]
+    storage = f"sqlite:///{roomy / 'study.db'}"
+    left = [t.number for t in optuna.load_study(study_name="full", storage=storage).trials
+            if t.state == TrialState.RUNNING]
+    assert left, "the disk filled before any trial was running: make the file system larger"
+    resumed = subprocess.run([*command[:command.index("--storage")], "--storage", storage,
+                              *command[command.index("--storage") + 2:], "--resume"],
+                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"trials {left} were left running and are queued again" in resumed.stdout
+    assert len(_trained(storage, "full")) == 3
+    states = {t.state for t in optuna.load_study(study_name="full", storage=storage).trials}
+    assert TrialState.RUNNING not in states and TrialState.WAITING not in states

@@ -6,17 +6,25 @@ database writes happen here, in the driver process, and the searcher never leave
 pickles the Tuner's configuration (``tuner.pkl``, for ``Tuner.restore``), but the searcher holds
 the study, its storage and its sampler (connections and locks; Optuna 5.1's NSGA-II sampler
 holds a ``threading.Lock``), so it pickles to a marker that refuses to load instead.
+
+A storage that fails under it (a full disk, a database gone past the reconnection's retries) is
+kept in :attr:`BudgetedOptunaSearcher.storage_error`, not raised into Tune (which logs each with
+its stack and goes on): the searcher proposes nothing more, the running trials end, and the
+driver stops in one line. What could not be recorded is left RUNNING in the study, which
+``--resume`` queues again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ray.tune.search import Searcher
 
 from search.engine.proposer import BudgetedProposer, Proposal, SpaceExhausted
 from search.jobs.protocol import TrainingJob, TrialConfig, TrialReport, continued_after
+from search.store.database import STORAGE_ERRORS
 from search.store.records import TrialRecord, from_attrs
 
 FinishedHook = Callable[[TrialRecord], None]
@@ -47,13 +55,27 @@ class BudgetedOptunaSearcher(Searcher):
         self.on_epoch = on_epoch
         self.on_exhausted = on_exhausted  # told once the space within the budgets is used up
         self._live: dict[str, Proposal] = {}
+        self.storage_error: BaseException | None = None  # the first failure of the storage
 
     def __reduce__(self) -> tuple[Callable[[], None], tuple[()]]:
         """Pickle to :func:`_not_restorable`: the driver's study, storage and sampler stay in
         the driver (see the module docstring)."""
         return _not_restorable, ()
 
+    @contextlib.contextmanager
+    def _kept_storage_failure(self) -> Iterator[None]:
+        try:
+            yield
+        except STORAGE_ERRORS as error:
+            self.storage_error = self.storage_error or error
+
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        if self.storage_error is None:
+            with self._kept_storage_failure():
+                return self._suggest(trial_id)
+        return Searcher.FINISHED  # type: ignore[return-value]  # see _suggest
+
+    def _suggest(self, trial_id: str) -> dict[str, Any] | None:
         try:
             proposal = self.proposer.propose()
         except SpaceExhausted as exhausted:
@@ -77,6 +99,11 @@ class BudgetedOptunaSearcher(Searcher):
         """Nothing to restore: ``--resume`` reopens the study instead."""
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if self.storage_error is None:
+            with self._kept_storage_failure():
+                self._on_trial_result(trial_id, result)
+
+    def _on_trial_result(self, trial_id: str, result: dict) -> None:
         proposal = self._live.get(trial_id)
         report = TrialReport.from_result(result)
         if proposal is None or report is None or report.diverged:
@@ -91,8 +118,12 @@ class BudgetedOptunaSearcher(Searcher):
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
         proposal = self._live.pop(trial_id, None)
-        if proposal is None:
+        if proposal is None or self.storage_error is not None:
             return
+        with self._kept_storage_failure():
+            self._complete(proposal, result, error)
+
+    def _complete(self, proposal: Proposal, result: dict | None, error: bool) -> None:
         report = None if error else TrialReport.from_result(result)
         if report is None:
             status = self.proposer.fail(proposal)

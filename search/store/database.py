@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import optuna
 import sqlalchemy
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
@@ -71,8 +72,22 @@ def create_engine(url: str) -> Engine:
     return sqlalchemy.create_engine(url, **engine_kwargs(url))
 
 
+STORAGE_ERRORS = (SQLAlchemyError, optuna.exceptions.StorageInternalError)
+"""What a storage raises when its database fails (a full disk, a lost server) rather than when
+it is asked for something absent."""
+
+
 def _reason(error: BaseException) -> str:
     return str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+
+
+def storage_reason(error: BaseException) -> str:
+    """The database's own words for a storage failure, in one line: the driver's message under
+    SQLAlchemy's and Optuna's wrappers ("database or disk is full")."""
+    cause: BaseException | None = error
+    while cause is not None and getattr(cause, "orig", None) is None:
+        cause = cause.__cause__
+    return _reason(cause if cause is not None else error)
 
 
 @contextlib.contextmanager

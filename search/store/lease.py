@@ -159,9 +159,13 @@ class DriverLease:
         self._stop.set()
         if self._renewer is not None:
             self._renewer.join()
-        with self.engine.begin() as connection:
-            connection.execute(lease_table.delete().where(
-                lease_table.c.study == self.study, lease_table.c.owner == self.owner))
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(lease_table.delete().where(
+                    lease_table.c.study == self.study, lease_table.c.owner == self.owner))
+        except SQLAlchemyError:
+            pass  # a database that fails now (a full disk): the row goes stale, and a resume
+            # on this machine takes it over at once, this process being gone
 
     def _insert(self) -> bool:
         try:
