@@ -110,7 +110,8 @@ def band_pool(table: GroundTruth, band_name: str, min_runs: int | None = None) -
     """The band's architectures and the uniform ones at or below its cost, those with at least
     ``min_runs`` runs (default: every seed of the table)."""
     band = table.band(band_name)
-    complete = set(id(e) for e in table.with_runs(min_runs or table.setting.seeds))
+    complete = set(id(e) for e in table.with_runs(
+        table.setting.seeds if min_runs is None else min_runs))
     inside = [e for e in table.in_band(band_name) if id(e) in complete]
     uniform = [e for e in table.uniform() if id(e) in complete and e.paper_macs <= band.high]
     inside += [e for e in uniform if band.holds(e.paper_macs)]
@@ -357,6 +358,8 @@ def main(argv: Sequence[str] | None = None) -> str:
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     table = load(args.table)
+    if args.min_seeds is not None and not 1 <= args.min_seeds <= table.setting.seeds:
+        parser.error(f"--min-seeds must be from 1 to the table's {table.setting.seeds} seeds")
     text = report(table, args.work, range(args.search_seeds), args.startup, args.min_seeds)
     seeds = (f"the table's {table.setting.seeds} seeds" if args.min_seeds is None else
              f"architectures with at least {args.min_seeds} of the table's "

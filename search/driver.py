@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -111,6 +112,10 @@ def _open_study(storage: optuna.storages.BaseStorage, settings: SearchSettings,
     return create_study(storage, name, settings, data), []
 
 
+OWN_NETWORK_BATCH = 8  # images in the own-network check's step: any batch above one shows a
+# forward written for one image, and the step runs on the driver's CPU, before any trial
+
+
 def _check_own_network(settings: SearchSettings) -> None:
     """A user's network must train and deploy as its trials and the export will (a network of
     the search's own kind, parts 2 where its layers take them), before anything is written."""
@@ -120,7 +125,7 @@ def _check_own_network(settings: SearchSettings) -> None:
     with torch.random.fork_rng(devices=[]):
         network = arch.build()
     check_trains_and_deploys(network, space.backbone, space.num_classes, space.in_channels,
-                             space.input_size, settings.batch_size)
+                             space.input_size, min(settings.batch_size, OWN_NETWORK_BATCH))
 
 
 def _budgets(settings: SearchSettings, out: TextIO | None) -> Budgets:
@@ -145,6 +150,10 @@ def run_search(settings: SearchSettings, out: TextIO | None = None,
     """
     started = time.monotonic()
     settings.validate()
+    # Ctrl-C (and a lost lease, which interrupts this process) stops the search instead of
+    # Tune ending the stage as if it finished; the trials left running are queued again by
+    # --resume.
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     if is_factory(settings.space.backbone):
         _check_own_network(settings)
     say(out, f"loading {settings.dataset} and starting Ray ...")

@@ -181,9 +181,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # The search prints its own trial lines; Ray Tune's tables would drown them.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    # Ctrl-C stops the search (exit 130, run_cli) instead of Tune ending it as if it finished;
-    # the trials it leaves running are queued again by --resume.
-    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     logging.getLogger("ray").setLevel(logging.WARNING)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     run_search(settings_from(args))

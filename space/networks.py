@@ -175,7 +175,7 @@ def check_trains_and_deploys(network: nn.Module, backbone: str, num_classes: int
     auxiliary outputs in training, fails in every trial), and the deploy form ``search.deploy``
     builds (batch norms folded into their convolutions need running statistics; torch.fx
     cannot trace control flow that depends on the data)."""
-    shape = f"{batch_size} images of {in_channels}x{input_size}x{input_size}"
+    shape = f"{batch_size} images of {in_channels}x{input_size}x{input_size} on the CPU"
     images = torch.randn(batch_size, in_channels, input_size, input_size,
                          generator=torch.Generator().manual_seed(0))
     network.train()

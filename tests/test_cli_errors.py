@@ -318,7 +318,7 @@ OWN = ["--budget", "1e9", "--input-size", "8"]
     (["--model", "tests.foreign_networks:foreign", *OWN, "--init-from", "{garbage}"],
      ["not a plain PyTorch state dict"]),
     (["--model", "tests.foreign_networks:batch_of_one", *OWN],
-     ["cannot train on a batch of 32 images of 1x8x8", "must take any batch size"]),
+     ["cannot train on a batch of 8 images of 1x8x8 on the CPU", "must take any batch size"]),
     (["--model", "tests.foreign_networks:aux_in_training", *OWN],
      ["returned tuple in training mode", "without auxiliary outputs"]),
     (["--model", "tests.foreign_networks:no_running_stats", *OWN],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import functools
 import os
 import stat
@@ -157,4 +159,19 @@ def test_the_sole_writer_of_a_folder_replaces_pairs_in_it_without_waiting_for_it
         refused = pytest.raises(ConfigError, match="being written by another process; wait$")
         with refused, sole_writer(tmp_path, "wait"):
             pass
+    assert {target: target.read_text() for target in pair} == pair
+
+
+def test_where_a_file_system_has_no_folder_locks_writes_go_on_unlocked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """NFSv4 refuses an exclusive flock on a descriptor not open for writing (EBADF), Lustre
+    and some FUSE mounts have none: the writers work there as they did before the locks."""
+    def refused(handle: int, operation: int) -> None:
+        raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+
+    monkeypatch.setattr(fcntl, "flock", refused)
+    pair = {tmp_path / "a.pt": "a", tmp_path / "a.json": "b"}
+    with sole_writer(tmp_path / "checkpoints", "wait"):
+        write_together({target: functools.partial(Path.write_text, data=text)
+                        for target, text in pair.items()})
     assert {target: target.read_text() for target in pair} == pair

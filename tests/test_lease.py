@@ -119,3 +119,13 @@ def test_a_held_lease_is_never_reported_lost(engine: sqlalchemy.Engine, study_na
     with DriverLease(engine, study_name, heartbeat_s=0.05, on_lost=told.set):
         time.sleep(0.5)
     assert not told.is_set()
+
+
+def test_a_driver_that_fails_after_its_study_was_taken_over_ends_in_lease_lost(
+        engine: sqlalchemy.Engine, study_name: str) -> None:
+    """The successor's writes can break this driver (UpdateFinishedTrialError) before its next
+    heartbeat: the error it ends in is then the lost lease, which says what happened."""
+    with pytest.raises(LeaseLost, match="taken over by pid 4343 on node-9"), \
+            DriverLease(engine, study_name, heartbeat_s=60):
+        _take_over(engine, study_name, "node-9", 4343)
+        raise RuntimeError("a trial this driver thought running was finished by another")

@@ -337,6 +337,38 @@ def test_export_choice_survives_re_proposals_and_ranks_by_confirmation_runs() ->
     assert best.first.parts == b and [r.number for r in best.runs] == [2, 3]
 
 
+def _record_diverged(study: optuna.Study, parts: tuple[int, ...], **attrs: object) -> None:
+    study.add_trial(optuna.trial.create_trial(state=TrialState.PRUNED, user_attrs={
+        records.STATUS: records.DIVERGED, records.PARTS: list(parts),
+        records.DIVERGENCE: "training diverged in epoch 1", **attrs}))
+
+
+def test_an_architecture_with_a_diverged_run_is_neither_confirmed_again_nor_picked() -> None:
+    """A confirmation run that diverged is not queued again on resume (its seed would diverge
+    again), and its architecture is not ranked on the seeds that happened not to."""
+    from search.engine.best import _best_in
+    from search.engine.confirmation import confirmation_plan
+
+    study = optuna.create_study()
+    a, b = (1, 2, 4), (4, 4, 4)
+    _record_trial(study, a, 0.95)
+    _record_trial(study, a, 0.94, **{records.REPLICATE: 1})
+    _record_diverged(study, a, **{records.REPLICATE: 2})
+    _record_trial(study, b, 0.90)
+    read = records.read_records(study)
+    assert [r.status for r in read].count(records.DIVERGED) == 1
+    planned = {(run.parts, run.replicate) for run in confirmation_plan(read, top=2, seeds=3)}
+    assert (a, 2) not in planned and (a, 1) not in planned
+    assert _best_in(study).first.parts == b
+
+
+def test_a_repeat_told_pruned_reads_as_a_repeat() -> None:
+    study = optuna.create_study()
+    study.add_trial(optuna.trial.create_trial(state=TrialState.PRUNED, user_attrs={
+        records.STATUS: records.REPEATED, records.PARTS: [1, 2, 4], records.REPEAT_OF: 0}))
+    assert [r.status for r in records.read_records(study)] == [records.REPEATED]
+
+
 def test_a_failed_baseline_is_queued_again() -> None:
     from search.engine.budgets import Budgets
     from search.engine.proposer import BudgetedProposer

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from search.store import records
 from search.store.records import TrialRecord
 
-# Runs done or on their way; a run that failed or was stopped early is planned again.
-_PLANNED = (records.COMPLETE, records.RUNNING, records.QUEUED)
+# Runs done or on their way; a run that failed or was stopped early is planned again (one that
+# diverged is not: its seed would diverge again).
+_PLANNED = (records.COMPLETE, records.DIVERGED, records.RUNNING, records.QUEUED)
 
 
 @dataclass(frozen=True)

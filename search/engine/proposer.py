@@ -212,7 +212,8 @@ class BudgetedProposer:
         trials = self.study.get_trials(deepcopy=False)
         if any(t.state == TrialState.WAITING for t in trials):
             return  # the next ask hands out a queued trial, not the sampler's
-        made = sum(1 for t in trials if t.user_attrs.get(records.STARTUP))
+        made = sum(1 for t in trials if t.user_attrs.get(records.STARTUP)
+                   and t.state != TrialState.FAIL)  # a failed one was queued again
         if made < self.startup:
             self._queue_random(False, {records.STARTUP: True})
 

@@ -9,7 +9,6 @@ and its seed, which a retry would only repeat.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +37,11 @@ def train_trial(ray_config: dict[str, Any]) -> None:
                                seed=config.training_seed)
 
     node = ray.get_runtime_context().get_node_id()
-    last = TrialReport(0, 0.0, node)  # the last finished epoch's report
+    last_val = 0.0  # the last finished epoch's validation accuracy
 
     def report(result: EpochResult) -> None:
-        nonlocal last
-        last = TrialReport(result.epoch, result.val_accuracy, node, train_loss=result.train_loss)
+        nonlocal last_val
+        last_val = result.val_accuracy
         if result.epoch < job.epochs:  # the last epoch is reported with the test accuracy
             tune.report(TrialReport(result.epoch, result.val_accuracy, node,
                                     train_loss=result.train_loss).to_result())
@@ -54,7 +53,7 @@ def train_trial(ray_config: dict[str, Any]) -> None:
         outcome = train(arch, data, train_config, checkpoint_dir=Path(config.checkpoint_dir),
                         resume_from=resume_from, on_epoch=report, initial_weights=start)
     except Diverged as error:
-        tune.report(dataclasses.replace(last, diverged=str(error)).to_result())
+        tune.report(TrialReport(error.epoch - 1, last_val, node, diverged=str(error)).to_result())
         return
     tune.report(TrialReport(outcome.epochs_trained, outcome.val_accuracy, node,
                             test_accuracy=outcome.test_accuracy,

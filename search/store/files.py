@@ -96,6 +96,7 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+_NO_LOCKS = {errno.EBADF, errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL}
 _held_here: set[Path] = set()  # folders this process holds (a flock on another descriptor of
 # the same folder would wait for this process itself)
 
@@ -131,7 +132,9 @@ def folders_held(folders: Iterable[Path]) -> Iterator[None]:
 @contextlib.contextmanager
 def _held(folder: Path, wait: bool) -> Iterator[bool]:
     """An exclusive ``flock`` on ``folder`` for the block; False when ``wait`` is off and
-    another open file description holds it."""
+    another open file description holds it. Where the file system offers no such lock on a
+    folder (NFSv4 refuses one on a descriptor not open for writing, Lustre and some FUSE
+    mounts have none), the block runs unlocked, as it did before these locks."""
     handle = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         try:
@@ -139,6 +142,10 @@ def _held(folder: Path, wait: bool) -> Iterator[bool]:
             held = True
         except BlockingIOError:
             held = False
+        except OSError as error:
+            if error.errno not in _NO_LOCKS:
+                raise
+            held = True
         yield held
     finally:
         os.close(handle)

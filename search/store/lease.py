@@ -114,8 +114,14 @@ class DriverLease:
         self.take()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.release()
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        try:
+            self.release()
+        except KeyboardInterrupt:  # the heartbeat's interrupt, landing here
+            if not self.lost:
+                raise
+        if kind is not None and not self.lost:
+            self.lost = self._taken_by_another()  # e.g. the successor's writes broke this one
         if self.lost:
             holder = self.holder()
             successor = "another driver" if holder is None else holder.describe()
@@ -147,6 +153,13 @@ class DriverLease:
         if holder is not None:
             self.report(f"taking over study {self.study!r} from its previous driver "
                         f"({holder.describe()}), silent for {holder.silent_for(now):.0f} s")
+
+    def _taken_by_another(self) -> bool:
+        try:
+            holder = self.holder()
+        except SQLAlchemyError:
+            return False
+        return holder is not None and holder.owner != self.owner
 
     def holder(self) -> Holder | None:
         with self.engine.connect() as connection:

@@ -152,8 +152,9 @@ def _status(trial: FrozenTrial) -> str:
         return RUNNING
     if trial.state == TrialState.FAIL:
         return FAILED
-    if trial.state == TrialState.PRUNED:
-        return DIVERGED if trial.user_attrs.get(STATUS) == DIVERGED else EARLY_STOPPED
+    if trial.state == TrialState.PRUNED:  # stopped early, or told so (diverged, a repeat)
+        stored = trial.user_attrs.get(STATUS)
+        return stored if stored in (DIVERGED, REPEATED) else EARLY_STOPPED
     return trial.user_attrs.get(STATUS, COMPLETE)
 
 
@@ -182,10 +183,20 @@ def read_records(study: optuna.Study) -> list[TrialRecord]:
     return [to_record(t) for t in study.get_trials(deepcopy=False)]
 
 
+def diverged_parts(records: Iterable[TrialRecord]) -> set[tuple[int, ...]]:
+    """Architectures of which a run diverged: no network to pick on the seeds that happened not
+    to, so the rankings leave them out."""
+    return {r.parts for r in records if r.status == DIVERGED}
+
+
 def ranked(records: Iterable[TrialRecord]) -> list[TrialRecord]:
     """Full, feasible results of the search's own runs, best accuracy first (fewer MACs breaks
-    ties). Confirmation runs are read through :func:`runs_by_architecture` instead."""
-    full = [r for r in records if r.is_full_result and r.accuracy is not None and not r.replicate]
+    ties); architectures with a run that diverged are left out (see :func:`diverged_parts`).
+    Confirmation runs are read through :func:`runs_by_architecture` instead."""
+    records = list(records)
+    diverged = diverged_parts(records)
+    full = [r for r in records if r.is_full_result and r.accuracy is not None and not r.replicate
+            and r.parts not in diverged]
     return sorted(full, key=lambda r: (-(r.accuracy or 0.0), r.paper_macs or 0, r.number))
 
 
@@ -239,10 +250,14 @@ def runs_by_architecture(records: Iterable[TrialRecord]) -> list[ArchitectureRun
 
     A group holds the search's first run of the architecture and its confirmation runs: a
     sampler that proposes an architecture again trains it with the same seed, which is no
-    second opinion."""
+    second opinion. Architectures with a run that diverged are left out (see
+    :func:`diverged_parts`)."""
+    records = list(records)
+    diverged = diverged_parts(records)
     groups: dict[tuple[int, ...], list[TrialRecord]] = {}
     for record in sorted(records, key=lambda r: r.number):
-        if not (record.is_full_result and record.accuracy is not None):
+        if not (record.is_full_result and record.accuracy is not None) \
+                or record.parts in diverged:
             continue
         group = groups.setdefault(record.parts, [])
         if record.replicate or not any(not r.replicate for r in group):

@@ -96,6 +96,7 @@ class Diverged(RuntimeError):
     result."""
 
     def __init__(self, epoch: int, train_loss: float, peak_lr: float) -> None:
+        self.epoch = epoch  # the epoch that diverged; those before it finished
         super().__init__(f"training diverged in epoch {epoch} (train loss {train_loss:g}): the "
                          f"weights are no longer finite numbers; lower the learning rate "
                          f"(peak {peak_lr:g})")
