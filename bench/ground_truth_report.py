@@ -47,17 +47,25 @@ def _points(value: float) -> str:
 
 
 def noise_report(table: GroundTruth) -> list[str]:
-    lines = ["| band | architectures | τ between two seeds [95 %] | τ one seed vs mean of the "
-             "others [95 %] | sd over seeds (points, median) |", "|---|---|---|---|---|"]
+    """Per band, how well one seed ranks the band against another: over the architectures
+    with two runs or more, on the seeds they all have (a table still being built has fewer
+    for some)."""
+    lines = ["| band | architectures (seeds each) | τ between two seeds [95 %] | τ one seed vs "
+             "mean of the others [95 %] | sd over seeds (points, median) |",
+             "|---|---|---|---|---|"]
     for band in table.bands:
-        entries = [e for e in table.in_band(band.name) if len(e.runs) == table.setting.seeds]
+        entries = table.in_band(band.name)
+        entries = [e for e in entries if len(e.runs) >= 2]
         if len(entries) < 3:
             continue
-        runs = np.array([[r.val_accuracy for r in e.runs] for e in entries])
+        seeds = min(len(e.runs) for e in entries)
+        runs = np.array([[r.val_accuracy for r in sorted(e.runs, key=lambda r: r.replicate)]
+                         [:seeds] for e in entries])
         ceiling = noise_ceiling(runs)
         spread = np.median(runs.std(axis=1, ddof=1)) * 100
-        lines.append(f"| {band.name} | {len(entries)} | {ceiling.between_seeds.describe()} | "
-                     f"{ceiling.held_out.describe()} | {spread:.2f} |")
+        lines.append(f"| {band.name} | {len(entries)} ({seeds}) | "
+                     f"{ceiling.between_seeds.describe()} | {ceiling.held_out.describe()} | "
+                     f"{spread:.2f} |")
     return lines
 
 

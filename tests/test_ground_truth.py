@@ -4,6 +4,7 @@ without training anything twice, and ``bench/ground_truth_report.py`` reports it
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -124,6 +125,18 @@ def test_the_report_reads_every_section_off_the_table(tmp_path: Path) -> None:
     assert load(path) == table
     ground_truth_report.figure(table).write_html(tmp_path / "f.html", include_plotlyjs=True)
     assert json.loads(path.read_text())["format"] == "hetnas-ground-truth/1"
+
+
+def test_the_noise_ceiling_of_a_table_still_being_built_uses_the_seeds_all_have() -> None:
+    table = _synthetic()
+    inside = table.in_band("aggressive")
+    cut = {id(inside[0]): 1, id(inside[1]): 2}  # one run, two runs; the others keep three
+    table = dataclasses.replace(table, entries=tuple(
+        dataclasses.replace(e, runs=e.runs[:cut[id(e)]]) if id(e) in cut else e
+        for e in table.entries))
+    [line] = [row for row in ground_truth_report.noise_report(table)
+              if row.startswith("| aggressive |")]
+    assert line.startswith(f"| aggressive | {len(inside) - 1} (2) | Kendall tau ")
 
 
 def test_queuing_again_adds_nothing_while_runs_wait(tmp_path: Path) -> None:
