@@ -15,12 +15,12 @@ import warnings
 from collections.abc import Callable
 
 import optuna
-from sqlalchemy.exc import SQLAlchemyError
 
 from dashboards.data import StudyTable, check_not_empty, list_studies, table_from_study
 from dashboards.figures import FIGURE_IDS, all_figures, figure_ids
-from hetconv.errors import ConfigError, first_line
+from hetconv.errors import ConfigError
 from search.store import records
+from search.store.database import STORAGE_ERRORS, storage_reason
 from search.store.objectives import ACCURACY_METRIC, MACS_METRIC, OBJECTIVES, PARETO_MACS
 from search.store.storage import open_existing
 from search.store.studies import open_study
@@ -126,7 +126,7 @@ class FigureRefresher:
                 time.sleep(self.every_s)
                 try:
                     self.refresh(storage)
-                except (SQLAlchemyError, optuna.exceptions.StorageInternalError) as error:
-                    self.report(f"figures not refreshed: {first_line(error)}")
+                except STORAGE_ERRORS as error:
+                    self.report(f"figures not refreshed: {storage_reason(error)}")
 
         threading.Thread(target=loop, name="hetnas-figures", daemon=True).start()

@@ -26,7 +26,6 @@ from urllib.parse import parse_qs
 import optuna
 import plotly.io
 from plotly.offline import get_plotlyjs
-from sqlalchemy.exc import SQLAlchemyError
 
 from dashboards.analysis import confirmed_architectures, top_architectures
 from dashboards.data import StudyTable, check_not_empty, list_studies, table_from_study
@@ -34,7 +33,8 @@ from dashboards.figures import FIGURE_IDS, LATENCY, all_figures
 from dashboards.hosts import HostCheck
 from dashboards.live_script import LIVE_JS
 from dashboards.page import STYLE, estimates_text, facts
-from hetconv.errors import ConfigError, first_line
+from hetconv.errors import ConfigError
+from search.store.database import STORAGE_ERRORS, storage_reason
 from search.store.storage import open_existing
 from search.store.studies import open_study
 
@@ -215,8 +215,8 @@ class _Handler(BaseHTTPRequestHandler):
             body = read()
         except ConfigError as error:
             self._send_error(HTTPStatus.NOT_FOUND, str(error))
-        except (SQLAlchemyError, optuna.exceptions.StorageInternalError) as error:
-            why = first_line(error)
+        except STORAGE_ERRORS as error:
+            why = storage_reason(error)
             self.server.storage_read(why)
             self._send_error(HTTPStatus.SERVICE_UNAVAILABLE,
                              f"the storage cannot be read ({why}); asking again")

@@ -152,9 +152,8 @@ def factory_layers(backbone: str, num_classes: int, in_channels: int,
                           f"({first_line(error)}); use "
                           f"another {param('input_size')} or a network for {in_channels}-channel "
                           f"images of that size") from None
-    if not isinstance(output, torch.Tensor) or tuple(output.shape) != (1, num_classes):
-        got = (tuple(output.shape) if isinstance(output, torch.Tensor)
-               else type(output).__name__)
+    got = _not_logits(output, 1, num_classes)
+    if got is not None:
         raise ConfigError(f"network {backbone!r} returned {got} for one {shape} image; it must "
                           f"return a (batch, {num_classes}) tensor of logits, one per class")
     for name in offered:
@@ -181,16 +180,15 @@ def check_trains_and_deploys(network: nn.Module, backbone: str, num_classes: int
     network.train()
     try:
         output = network(images)
-        if isinstance(output, torch.Tensor) and tuple(output.shape) == (batch_size, num_classes):
+        got = _not_logits(output, batch_size, num_classes)
+        if got is None:
             labels = torch.arange(batch_size) % num_classes
             nn.functional.cross_entropy(output, labels).backward()
     except Exception as error:  # the user's forward: its message is the diagnosis
         raise ConfigError(f"network {backbone!r} cannot train on a batch of {shape} "
                           f"({first_line(error)}); its forward must take any batch "
                           f"size") from None
-    if not isinstance(output, torch.Tensor) or tuple(output.shape) != (batch_size, num_classes):
-        got = (tuple(output.shape) if isinstance(output, torch.Tensor)
-               else type(output).__name__)
+    if got is not None:
         raise ConfigError(f"network {backbone!r} returned {got} in training mode for a batch "
                           f"of {shape}; it must return one (batch, {num_classes}) tensor of "
                           f"logits in training mode too, without auxiliary outputs")
@@ -211,6 +209,15 @@ def check_trains_and_deploys(network: nn.Module, backbone: str, num_classes: int
         raise ConfigError(f"network {backbone!r} cannot be deployed: torch.fx cannot trace it "
                           f"({first_line(error)}); write its forward without control flow "
                           f"that depends on the data") from None
+
+
+def _not_logits(output: object, batch: int, num_classes: int) -> object | None:
+    """None when ``output`` is the ``(batch, num_classes)`` logits a network must return, else
+    what it is instead (a shape, or a type name), for the message."""
+    if isinstance(output, torch.Tensor):
+        shape = tuple(output.shape)
+        return None if shape == (batch, num_classes) else shape
+    return type(output).__name__
 
 
 def _no_searchable_layer(backbone: str, order: Sequence[str], left: Mapping[str, str]) -> NoReturn:

@@ -111,11 +111,12 @@ def sole_writer(folder: Path, fix: str) -> Iterator[None]:
     with _held(folder, wait=False) as held:
         if not held:
             raise ConfigError(f"{folder} is being written by another process; {fix}")
-        _held_here.add(folder.resolve())
+        resolved = folder.resolve()
+        _held_here.add(resolved)
         try:
             yield
         finally:
-            _held_here.discard(folder.resolve())
+            _held_here.discard(resolved)
 
 
 @contextlib.contextmanager
