@@ -77,6 +77,15 @@ def test_a_tiny_table_is_built_resumed_and_read(tmp_path: Path) -> None:
     assert "epoch 1/1" not in fresh.stdout
     assert load(tmp_path / "gt.json").entries == table.entries
 
+    # A fresh machine asked for one seed more trains that seed's runs alone (the study then
+    # holds confirmation runs only) and keeps the file's runs.
+    more = _build(tmp_path, "--workdir", str(tmp_path / "more"), "--seeds", "3")
+    assert more.returncode == 0, more.stderr[-3000:]
+    grown = load(tmp_path / "gt.json")
+    assert [len(e.runs) for e in grown.entries] == [3, 3]
+    assert [e.runs[:2] for e in grown.entries] == [e.runs for e in table.entries]
+    table = grown
+
     # Another pool in the same study is refused, the file left as it was.
     before = (tmp_path / "gt.json").read_bytes()
     other = _build(tmp_path, "--pool-seed", "1", "--limit", "3")

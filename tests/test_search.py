@@ -309,6 +309,9 @@ def test_trials_zero_trains_the_baselines_alone_but_not_nothing(tmp_path) -> Non
     tiny_settings("sqlite:///x.db", "z", tmp_path, trials=0).validate()
     with pytest.raises(ConfigError, match="--trials 0 with --baselines none trains nothing"):
         tiny_settings("sqlite:///x.db", "z", tmp_path, trials=0, baselines="none").validate()
+    # Resumed, the same options train what the study has queued.
+    tiny_settings("sqlite:///x.db", "z", tmp_path, trials=0, baselines="none",
+                  resume=True).validate()
 
 
 def _record_trial(study: optuna.Study, parts: tuple[int, ...], accuracy: float,

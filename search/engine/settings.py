@@ -221,7 +221,9 @@ class SearchSettings:
                           "plus at least one more seed; or pass --confirm-top 0)")
         check_integer("trials", self.trials, 0, "0 (the uniform baselines alone) or a positive "
                       "integer")
-        if self.trials == 0 and self.baselines == "none" and not self.is_oneshot:
+        # Resumed, it trains what the study has queued (a stopped search's confirmation runs).
+        if self.trials == 0 and self.baselines == "none" and not self.is_oneshot \
+                and not self.resume:
             raise ConfigError("--trials 0 with --baselines none trains nothing; give --trials "
                               "N or train the baselines")
         check_integer("epochs", self.epochs)
