@@ -56,7 +56,7 @@ from scipy import stats
 
 from search.engine.budgets import Budgets
 from search.engine.console import parts_summary
-from search.oneshot.estimates import CALIBRATION_BATCHES, SupernetEvaluator
+from search.oneshot.estimates import CALIBRATION_IMAGES, SupernetEvaluator
 from search.oneshot.sandwich import (
     SandwichRecipe,
     SupernetRun,
@@ -391,9 +391,8 @@ def main(argv: list[str] | None = None) -> None:
 
         t0 = time.perf_counter()
         recipe = (largest_only() if args.recipe == "largest" else
-                  recipe_for(space, lambda parts: budgets.within(space, parts), args.sandwich,
-                             args.seed, distill=not args.no_distill,
-                             smallest=not args.no_smallest))
+                  recipe_for(space, budgets, "sandwich", args.sandwich, args.seed,
+                             distill=not args.no_distill, smallest=not args.no_smallest))
         supernet = _train_supernet(space, data, recipe, config(args.seed, args.supernet_epochs),
                                    root / "supernet")
         clock.supernet = time.perf_counter() - t0
@@ -403,7 +402,7 @@ def main(argv: list[str] | None = None) -> None:
 
         t0 = time.perf_counter()
         evaluator = SupernetEvaluator(supernet_architecture(space).to_json(), data,
-                                      read_checkpoint(checkpoint)["model"], CALIBRATION_BATCHES,
+                                      read_checkpoint(checkpoint)["model"], CALIBRATION_IMAGES,
                                       BATCH_SIZE, args.seed, args.device)
         for c in candidates:
             c.estimate = evaluator.estimate(c.arch.parts)

@@ -109,12 +109,14 @@ def build_parser() -> OneLineParser:
              "their weights inside the supernet (fine-tuning: measured better in "
              "docs/BENCHMARKS.md) or from scratch")
     add("--supernet-recipe", default=defaults.oneshot.supernet_recipe, choices=SUPERNET_RECIPES,
-        help="oneshot: what each supernet step trains: the largest network alone (ranked best "
-             "in docs/BENCHMARKS.md), or the sandwich rule (largest, smallest and --sandwich "
-             "random architectures, distilled from the largest)")
+        help="oneshot: what each supernet step trains beside the largest network: nothing "
+             "(largest), the smallest and --sandwich random architectures near the budgets "
+             "(sandwich), one architecture from each of --sandwich cost strata near the budgets "
+             "(strata), or every layer's parts once each (fair); the smaller ones distilled "
+             "from the largest (docs/ONESHOT.md)")
     add("--sandwich", type=int, default=defaults.oneshot.sandwich,
-        help="oneshot, sandwich recipe: random architectures within the budgets trained in "
-             "each supernet step, beside the largest and the smallest")
+        help="oneshot, sandwich and strata recipes: architectures near the budgets trained in "
+             "each supernet step beside the largest")
     add("--supernet-workers", type=int, default=defaults.oneshot.supernet_workers,
         help="oneshot: data-parallel Ray Train workers for the supernet (each takes "
              "--cpus-per-trial CPUs)")

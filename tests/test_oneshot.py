@@ -33,10 +33,11 @@ from search.engine.study import recover_interrupted
 from search.jobs.protocol import SupernetTrialConfig, TrainingJob
 from search.oneshot.estimates import (
     SupernetEvaluator,
-    calibration_images,
+    draw_calibration,
     recalibrate_batch_norm,
 )
 from search.oneshot.sandwich import (
+    NEAR_BUDGET,
     SandwichRecipe,
     SupernetRun,
     distillation_loss,
@@ -68,10 +69,8 @@ def digits():
     return dataclasses.replace(data, train_x=data.train_x[:320], train_y=data.train_y[:320])
 
 
-def _recipe(random_subnets: int = 2) -> SandwichRecipe:
-    budgets = Budgets(macs=BUDGET)
-    return recipe_for(SPACE, functools.partial(budgets.within, SPACE), random_subnets, seed=0,
-                      pool_size=64)
+def _recipe(random_subnets: int = 2, draw: str = "sandwich") -> SandwichRecipe:
+    return recipe_for(SPACE, Budgets(macs=BUDGET), draw, random_subnets, seed=0, pool_size=64)
 
 
 class _Stop(Exception):
@@ -104,11 +103,19 @@ def supernet(digits, tmp_path_factory) -> Path:
     return folder / "checkpoint.pt"
 
 
-def test_the_random_subnets_are_drawn_within_the_budgets() -> None:
-    recipe = _recipe()
-    assert len(recipe.pool) == 64
-    assert all(Architecture(BACKBONE, parts, SIZE, 10, 1).macs <= BUDGET for parts in recipe.pool)
-    assert len(set(recipe.pool)) == len(recipe.pool)
+def _macs(parts: tuple[int, ...]) -> int:
+    return Architecture(BACKBONE, parts, SIZE, 10, 1).macs
+
+
+@pytest.mark.parametrize("part", [4, 16])
+def test_the_pool_lies_within_the_budget_and_near_it(part: int) -> None:
+    # At uniform P16's MACs hardly a random vector fits as drawn: the pool is projected there.
+    budget = Architecture.uniform(BACKBONE, part, SIZE, 10, 1).macs
+    pool = recipe_for(SPACE, Budgets(macs=budget), "strata", 2, seed=0, pool_size=64).pool
+    costs = [_macs(parts) for parts in pool]
+    assert len(pool) == 64 and len(set(pool)) == 64
+    assert costs == sorted(costs) and max(costs) <= budget
+    assert sum(c >= NEAR_BUDGET * budget for c in costs) >= 48  # most in the top quarter
 
 
 def test_each_step_trains_the_smallest_then_random_subnets_from_the_pool(digits) -> None:
@@ -119,6 +126,40 @@ def test_each_step_trains_the_smallest_then_random_subnets_from_the_pool(digits)
     assert all(step[0] == smallest_parts(SPACE) and len(step) == 4 for step in steps)
     assert all(parts in recipe.pool for step in steps for parts in step[1:])
     assert len({parts for step in steps for parts in step[1:]}) > 10  # drawn, not fixed
+
+
+def test_a_strata_step_trains_one_network_from_each_cost_stratum(digits) -> None:
+    recipe = _recipe(random_subnets=4, draw="strata")
+    run = SupernetRun(supernet_architecture(SPACE), digits, TrainConfig(epochs=1),
+                      torch.device("cpu"), recipe)
+    for _ in range(20):
+        step = run.step_architectures()
+        assert [recipe.pool.index(parts) // 16 for parts in step] == [0, 1, 2, 3]
+
+
+def test_a_fair_step_trains_every_part_of_every_layer_once(digits) -> None:
+    recipe = _recipe(draw="fair")
+    run = SupernetRun(supernet_architecture(SPACE), digits, TrainConfig(epochs=1),
+                      torch.device("cpu"), recipe)
+    widest = max(len(layer.allowed_parts) for layer in SPACE.layers)
+    steps = [run.step_architectures() for _ in range(5)]
+    for step in steps:
+        assert len(step) == widest
+        for index, layer in enumerate(SPACE.layers):
+            taken = [parts[index] for parts in step]
+            assert set(taken) == set(layer.allowed_parts)
+            if len(layer.allowed_parts) == widest:
+                assert sorted(taken) == sorted(layer.allowed_parts)
+    assert len({tuple(step) for step in steps}) == 5  # a new order every step
+
+
+def test_the_first_epochs_can_train_the_largest_network_alone(digits) -> None:
+    recipe = dataclasses.replace(_recipe(draw="strata"), alone_epochs=1)
+    run = SupernetRun(supernet_architecture(SPACE), digits, TrainConfig(epochs=2),
+                      torch.device("cpu"), recipe)
+    assert run.step_architectures() == []
+    run.epoch = 1  # the first epoch finished
+    assert len(run.step_architectures()) == 2
 
 
 def test_the_default_recipe_trains_the_largest_network_alone(digits) -> None:
@@ -154,7 +195,7 @@ def test_batch_norm_is_re_estimated_exactly_on_the_calibration_images(digits, su
     saved = read_checkpoint(supernet)
     model = build_supernet(Architecture.from_json(saved["architecture"]), digits, saved["model"])
     set_parts(model, SPACE.uniform_parts(8))
-    images = calibration_images(digits, batches=2, batch_size=64, seed=0)
+    images = draw_calibration(digits, images=128, seed=0)
     captured: list[torch.Tensor] = []
     first_norm = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
     hook = first_norm.register_forward_hook(lambda m, inputs, out: captured.append(inputs[0]))
@@ -168,7 +209,7 @@ def test_batch_norm_is_re_estimated_exactly_on_the_calibration_images(digits, su
 
 def test_estimates_rank_by_architecture_and_the_largest_is_the_supernets(digits, supernet):
     saved = read_checkpoint(supernet)
-    evaluator = SupernetEvaluator(saved["architecture"], digits, saved["model"], 4, 64, 0)
+    evaluator = SupernetEvaluator(saved["architecture"], digits, saved["model"], 256, 64, 0)
     largest = evaluator.estimate(SPACE.uniform_parts(1))
     assert largest > 0.25  # trained: above the 10 % of chance beyond its noise (143 images)
     assert evaluator.estimate(SPACE.uniform_parts(1)) == largest  # deterministic
@@ -197,7 +238,7 @@ def test_data_parallel_supernet_on_two_ray_train_workers(local_ray, digits, tmp_
     config = SupernetTrialConfig(
         TrainingJob("digits", None, epochs=1, batch_size=64, seed=0, threads=1),
         supernet_architecture(SPACE).to_json(), str(tmp_path / "supernet"), recipe.pool, 1, True,
-        4, workers=2)
+        256, workers=2)
     metrics = train_data_parallel(config, max_failures=0, storage_path=str(tmp_path / "ray"))
     assert metrics[records.VAL_ACCURACY] > 0.1 and metrics["done_training"]
     saved = read_checkpoint(tmp_path / "supernet")
@@ -221,7 +262,7 @@ def _oneshot(storage: str, artifacts: Path, study: str, **overrides) -> SearchSe
     return SearchSettings(**options)
 
 
-@pytest.mark.parametrize(("backend", "recipe"), [("sqlite", "sandwich"),
+@pytest.mark.parametrize(("backend", "recipe"), [("sqlite", "strata"),
                                                ("postgresql", "largest")])
 def test_a_oneshot_search_end_to_end(backend, recipe, request, local_ray, tmp_path) -> None:
     storage = (f"sqlite:///{tmp_path / 'study.db'}" if backend == "sqlite"
@@ -242,12 +283,12 @@ def test_a_oneshot_search_end_to_end(backend, recipe, request, local_ray, tmp_pa
     supernet = study.user_attrs[records.STUDY_SUPERNET]
     assert Path(supernet["checkpoint"]).is_file() and supernet["epochs"] == 1
     assert supernet["recipe"] == recipe
-    assert ("the smallest and 2 random" in text) == (recipe == "sandwich")
+    assert ("one architecture from each of 2 cost strata" in text) == (recipe == "strata")
     assert study.user_attrs[records.STUDY_STRATEGY] == "oneshot"
     # The finalists are the two best estimates, trained stand-alone with their estimates kept.
     trained = by_status[records.COMPLETE]
     finalists = [r for r in trained if not r.baseline_part and not r.replicate]
-    best_first = sorted(estimates, key=lambda r: (-(r.accuracy or 0), r.paper_macs or 0,
+    best_first = sorted(estimates, key=lambda r: (-(r.accuracy or 0), -(r.paper_macs or 0),
                                                   r.number))
     best_two = list(dict.fromkeys(r.parts for r in best_first))[:2]
     assert sorted(r.parts for r in finalists) == sorted(best_two)

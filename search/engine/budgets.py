@@ -76,6 +76,12 @@ class Budgets:
             fits &= self.latency.predict_ms(parts) <= self.latency_ms
         return fits
 
+    def scaled(self, share: float) -> Budgets:
+        """Every budget times ``share`` (the same latency model)."""
+        return Budgets(None if self.macs is None else self.macs * share,
+                       None if self.latency_ms is None else self.latency_ms * share,
+                       self.latency)
+
     def project(self, space: SearchSpace, parts: tuple[int, ...]) -> tuple[int, ...] | None:
         """``parts`` if within the budgets, else the architecture reached by doubling one
         layer's part at a time, each time the layer whose doubling removes the most of what is

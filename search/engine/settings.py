@@ -27,7 +27,7 @@ SCHEDULERS = ("fifo", "asha")
 BASELINES = ("all", "near", "none")  # which uniform-P networks are trained beside the search
 STRATEGIES = ("standard", "oneshot")  # train every candidate, or estimate them with a supernet
 FINALIST_INITS = ("scratch", "supernet")  # how a one-shot search's stand-alone runs start
-SUPERNET_RECIPES = ("largest", "sandwich")  # what a supernet step trains (docs/ONESHOT.md)
+SUPERNET_RECIPES = ("largest", "sandwich", "strata", "fair")  # a supernet step (docs/ONESHOT.md)
 
 
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -87,7 +87,7 @@ class OneShotSettings:
     finalists: int = 3  # best estimates then trained stand-alone
     finalist_init: str = "supernet"  # stand-alone runs fine-tuned (measured better)
     supernet_recipe: str = "largest"  # the largest network alone (measured best)
-    sandwich: int = 2  # sandwich recipe: random subnets per step beside the two ends
+    sandwich: int = 2  # sandwich and strata recipes: subnets per step beside the largest
     supernet_workers: int = 1  # data-parallel Ray Train workers for the supernet
 
     def training_epochs(self, epochs: int) -> int:

@@ -117,12 +117,13 @@ class SupernetTrialConfig:
     job: TrainingJob
     architecture: str  # Architecture.to_json() of the part-1 network
     checkpoint_dir: str
-    pool: tuple[tuple[int, ...], ...]  # architectures within the budgets, for random subnets
+    pool: tuple[tuple[int, ...], ...]  # architectures near the budgets, for random subnets
     random_subnets: int
     distill: bool
-    calibration_batches: int
+    calibration_images: int
     workers: int  # data-parallel Ray Train workers; 1: this trial trains alone
     smallest: bool = True  # the smallest network in every step (False: the largest alone)
+    draw: str = "sandwich"  # how a step picks its smaller networks (SandwichRecipe.draw)
     use_gpu: bool = False  # data-parallel workers each take a GPU (NCCL); else CPUs on gloo
 
     def to_config(self) -> dict[str, Any]:

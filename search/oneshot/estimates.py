@@ -21,13 +21,13 @@ from search.training.start import build_supernet
 from search.training.trainer import evaluate, resolve_device
 from space import Architecture
 
-CALIBRATION_BATCHES = 8  # training batches a candidate's batch-norm statistics come from
+CALIBRATION_IMAGES = 2048  # training images a candidate's batch-norm statistics come from
 
 
-def calibration_images(data: DataSplits, batches: int, batch_size: int,
-                       seed: int) -> torch.Tensor:
-    """``batches`` batches of training images in a seed-drawn order (no augmentation)."""
-    count = min(len(data.train_y), batches * batch_size)
+def draw_calibration(data: DataSplits, images: int, seed: int) -> torch.Tensor:
+    """``images`` training images (all, when there are fewer) in a seed-drawn order, not
+    augmented."""
+    count = min(len(data.train_y), images)
     order = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(seed))
     return data.train_x[order[:count]]
 
@@ -74,7 +74,7 @@ class SupernetEvaluator:
     in a search (the weights arrive once, through the object store), a plain object in tests."""
 
     def __init__(self, arch_json: str, data: DataSplits, weights: Mapping[str, torch.Tensor],
-                 calibration_batches: int, batch_size: int, seed: int, device: str = "auto",
+                 calibration_images: int, batch_size: int, seed: int, device: str = "auto",
                  threads: int | None = None) -> None:
         if threads:
             torch.set_num_threads(threads)
@@ -82,7 +82,7 @@ class SupernetEvaluator:
         self.data = data
         self.model = build_supernet(Architecture.from_json(arch_json), data, weights)
         self.model.to(self.device)
-        self.calibration = calibration_images(data, calibration_batches, batch_size, seed)
+        self.calibration = draw_calibration(data, calibration_images, seed)
         self.batch_size = batch_size
 
     def estimate(self, parts: Sequence[int]) -> float:

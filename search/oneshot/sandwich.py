@@ -1,12 +1,24 @@
-"""Training the supernet: the largest network alone, or the sandwich rule with in-place
-distillation.
+"""Training the supernet: the largest network alone, or with smaller networks each step, in
+place distilled from it.
 
-Every step trains, on the same batch, the largest network (part 1 everywhere) against the
-labels, then the smallest of the space (every layer at its largest part) and ``random_subnets``
-architectures drawn from a pool of architectures within the search's budgets, each of those
-against the largest network's softened outputs (in-place distillation, as BigNAS and
-Once-for-All do). Training the two ends bounds every architecture in between; distilling from
-the largest gives the small ones a smoother target than the labels.
+Which smaller networks a step trains is the recipe's ``draw`` (``docs/ONESHOT.md``):
+
+* ``sandwich``, the sandwich rule: the smallest network of the space and ``random_subnets`` drawn
+  uniformly from a pool within and near the budgets;
+* ``strata``: one network from each of ``random_subnets`` cost strata of that pool (the pool
+  sorted by paper MACs, cut into equal shares), so every step trains the range of costs the
+  search will score, not the smallest network it never will;
+* ``fair``: strictly fair over each layer's parts (FairNAS): a step trains as many networks as
+  a layer has parts, each layer taking each of its parts once, in a random order.
+
+The pool is drawn by projecting uniformly random part vectors onto budgets spread over the top
+quarter of the search's (:func:`near_budgets`): a random vector seldom fits a tight budget as
+drawn (not one in 20,000 at ResNet-20's uniform-P16 MACs), and the architectures a search
+scores lie just under its budget. ``alone_epochs``: the first epochs train the largest network
+alone before the smaller ones join (progressive shrinking, Once-for-All).
+
+Each smaller network learns, on the same batch, the largest network's softened outputs
+(in-place distillation, as BigNAS and Once-for-All do) unless ``distill`` is off.
 
 The networks' losses are averaged, not summed, before the one optimizer step: summed, a step
 of four networks moves the shared weights four times as far as the trainer's learning rate
@@ -32,7 +44,7 @@ running statistics averaged over differently sized networks fit none of them.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,28 +55,39 @@ from torch import nn
 
 from hetconv.errors import ConfigError
 from hetconv.supernet import set_parts, to_supernet
-from search.oneshot.estimates import CALIBRATION_BATCHES, calibrate, calibration_images
+from search.engine.budgets import Budgets
+from search.engine.settings import SUPERNET_RECIPES
+from search.oneshot.estimates import CALIBRATION_IMAGES, calibrate, draw_calibration
 from search.training.data import DataSplits
 from search.training.trainer import TrainConfig, TrainingRun, correct_images
 from space import Architecture, SearchSpace
 
+DRAWS = SUPERNET_RECIPES[1:]  # how a step picks its smaller networks (module docstring)
+NEAR_BUDGET = 0.75  # the pool's costs span this share of the budgets up to them
+
 
 @dataclass(frozen=True)
 class SandwichRecipe:
-    """What each supernet step trains. ``pool``: the part vectors the random subnets are drawn
-    from (within the search's budgets); ``distill``: the smaller networks learn the largest's
-    outputs rather than the labels."""
+    """What each supernet step trains. ``pool``: part vectors within and near the search's
+    budgets, sorted by paper MACs (``pool`` and ``strata`` draw from it); ``distill``: the
+    smaller networks learn the largest's outputs rather than the labels."""
 
     pool: tuple[tuple[int, ...], ...]
     random_subnets: int = 2
     distill: bool = True
-    calibration_batches: int = CALIBRATION_BATCHES
-    smallest: bool = True  # False with no random subnets: the largest network alone
+    calibration_images: int = CALIBRATION_IMAGES
+    smallest: bool = True  # the space's smallest network in every step (the sandwich rule)
+    draw: str = "sandwich"
+    alone_epochs: int = 0  # the first epochs train the largest network alone
 
     def __post_init__(self) -> None:
         if self.random_subnets < 0:
             raise ConfigError(f"random_subnets must be >= 0, got {self.random_subnets}")
-        if self.random_subnets and not self.pool:
+        if self.draw not in DRAWS:
+            raise ConfigError(f"draw must be one of {', '.join(DRAWS)}, not {self.draw!r}")
+        if self.alone_epochs < 0:
+            raise ConfigError(f"alone_epochs must be >= 0, got {self.alone_epochs}")
+        if self.draw != "fair" and self.random_subnets and not self.pool:
             raise ConfigError("the sandwich rule needs architectures within the budgets to "
                               "draw its random subnets from, and random draws find none; raise "
                               "the budget, or pass --sandwich 0 or --supernet-recipe largest")
@@ -73,8 +96,9 @@ class SandwichRecipe:
         """The recipe as the checkpoint records it (the pool by its size and a digest)."""
         digest = zlib.crc32(repr(self.pool).encode())
         return {"random_subnets": self.random_subnets, "distill": self.distill,
-                "smallest": self.smallest,
-                "calibration_batches": self.calibration_batches,
+                "smallest": self.smallest, "draw": self.draw,
+                "alone_epochs": self.alone_epochs,
+                "calibration_images": self.calibration_images,
                 "pool": f"{len(self.pool)}:{digest:08x}"}
 
 
@@ -102,8 +126,7 @@ class SupernetRun(TrainingRun):
         self.space = arch.space
         super().__init__(arch, data, config, device)
         self.subnet_generator = torch.Generator().manual_seed(config.seed + 7919)
-        self.calibration = calibration_images(data, recipe.calibration_batches,
-                                              config.batch_size, config.seed)
+        self.calibration = draw_calibration(data, recipe.calibration_images, config.seed)
 
     def build_model(self) -> nn.Module:
         return to_supernet(super().build_model())
@@ -112,12 +135,23 @@ class SupernetRun(TrainingRun):
         return {**super().settings(), **self.recipe.settings()}
 
     def step_architectures(self) -> list[tuple[int, ...]]:
-        """The smaller networks of one step: the smallest, then the random draws."""
+        """The smaller networks of one step (none in the largest network's epochs alone)."""
+        if self.epoch < self.recipe.alone_epochs:  # self.epoch: the epochs finished
+            return []
         chosen = [smallest_parts(self.space)] if self.recipe.smallest else []
+        if self.recipe.draw == "fair":
+            return chosen + fair_draw(self.space, self.subnet_generator)
         if self.recipe.random_subnets:
-            picks = torch.randint(len(self.recipe.pool), (self.recipe.random_subnets,),
-                                  generator=self.subnet_generator)
-            chosen += [self.recipe.pool[int(i)] for i in picks]
+            count, strata = len(self.recipe.pool), self.recipe.random_subnets
+            if self.recipe.draw == "strata":  # stratum i holds pool[i*count//k : (i+1)*count//k]
+                bounds = [i * count // strata for i in range(strata + 1)]
+                picks = [lo + int(torch.randint(max(1, hi - lo), (1,),
+                                                generator=self.subnet_generator))
+                         for lo, hi in zip(bounds, bounds[1:], strict=False)]
+            else:
+                picks = [int(i) for i in torch.randint(count, (strata,),
+                                                       generator=self.subnet_generator)]
+            chosen += [self.recipe.pool[min(i, count - 1)] for i in picks]
         return chosen
 
     def backward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -155,18 +189,35 @@ class SupernetRun(TrainingRun):
         self.subnet_generator.set_state(saved["rng"]["subnets"])
 
 
-Screen = Callable[[np.ndarray], np.ndarray]  # part vectors (rows) -> within the budgets
+def fair_draw(space: SearchSpace, generator: torch.Generator) -> list[tuple[int, ...]]:
+    """One step of strictly fair sampling: as many networks as the layer with the most parts
+    has, every layer taking each of its parts once in a random order (a layer with fewer
+    parts starts its order again)."""
+    count = max(len(layer.allowed_parts) for layer in space.layers)
+    columns = []
+    for layer in space.layers:
+        allowed = layer.allowed_parts
+        order = torch.randperm(count, generator=generator)
+        columns.append([allowed[int(i) % len(allowed)] for i in order])
+    return [tuple(int(column[k]) for column in columns) for k in range(count)]
 
 
-def within_budgets(space: SearchSpace, fits: Screen, count: int, seed: int,
-                   draws: int = 200_000) -> tuple[tuple[int, ...], ...]:
-    """Up to ``count`` distinct part vectors drawn uniformly per layer and kept where
-    ``fits(parts_array) -> bool mask`` says they are within the budgets."""
+def near_budgets(space: SearchSpace, budgets: Budgets, count: int, seed: int,
+                 draws: int = 2048) -> tuple[tuple[int, ...], ...]:
+    """Up to ``count`` distinct architectures within ``budgets`` and near them, sorted by paper
+    MACs: uniformly random part vectors, each projected (:meth:`Budgets.project`) onto the
+    budgets scaled by a share drawn uniformly from [:data:`NEAR_BUDGET`, 1]."""
     rng = np.random.default_rng(seed)
-    candidates = space.random_parts(rng, draws)
-    kept = np.unique(candidates[fits(candidates)], axis=0)
+    shares = rng.uniform(NEAR_BUDGET, 1.0, draws)
+    found: set[tuple[int, ...]] = set()
+    for row, share in zip(space.random_parts(rng, draws), shares, strict=True):
+        parts = budgets.scaled(float(share)).project(space, tuple(int(p) for p in row))
+        if parts is not None:
+            found.add(parts)
+    kept = sorted(found)
     rng.shuffle(kept)
-    return tuple(tuple(int(p) for p in row) for row in kept[:count])
+    pool = sorted(kept[:count], key=lambda p: (int(space.cost.paper_macs(np.array(p))), p))
+    return tuple(pool)
 
 
 def largest_only() -> SandwichRecipe:
@@ -175,9 +226,10 @@ def largest_only() -> SandwichRecipe:
     return SandwichRecipe((), random_subnets=0, smallest=False)
 
 
-def recipe_for(space: SearchSpace, fits: Screen, random_subnets: int, seed: int,
-               pool_size: int = 4096, **options: Any) -> SandwichRecipe:
-    """A sandwich recipe whose random subnets come from the search's budgets."""
-    pool = within_budgets(space, fits, pool_size, seed) if random_subnets else ()
-    return SandwichRecipe(pool, random_subnets, **options)
-
+def recipe_for(space: SearchSpace, budgets: Budgets, draw: str, random_subnets: int, seed: int,
+               pool_size: int = 1024, **options: Any) -> SandwichRecipe:
+    """A recipe whose smaller networks come from within and near the search's budgets:
+    ``sandwich`` trains the smallest network too, ``strata`` and ``fair`` do not."""
+    pool = near_budgets(space, budgets, pool_size, seed) if draw != "fair" else ()
+    options.setdefault("smallest", draw == "sandwich")
+    return SandwichRecipe(pool, random_subnets if draw != "fair" else 0, draw=draw, **options)

@@ -2,8 +2,8 @@
 the finalists.
 
 1. **Supernet**: one Ray Tune trial (:mod:`search.oneshot.supernet_trial`) trains the part-1
-   network's supernet with the sandwich rule; the study records where its checkpoint is, so a
-   resumed search never trains it again.
+   network's supernet with its recipe (``--supernet-recipe``); the study records where its
+   checkpoint is, so a resumed search never trains it again.
 2. **Estimates**: the budget-screening proposer asks the study's sampler for candidates, as in
    a standard search; each is scored by the supernet (batch norm re-estimated, then validation
    accuracy) on Ray actors that received the weights once through the object store, and told
@@ -39,7 +39,7 @@ from search.engine.proposer import BudgetedProposer, Proposal, SpaceExhausted
 from search.engine.settings import SearchSettings
 from search.engine.study import trial_counts
 from search.jobs.protocol import SupernetTrialConfig, TrainingJob, TrialReport
-from search.oneshot.estimates import CALIBRATION_BATCHES, SupernetEvaluator
+from search.oneshot.estimates import CALIBRATION_IMAGES, SupernetEvaluator
 from search.oneshot.sandwich import (
     SandwichRecipe,
     largest_only,
@@ -82,10 +82,9 @@ def supernet_recipe(settings: SearchSettings, budgets: Budgets) -> SandwichRecip
     """What the supernet trains each step, for ``--supernet-recipe``. The driver builds it once
     before the study is written too: a sandwich needs architectures within the budgets, and a
     budget that holds none is refused there, in one line."""
-    if settings.oneshot.supernet_recipe != "sandwich":
+    if settings.oneshot.supernet_recipe == "largest":
         return largest_only()
-    space = settings.space
-    return recipe_for(space, lambda parts: budgets.within(space, parts),
+    return recipe_for(settings.space, budgets, settings.oneshot.supernet_recipe,
                       settings.oneshot.sandwich, settings.seed)
 
 
@@ -109,19 +108,15 @@ def train_supernet_stage(settings: SearchSettings, study: optuna.Study,
     space = proposer.space
     artifacts = Path(settings.artifacts_dir).resolve()
     folder = artifacts / "checkpoints" / study.study_name / "supernet"
-    sandwich = options.supernet_recipe == "sandwich"
     recipe = supernet_recipe(settings, proposer.budgets)
     config = SupernetTrialConfig(settings.training_job(epochs),
                                  supernet_architecture(space).to_json(), str(folder),
                                  recipe.pool, recipe.random_subnets, recipe.distill,
-                                 recipe.calibration_batches, options.supernet_workers,
-                                 recipe.smallest, use_gpu=settings.gpus_per_trial > 0)
-    steps = (f"the largest network, the smallest and {options.sandwich} random "
-             f"architectures within the budgets (from {len(recipe.pool)} drawn), the smaller "
-             f"ones distilled from the largest" if sandwich
-             else "the largest network alone (masked sub-networks are estimated)")
+                                 recipe.calibration_images, options.supernet_workers,
+                                 recipe.smallest, recipe.draw,
+                                 use_gpu=settings.gpus_per_trial > 0)
     console.print(f"supernet: training the part-1 network's supernet for {epochs} epochs; each "
-                  f"step trains {steps}"
+                  f"step trains {_step_words(options.supernet_recipe, recipe)}"
                   + (f"; data-parallel over {options.supernet_workers} Ray Train workers"
                      if options.supernet_workers > 1 else ""))
     started = time.monotonic()
@@ -137,6 +132,18 @@ def train_supernet_stage(settings: SearchSettings, study: optuna.Study,
     console.print(f"supernet: trained in {duration(done.seconds)}; largest network val "
                   f"{done.val_accuracy:.2%}")
     return done
+
+
+def _step_words(name: str, recipe: SandwichRecipe) -> str:
+    """What one supernet step trains, for the console."""
+    near = f"near the budgets (from {len(recipe.pool)} drawn)"
+    return {"largest": "the largest network alone (masked sub-networks are estimated)",
+            "sandwich": f"the largest network, the smallest and {recipe.random_subnets} random "
+                        f"architectures {near}, distilled from the largest",
+            "strata": f"the largest network and one architecture from each of "
+                      f"{recipe.random_subnets} cost strata {near}, distilled from the largest",
+            "fair": "the largest network and networks taking every layer's parts once each, "
+                    "distilled from the largest"}[name]
 
 
 def _train_in_one_trial(config: SupernetTrialConfig, settings: SearchSettings, study_name: str,
@@ -200,11 +207,11 @@ class _EvaluatorActor:
     """A Ray actor around :class:`SupernetEvaluator` that loads its own copy of the data."""
 
     def __init__(self, job: TrainingJob, arch_json: str, weights: dict[str, torch.Tensor],
-                 calibration_batches: int) -> None:
+                 calibration_images: int) -> None:
         arch = Architecture.from_json(arch_json)
         data = cached_dataset(job.dataset, arch.input_size, job.data_dir, job.seed,
                               job.train_images)
-        self.evaluator = SupernetEvaluator(arch_json, data, weights, calibration_batches,
+        self.evaluator = SupernetEvaluator(arch_json, data, weights, calibration_images,
                                            job.batch_size, job.seed, threads=job.threads)
 
     def estimate(self, parts: tuple[int, ...]) -> float:
@@ -235,7 +242,7 @@ class SupernetEstimator:
                 num_cpus=self.settings.cpus_per_trial, num_gpus=self.settings.gpus_per_trial)
             job = self.settings.training_job(self.supernet.epochs)
             self._actors = [actor_class.remote(job, self.arch_json, weights,
-                                               CALIBRATION_BATCHES)
+                                               CALIBRATION_IMAGES)
                             for _ in range(max(1, self.slots()))]
         return self._actors
 
@@ -325,7 +332,9 @@ def enqueue_finalists(study: optuna.Study, proposer: BudgetedProposer, finalists
                if records.FINALIST_OF in t.user_attrs and t.state in alive}
     estimates = [records.to_record(t) for t in trials
                  if t.user_attrs.get(records.STATUS) == records.ESTIMATED]
-    estimates.sort(key=lambda r: (-(r.accuracy or 0.0), r.paper_macs or 0, r.number))
+    # Ties go to more MACs: of two networks the supernet cannot tell apart, the costlier one
+    # holds more of its taps and, stand-alone, is the better bet within the budget.
+    estimates.sort(key=lambda r: (-(r.accuracy or 0.0), -(r.paper_macs or 0), r.number))
     chosen: dict[tuple[int, ...], records.TrialRecord] = {}
     for record in estimates:
         if len(chosen) == finalists:

@@ -35,7 +35,7 @@ class DistributedSupernetRun(DataParallel, SupernetRun):
 
 def _recipe(config: SupernetTrialConfig) -> SandwichRecipe:
     return SandwichRecipe(config.pool, config.random_subnets, config.distill,
-                          config.calibration_batches, config.smallest)
+                          config.calibration_images, config.smallest, config.draw)
 
 
 def train_supernet(config: SupernetTrialConfig, data: DataSplits, rank: int = 0,
