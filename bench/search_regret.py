@@ -23,7 +23,13 @@ The methods, for one band (``bench/ground_truth.py``'s aggressive or moderate co
   ``epochs / 2**k``: a training goes on to the next rung when its validation accuracy is in the
   top half of those its rung has seen (Optuna's ``SuccessiveHalvingPruner`` rule), else stops
   there, costing only its epochs so far; the pick is the best fully trained;
-* **no search**: one architecture of the band at random, for scale.
+* **no search**: one architecture of the band at random, for scale;
+* **one-shot** (with ``--oneshot``, a ``bench/oneshot_ranking.py`` results file; a row per
+  recipe): the supernet's training and its estimates of the band's architectures are charged
+  first (the supernet's work in trainings; each estimate in trainings by its wall seconds
+  against the supernet's seconds per training, both timed in the same run), then the
+  architectures are trained in the order of their estimates while the work lasts, and the best
+  on validation is picked. Search seed ``s`` uses supernet seed ``s`` modulo those measured.
 
 The band's architectures are those drawn or built in it plus the uniform networks inside it;
 the reference's candidates add every uniform network at or below the band's upper cost. The
@@ -44,9 +50,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import math
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -276,6 +285,40 @@ def methods(startups: Sequence[int]) -> dict[str, Method]:
     return found
 
 
+def oneshot_method(supernets: Sequence[dict], calibration: str) -> Method:
+    """One-shot search read from measured supernets (module docstring): supernet and estimates
+    charged, then the band's architectures trained best estimate first."""
+    def method(pool: Pool, trainings: Trainings, seed: int, rng: np.random.Generator) -> Entry:
+        supernet = supernets[seed % len(supernets)]
+        scores = supernet["scores"]
+        ranked = sorted((e for e in pool.searchable if e.label in scores),
+                        key=lambda e: -scores[e.label][calibration][0])
+        trainings.charge(oneshot_overhead(supernet, len(ranked), calibration, pool.epochs))
+        return _train_each(trainings, iter(ranked).__next__, None)
+    return method
+
+
+def oneshot_overhead(supernet: dict, candidates: int, calibration: str, epochs: int) -> int:
+    """Epochs (of stand-alone training) a one-shot search spends before its first finalist:
+    the supernet's training and ``candidates`` estimates."""
+    seconds_per_training = supernet["train_seconds"] / supernet["work"]
+    estimates = candidates * supernet["seconds_per_estimate"][calibration] / seconds_per_training
+    return math.ceil((supernet["work"] + estimates) * epochs)
+
+
+def oneshot_methods(path: str | None, band: str, calibration: str) -> dict[str, Method]:
+    """A one-shot method per recipe measured for ``band`` in the results file at ``path``."""
+    if path is None:
+        return {}
+    supernets = [s for s in json.loads(Path(path).read_text())["supernets"]
+                 if s["band"] in (band, "all")]
+    recipes = dict.fromkeys(s["recipe"] for s in supernets)
+    return {f"one-shot ({recipe})": oneshot_method(
+                sorted((s for s in supernets if s["recipe"] == recipe), key=lambda s: s["seed"]),
+                calibration)
+            for recipe in recipes}
+
+
 def no_search(pool: Pool, trainings: Trainings, seed: int, rng: np.random.Generator) -> Entry:
     return pool.searchable[int(rng.integers(len(pool.searchable)))]
 
@@ -290,11 +333,16 @@ class Outcome:
 
 
 def run_method(pool: Pool, table: GroundTruth, method: Method, name: str, work: int,
-               search_seeds: Sequence[int]) -> Outcome:
+               search_seeds: Sequence[int]) -> Outcome | None:
+    """The method's picks over the search seeds; None where its work does not reach a pick
+    (a one-shot search whose supernet and estimates use it up)."""
     picks = []
     for seed in search_seeds:
         rng = np.random.default_rng([seed, work])
-        picks.append(method(pool, Trainings(table, work, rng), seed, rng))
+        try:
+            picks.append(method(pool, Trainings(table, work, rng), seed, rng))
+        except (WorkSpent, ValueError):  # ValueError: max() of no trainings
+            return None
     regrets = tuple(100 * (pool.best_test - p.mean_test) for p in picks)
     return Outcome(name, tuple(picks), regrets)
 
@@ -316,7 +364,8 @@ def _against(outcome: Outcome, rival: Outcome) -> str:
 
 
 def report(table: GroundTruth, works: Sequence[int], search_seeds: Sequence[int],
-           startups: Sequence[int], min_runs: int | None = None) -> str:
+           startups: Sequence[int], min_runs: int | None = None, oneshot: str | None = None,
+           calibration: str = "2048") -> str:
     lines = []
     for band in table.bands:
         pool = band_pool(table, band.name, min_runs)
@@ -332,10 +381,17 @@ def report(table: GroundTruth, works: Sequence[int], search_seeds: Sequence[int]
                       "| method | regret, test points [95 %] | picks the best | mean test of "
                       "the pick | better than uniform by (points) [95 %] |",
                       "|---|---|---|---|---|"]
+            every = {**methods(startups), "no search": no_search,
+                     **oneshot_methods(oneshot, band.name, calibration)}
             chosen = {name: run_method(pool, table, method, name, work, search_seeds)
-                      for name, method in {**methods(startups), "no search": no_search}.items()}
+                      for name, method in every.items()}
             uniform = chosen["uniform (best by validation)"]
+            assert uniform is not None  # the uniform networks are trained first
             for name, outcome in chosen.items():
+                if outcome is None:
+                    lines.append(f"| {name} | its supernet and estimates use up the work | | "
+                                 f"| |")
+                    continue
                 hits = sum(p is best for p in outcome.picks)
                 mean_test = statistics.fmean(100 * p.mean_test for p in outcome.picks)
                 versus = "" if outcome is uniform else _against(outcome, uniform)
@@ -356,12 +412,17 @@ def main(argv: Sequence[str] | None = None) -> str:
     parser.add_argument("--min-seeds", type=int, default=None,
                         help="use architectures with at least this many runs (default: all "
                              "the table's seeds; fewer for a table still being built)")
+    parser.add_argument("--oneshot", default=None,
+                        help="a bench/oneshot_ranking.py results file: a one-shot row per recipe")
+    parser.add_argument("--calibration", default="2048",
+                        help="with --oneshot: the estimates' batch-norm calibration size")
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     table = load(args.table)
     if args.min_seeds is not None and not 1 <= args.min_seeds <= table.setting.seeds:
         parser.error(f"--min-seeds must be from 1 to the table's {table.setting.seeds} seeds")
-    text = report(table, args.work, range(args.search_seeds), args.startup, args.min_seeds)
+    text = report(table, args.work, range(args.search_seeds), args.startup, args.min_seeds,
+                  args.oneshot, args.calibration)
     seeds = (f"the table's {table.setting.seeds} seeds" if args.min_seeds is None else
              f"architectures with at least {args.min_seeds} of the table's "
              f"{table.setting.seeds} seeds")

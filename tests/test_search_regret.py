@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import sys
 from pathlib import Path
 
@@ -57,6 +58,7 @@ def _pick(table: GroundTruth, method: str, work: int, seed: int = 0) -> Entry:
     pool = search_regret.band_pool(table, "aggressive")
     found = search_regret.run_method(pool, table, search_regret.methods([3])[method], method,
                                      work, [seed])
+    assert found is not None
     return found.picks[0]
 
 
@@ -145,5 +147,41 @@ def test_a_noisy_table_gives_regrets_with_intervals_and_the_report_has_every_met
     pool = search_regret.band_pool(table, "aggressive")
     outcome = search_regret.run_method(pool, table, search_regret.methods([2])["random"],
                                        "random", 8, range(4))
-    assert all(r >= 0 for r in outcome.regrets)
+    assert outcome is not None and all(r >= 0 for r in outcome.regrets)
     assert f"| random | {search_regret._mean_interval(outcome.regrets)} |" in text
+
+
+def _supernet(table: GroundTruth, seed: int, order: list[Entry]) -> dict:
+    """A measured supernet as bench/oneshot_ranking.py writes it: work 2 trainings in 20 s,
+    half a training's seconds per estimate, estimates falling along ``order``."""
+    scores = {e.label: {"2048": [1.0 - 0.01 * i, 0.5]} for i, e in enumerate(order)}
+    return {"recipe": "strata", "band": "aggressive", "seed": seed, "work": 2.0,
+            "train_seconds": 20.0, "seconds_per_estimate": {"2048": 5.0}, "scores": scores}
+
+
+def test_a_oneshot_search_pays_for_its_supernet_then_trains_the_best_estimates_first(
+        tmp_path: Path) -> None:
+    table = _table(noise=0.0)
+    pool = search_regret.band_pool(table, "aggressive")
+    drawn = [e for e in pool.searchable if e.group == "aggressive"]
+    best = max(drawn, key=lambda e: e.mean_val)
+    worst_first = sorted(drawn, key=lambda e: e.mean_val)
+    # 12 estimates at half a training each and 2 trainings of supernet: 8 trainings, 32 epochs.
+    overhead = search_regret.oneshot_overhead(_supernet(table, 0, worst_first), 12, "2048",
+                                              EPOCHS)
+    assert overhead == 32
+    path = tmp_path / "ranking.json"
+    path.write_text(json.dumps({"supernets": [_supernet(table, 0, worst_first),
+                                              _supernet(table, 1, worst_first[::-1])]}))
+    method = search_regret.oneshot_methods(str(path), "aggressive", "2048")["one-shot (strata)"]
+    # Seed 0's supernet ranks the best last, seed 1's first: with room for one finalist, only
+    # seed 1 picks it; with too little work nothing is picked.
+    picks = search_regret.run_method(pool, table, method, "one-shot", overhead + EPOCHS, [0, 1])
+    assert picks is not None and picks.picks[0] is worst_first[0] and picks.picks[1] is best
+    assert search_regret.run_method(pool, table, method, "one-shot", overhead, [0]) is None
+    (tmp_path / "t.json").write_text(table.to_json())
+    text = search_regret.main([str(tmp_path / "t.json"), "--work", "8", "36",
+                               "--search-seeds", "2", "--startup", "2", "--oneshot", str(path)])
+    assert "| one-shot (strata) | its supernet and estimates use up the work |" in text
+    assert "| one-shot (strata) | " + search_regret._mean_interval(
+        [100 * (pool.best_test - worst_first[0].mean_test), 0.0]) in text
