@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from hetconv.errors import param
-from hetconv.reduction import CENTRE, TAP_SUM
+from hetconv.reduction import CENTRE, LEAST_SQUARES
 from hetconv.supernet import extract, reduce_to_parts, set_parts, to_supernet
 from search.training.augment import unit_range
 from search.training.checkpoint import read_checkpoint, read_state_dict
@@ -35,7 +35,7 @@ from space.architecture import Normalization
 from space.networks import build_network, load_dense
 
 DENSE_CHECK_IMAGES = 1000  # validation images the driver scores the dense weights on
-DENSE_CONVERSION = TAP_SUM  # bench/conversion_rules.py
+DENSE_CONVERSION = LEAST_SQUARES  # kept the most accuracy: bench/conversion_rules.py
 CONVERSION_IMAGES = 512  # training images a conversion re-estimates batch norm (and fits) on
 
 
