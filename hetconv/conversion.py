@@ -151,8 +151,9 @@ def convert(model: nn.Module, parts: int | Mapping[str, int] = 1, rule: str = CE
                             if p <= parts)
                   for name, conv in found.eligible.items()}
     training = model.training
-    reference = copy.deepcopy(model).eval() if rule == LEAST_SQUARES else None
-    model.eval()
+    if images is not None:
+        model.eval()  # the layers are fitted to, and compared with, what inference computes
+    reference = copy.deepcopy(model) if rule == LEAST_SQUARES else None
     for name in [name for name in found.order if name in chosen]:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
@@ -165,10 +166,12 @@ def convert(model: nn.Module, parts: int | Mapping[str, int] = 1, rule: str = CE
         setattr(parent, child, layer)
     if images is not None:
         reestimate_batch_norm(model, batches(model, images, batch_size))
-    return model.train(training)
+        model.train(training)
+    return model
 
 
 def check_batch_size(batch_size: int) -> None:
+    """Refuse a batch size for the conversion's images that is not a positive integer."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
 

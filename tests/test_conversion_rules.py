@@ -31,6 +31,8 @@ from space import Architecture
 from tests.foreign_networks import Foreign
 
 SIZE = 8  # digits at 8 px: a whole ResNet-20 trains in seconds
+STANDARD = Architecture.uniform("resnet20", 1, SIZE, 10, 1)
+P8 = Architecture.uniform("resnet20", 8, SIZE, 10, 1)
 
 
 def _conv(stride: int = 1, padding: int = 1, kernel: int = 3) -> nn.Conv2d:
@@ -140,15 +142,21 @@ def test_a_bad_rule_is_one_clear_error():
 def digits_dense(tmp_path_factory) -> tuple[DataSplits, Path]:
     """ResNet-20 trained dense for two epochs on the digits at 8 px, saved as a user has it."""
     data = load_dataset("digits", SIZE, seed=0)
-    arch = Architecture.uniform("resnet20", 1, SIZE, 10, 1)
     folder = tmp_path_factory.mktemp("dense")
-    train(arch, data, TrainConfig(epochs=2, batch_size=64, seed=0, device="cpu"),
+    train(STANDARD, data, TrainConfig(epochs=2, batch_size=64, seed=0, device="cpu"),
           checkpoint_dir=folder)
     state = {key: value for key, value in read_checkpoint(folder)["model"].items()
              if not key.startswith("normalize.")}
     path = folder / "dense.pt"
     torch.save(state, path)
     return data, path
+
+
+@pytest.fixture(scope="module")
+def p8_starts(digits_dense) -> dict[str, dict[str, torch.Tensor]]:
+    """What a trial of uniform P8 starts from by each rule."""
+    data, path = digits_dense
+    return {rule: dense_start(P8, data, str(path), rule) for rule in RULES}
 
 
 def _built(arch: Architecture, data: DataSplits, weights: dict[str, torch.Tensor]) -> nn.Module:
@@ -162,36 +170,32 @@ def _logit_error(model: nn.Module, dense: nn.Module, x: torch.Tensor) -> float:
         return float((model.eval()(x) - dense.eval()(x)).square().mean())
 
 
-def test_trials_started_by_least_squares_are_closest_to_the_dense_network(digits_dense):
+def test_trials_started_by_least_squares_are_closest_to_the_dense_network(digits_dense,
+                                                                          p8_starts):
     data, path = digits_dense
-    standard = Architecture.uniform("resnet20", 1, SIZE, 10, 1)
-    dense = _built(standard, data, dense_start(standard, data, str(path)))
-    arch = Architecture.uniform("resnet20", 8, SIZE, 10, 1)
+    dense = _built(STANDARD, data, dense_start(STANDARD, data, str(path)))
     x = unit_range(data.val_x)
-    errors = {rule: _logit_error(_built(arch, data, dense_start(arch, data, str(path), rule)),
-                                 dense, x)
-              for rule in RULES}
+    errors = {rule: _logit_error(_built(P8, data, start), dense, x)
+              for rule, start in p8_starts.items()}
     assert errors[LEAST_SQUARES] < errors[TAP_SUM] < errors[CENTRE]
 
 
-def test_converting_a_plain_network_gives_what_a_trial_starts_from(digits_dense):
+def test_converting_a_plain_network_gives_what_a_trial_starts_from(digits_dense, p8_starts):
     """``convert`` on ``Conv2d`` layers and the trials' supernet path are one rule: the same
     weights, up to float rounding (the converted layers before a layer run as grouped
     convolutions in one, as masked dense ones in the other)."""
     data, path = digits_dense
-    standard = Architecture.uniform("resnet20", 1, SIZE, 10, 1)
-    plain = _built(standard, data, dense_start(standard, data, str(path))).train()
+    plain = _built(STANDARD, data, dense_start(STANDARD, data, str(path))).train()
     layers = [(name, m) for name, m in plain.named_modules() if isinstance(m, HetConv2d)]
     for name, layer in layers:  # the standard network's part-1 layers as plain convolutions
         parent, _, child = name.rpartition(".")
         setattr(plain.get_submodule(parent), child, layer.to_dense())
-    arch = Architecture.uniform("resnet20", 8, SIZE, 10, 1)
     images = unit_range(draw_calibration(data, CONVERSION_IMAGES, seed=0))
-    converted = convert(plain, {name: part for (name, _), part in zip(layers, arch.parts,
+    converted = convert(plain, {name: part for (name, _), part in zip(layers, P8.parts,
                                                                       strict=True)},
                         LEAST_SQUARES, images)
     assert converted.training  # left in the mode it came in
-    started = dense_start(arch, data, str(path), LEAST_SQUARES)
+    started = p8_starts[LEAST_SQUARES]
     assert converted.state_dict().keys() == started.keys()
     for key, value in converted.state_dict().items():
         torch.testing.assert_close(value, started[key], rtol=1e-3, atol=1e-4, msg=key)
