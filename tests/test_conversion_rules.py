@@ -21,6 +21,7 @@ from hetconv.reduction import CENTRE, LEAST_SQUARES, RULES, TAP_SUM, reduce_kern
 from search.engine.settings import SearchSettings
 from search.engine.study import create_study, load_for_resume
 from search.jobs.protocol import TrialConfig
+from search.run import build_parser, settings_from
 from search.store import records
 from search.training.augment import unit_range
 from search.training.checkpoint import read_checkpoint
@@ -222,6 +223,16 @@ def test_the_option_reaches_every_trial_and_is_checked(digits_dense):
     with pytest.raises(ConfigError, match="--conversion centre says how --init-from's dense "
                                           "weights become each trial's; pass --init-from"):
         _settings(None, conversion=CENTRE).validate()
+
+
+def test_the_command_line_takes_the_option_and_defaults_to_least_squares(digits_dense):
+    _, path = digits_dense
+    given = ["--budget", "3e8", "--backbone", "resnet20", "--init-from", str(path)]
+    assert settings_from(build_parser().parse_args(given)).conversion == LEAST_SQUARES
+    chosen = settings_from(build_parser().parse_args([*given, "--conversion", "tap-sum"]))
+    assert chosen.conversion == TAP_SUM
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*given, "--conversion", "median"])
 
 
 def test_a_study_resumes_only_with_the_conversion_it_started_with(digits_dense):
