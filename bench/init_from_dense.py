@@ -3,14 +3,14 @@
 Trains the standard (every part 1) ``--backbone`` on the first ``--train-images`` images of
 Fashion-MNIST's training split for ``--dense-epochs`` (the user's trained network), then trains
 each uniform-P architecture of ``--parts`` for ``--epochs`` both from scratch and from those
-dense weights (``search.training.start``: K×K kernels on the part's pattern, centre taps
-elsewhere), one run per ``--seeds`` seed and arm, with the same training seed in both arms so
-the runs pair up. Every accuracy is on the full 10,000-image test split. Prints one markdown row
-per part: both arms' mean ± sd, the paired difference with its 95 % t-interval, and the dense
-network's own accuracy.
+dense weights (``search.training.start``: K×K kernels on the part's pattern, the 1×1 weights of
+``--conversion`` elsewhere; the figures in docs/BENCHMARKS.md are ``centre``'s), one run per
+``--seeds`` seed and arm, with the same training seed in both arms so the runs pair up. Every
+accuracy is on the full 10,000-image test split. Prints one markdown row per part: both arms'
+mean ± sd, the paired difference with its 95 % t-interval, and the dense network's own accuracy.
 
     python bench/init_from_dense.py --parts 4 8 --seeds 0 1 2 --train-images 10000 \
-        --epochs 2 --dense-epochs 6
+        --epochs 2 --dense-epochs 6 --conversion centre
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ from pathlib import Path
 import torch
 from scipy import stats
 
+from hetconv.reduction import RULES
 from search.training.checkpoint import read_checkpoint
 from search.training.data import DataSplits, load_dataset
-from search.training.start import dense_start
+from search.training.start import DENSE_CONVERSION, dense_start
 from search.training.trainer import TrainConfig, train
 from space import Architecture
 
@@ -74,6 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train-images", type=int, default=10000)
     parser.add_argument("--data-dir", default=None, help="IDX files (default: Debian's)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--conversion", choices=RULES, default=DENSE_CONVERSION)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     data = _data(args.data_dir, args.train_images)
@@ -95,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
                 config = TrainConfig(epochs=args.epochs, batch_size=128, seed=seed)
                 began = time.perf_counter()
                 scratch.append(100 * train(arch, data, config).test_accuracy)
-                start = dense_start(arch, data, str(dense))
+                start = dense_start(arch, data, str(dense), args.conversion)
                 warm.append(100 * train(arch, data, config, initial_weights=start).test_accuracy)
                 seconds.append((time.perf_counter() - began) / 2)
             mean, low, high = paired_interval([w - s for w, s in zip(warm, scratch, strict=True)])

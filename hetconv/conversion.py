@@ -10,21 +10,26 @@ left as it is.
 
 A trained dense kernel carries over the only way the paper's layer allows
 (``docs/HETCONV.md``): the K×K kernels on the part's pattern are kept, and off the pattern
-only the centre tap survives. At part 1 nothing is dropped, so a network converted at part 1
-computes exactly what it computed before.
+each kernel becomes one 1×1 weight, by a rule of :mod:`hetconv.reduction`: its centre tap
+(the default), the sum of its taps, or weights fitted by least squares to images the network
+reads. At part 1 nothing is dropped, so a network converted at part 1 computes exactly what it
+computed before, whatever the rule.
 """
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from hetconv.batchnorm import reestimate_batch_norm
 from hetconv.errors import ConfigError
-from hetconv.layer import HetConv2d, common_divisors, hetconv_mask
+from hetconv.layer import HetConv2d, common_divisors
+from hetconv.reduction import CENTRE, LEAST_SQUARES, check_rule, paired_inputs, reduce_kernel
 
 
 @dataclass(frozen=True)
@@ -88,20 +93,24 @@ def convertible(model: nn.Module) -> Convertible:
                        tuple(name for name, _ in convolutions))
 
 
-def hetconv_from_conv(conv: nn.Conv2d, part: int) -> HetConv2d:
+def hetconv_from_conv(conv: nn.Conv2d, part: int, rule: str = CENTRE,
+                      inputs: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None
+                      ) -> HetConv2d:
     """The HetConv layer of ``part`` closest to ``conv``: its trained kernel on the part's
-    pattern, the centre tap elsewhere, its bias; same device and dtype."""
+    pattern, elsewhere the 1×1 weights of ``rule`` (:func:`hetconv.reduction.reduce_kernel`,
+    which says what least-squares takes as ``inputs``), its bias; same device and dtype."""
     reason = ineligibility(conv)
     if reason is not None:
         raise ConfigError(f"{conv} cannot become a HetConv layer: {reason}")
     kernel = conv.kernel_size[0]
-    layer = HetConv2d(conv.in_channels, conv.out_channels, kernel, conv.stride[0], _padding(conv),
+    padding = _padding(conv)
+    layer = HetConv2d(conv.in_channels, conv.out_channels, kernel, conv.stride[0], padding,
                       part, conv.bias is not None)
     layer = layer.to(device=conv.weight.device, dtype=conv.weight.dtype)
     if conv.weight.device.type == "meta":
         return layer
-    mask = hetconv_mask(conv.in_channels, conv.out_channels, kernel, part)
-    layer.load_dense_weight(conv.weight.detach() * mask.to(conv.weight.device))
+    layer.load_dense_weight(reduce_kernel(conv.weight.detach(), part, rule, conv.stride[0],
+                                          padding, inputs))
     if conv.bias is not None and layer.bias is not None:
         with torch.no_grad():
             layer.bias.copy_(conv.bias)
@@ -109,7 +118,8 @@ def hetconv_from_conv(conv: nn.Conv2d, part: int) -> HetConv2d:
     return layer
 
 
-def convert(model: nn.Module, parts: int | Mapping[str, int] = 1) -> nn.Module:
+def convert(model: nn.Module, parts: int | Mapping[str, int] = 1, rule: str = CENTRE,
+            images: torch.Tensor | None = None, batch_size: int = 256) -> nn.Module:
     """Replace convolutions of ``model`` in place by HetConv layers; returns ``model``.
 
     ``parts`` is one part for every eligible layer (a layer that part does not fit takes the
@@ -117,7 +127,15 @@ def convert(model: nn.Module, parts: int | Mapping[str, int] = 1) -> nn.Module:
     not named stay as they are). Naming a layer that cannot be converted, or giving it a part
     that does not divide its channel counts, raises :class:`ConfigError` with the reason.
     :func:`convertible` lists the layers and the reasons beforehand.
+
+    ``rule`` sets the 1×1 weights (:mod:`hetconv.reduction`). ``images`` (what ``model`` reads,
+    fed ``batch_size`` at a time): least-squares fits the layers to them one after another in
+    module order, each on the inputs it sees behind the layers converted before it, against
+    the outputs of the dense network; and with any rule, every batch norm's statistics are
+    then re-estimated on them, since the converted layers' outputs are not the dense ones.
     """
+    check_rule(rule, images is not None)
+    check_batch_size(batch_size)
     found = convertible(model)
     if isinstance(parts, Mapping):
         unknown = [name for name in parts if name not in found.eligible]
@@ -132,12 +150,34 @@ def convert(model: nn.Module, parts: int | Mapping[str, int] = 1) -> nn.Module:
         chosen = {name: max(p for p in common_divisors(conv.in_channels, conv.out_channels)
                             if p <= parts)
                   for name, conv in found.eligible.items()}
-    for name, part in chosen.items():
+    training = model.training
+    if images is not None:
+        model.eval()  # the layers are fitted to, and compared with, what inference computes
+    reference = copy.deepcopy(model) if rule == LEAST_SQUARES else None
+    for name in [name for name in found.order if name in chosen]:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
+        inputs = (None if reference is None or images is None
+                  else paired_inputs(reference, model, name, batches(model, images, batch_size)))
         try:
-            layer = hetconv_from_conv(found.eligible[name], part)
+            layer = hetconv_from_conv(found.eligible[name], chosen[name], rule, inputs)
         except ConfigError as error:
             raise ConfigError(f"layer {name!r}: {error}") from None
         setattr(parent, child, layer)
+    if images is not None:
+        reestimate_batch_norm(model, batches(model, images, batch_size))
+        model.train(training)
     return model
+
+
+def check_batch_size(batch_size: int) -> None:
+    """Refuse a batch size for the conversion's images that is not a positive integer."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+
+def batches(model: nn.Module, images: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
+    """``images`` ``batch_size`` at a time, on ``model``'s device."""
+    device = next(model.parameters()).device
+    for start in range(0, len(images), batch_size):
+        yield images[start:start + batch_size].to(device)

@@ -8,18 +8,27 @@ K×K kernels on P's pattern and only the centre tap elsewhere (``docs/HETCONV.md
 part, so training a supernet trains every architecture of the space at once, and
 :func:`extract` turns the supernet plus a part vector into a standalone network in the exact
 trainable form (:class:`~hetconv.layer.HetConv2d`) computing the same function.
+
+A supernet trained as one takes each part's layer as it trained it, centre taps and all. One
+that merely holds a dense network's kernels (an architecture started from ``--init-from``
+weights) can first have them reduced to the architecture's parts by another rule of
+:mod:`hetconv.reduction` (:func:`reduce_to_parts`).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hetconv.batchnorm import reestimate_batch_norm
+from hetconv.conversion import batches, check_batch_size
 from hetconv.errors import ConfigError
 from hetconv.layer import HetConv2d, check_layer, hetconv_mask
+from hetconv.reduction import LEAST_SQUARES, check_rule, paired_inputs, reduce_kernel
 
 
 class SuperHetConv2d(nn.Module):
@@ -109,6 +118,32 @@ def set_parts(supernet: nn.Module, parts: Sequence[int]) -> None:
                           f"parts were given")
     for (_, layer), part in zip(layers, parts, strict=True):
         layer.part = part
+
+
+@torch.no_grad()
+def reduce_to_parts(supernet: nn.Module, rule: str, images: torch.Tensor | None = None,
+                    batch_size: int = 256) -> None:
+    """Give each layer of a supernet holding a dense network's kernels, at its active part, the
+    kernel ``rule`` makes of its own (:func:`hetconv.reduction.reduce_kernel`); then
+    :func:`extract` takes out that architecture. What ``images`` do is what they do in
+    :func:`hetconv.conversion.convert`: least-squares fits the layers to them in module order,
+    each against the network at part 1, and every batch norm is re-estimated on them. The
+    kernels of the other parts are lost; the supernet is left in eval mode."""
+    check_rule(rule, images is not None)
+    check_batch_size(batch_size)
+    reference = None
+    if rule == LEAST_SQUARES:
+        reference = copy.deepcopy(supernet).eval()
+        set_parts(reference, [1] * len(super_layers(reference)))
+    supernet.eval()
+    for name, layer in super_layers(supernet):
+        inputs = (None if reference is None or images is None
+                  else paired_inputs(reference, supernet, name,
+                                     batches(supernet, images, batch_size)))
+        layer.weight.copy_(reduce_kernel(layer.weight, layer.part, rule, layer.stride,
+                                         layer.padding, inputs))
+    if images is not None:
+        reestimate_batch_norm(supernet, batches(supernet, images, batch_size))
 
 
 def extract(supernet: nn.Module, target: nn.Module) -> nn.Module:

@@ -215,7 +215,8 @@ def _drive(settings: SearchSettings, study: optuna.Study, recovered: list[int],
         console.print(f"every run starts from the dense weights {settings.dense_weights}, which "
                       f"score {accuracy:.1%} on {images} validation images fed as the trials "
                       f"feed them (normalised by the training split's mean and std)"
-                      + "".join(f"; {note}" for note in settings.dense_notes))
+                      + "".join(f"; {note}" for note in settings.dense_notes)
+                      + f"; kernels converted by --conversion {settings.conversion}")
     if recovered:
         console.print(f"resumed: trials {recovered} were left running and are queued again")
     progress = _Progress(console, proposer, settings.epochs, started)

@@ -15,6 +15,7 @@ import optuna
 
 from hetconv.errors import ConfigError
 from hetconv.models import BACKBONES
+from hetconv.reduction import RULES
 from search.cli import OneLineParser, macs_amount, milliseconds, path_text, run_cli
 from search.driver import SearchFailed, run_search
 from search.engine.settings import (
@@ -32,6 +33,7 @@ from search.store.lease import LeaseLost
 from search.store.objectives import OBJECTIVES
 from search.store.storage import DEFAULT_STORAGE
 from search.training.data import DATASETS
+from search.training.start import CONVERSION_IMAGES
 from space.latency import DEVICES, RUNTIMES
 from space.networks import is_factory
 
@@ -76,6 +78,12 @@ def build_parser() -> OneLineParser:
         help="trained dense weights (a state dict of the network with every part 1; for the "
              "built-in ImageNet ResNets also torchvision's layout) that every trial, and the "
              "one-shot supernet, starts from instead of a random initialisation")
+    add("--conversion", default=defaults.conversion, choices=RULES,
+        help="with --init-from: each trial's 1x1 weights off its KxK pattern are the dense "
+             "kernel's centre tap (centre, as before), the sum of its taps (tap-sum), or fitted "
+             f"layer by layer to the dense network's outputs on {CONVERSION_IMAGES} training "
+             "images (least-squares); all but centre re-estimate batch norm on those images "
+             "(docs/HETCONV.md; measured in bench/conversion_rules.py)")
     add("--dataset", default=defaults.dataset, choices=DATASETS,
         help="digits (bundled with scikit-learn), fashion-mnist (IDX files in --data-dir, else "
              "Debian's dataset-fashion-mnist, else downloaded), cifar10, cifar100 (python-batch "

@@ -203,7 +203,7 @@ def test_dense_weights_of_a_factory_network_give_its_function(tmp_path):
         assert torch.equal(standard.eval()(x), dense(x))
     arch = Architecture(FACTORY, (4, 2, 8, 2), SIZE, 10, 1)
     model = arch.build()
-    model.load_state_dict(dense_start(arch, _data(1, 10), str(path)))
+    model.load_state_dict(dense_start(arch, _data(1, 10), str(path), conversion="centre"))
     for name in SEARCHABLE:
         layer = model.network.get_submodule(name)
         kernel = dense.get_submodule(name).weight.detach()

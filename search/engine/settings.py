@@ -12,13 +12,14 @@ from pathlib import Path
 import torch
 
 from hetconv.errors import ConfigError
+from hetconv.reduction import RULES
 from search.jobs.protocol import TrainingJob
 from search.store.objectives import OBJECTIVES, PARETO_LATENCY
 from search.store.storage import DEFAULT_STORAGE
 from search.training.data import DatasetInfo, check_dataset
 from search.training.parallel import check_workers
 from search.training.seeds import MAX_SEED
-from search.training.start import check_dense
+from search.training.start import DENSE_CONVERSION, check_dense
 from space import SearchSpace
 from space.latency import RUNTIMES, LatencySpec, check_latency_budget
 
@@ -148,6 +149,7 @@ class SearchSettings:
     artifacts_dir: str = "hetnas_artifacts"
     max_failures: int = 2
     init_from: str | None = None  # trained dense weights every trial starts from
+    conversion: str = DENSE_CONVERSION  # the rule for their off-pattern 1x1 weights (measured)
 
     @functools.cached_property
     def dataset_info(self) -> DatasetInfo:
@@ -174,7 +176,8 @@ class SearchSettings:
             data_dir=str(Path(self.data_dir).resolve()) if self.data_dir else None,
             epochs=self.epochs if epochs is None else epochs, batch_size=self.batch_size,
             seed=self.seed, threads=max(1, int(self.cpus_per_trial)), init_from=init_from,
-            dense_from=self.dense_weights, train_images=self.train_images)
+            dense_from=self.dense_weights, conversion=self.conversion,
+            train_images=self.train_images)
 
     @property
     def dense_weights(self) -> str | None:
@@ -209,6 +212,11 @@ class SearchSettings:
         if self.latency_budget is not None:
             check_latency_budget(self.latency_budget)
         self.dense_notes  # noqa: B018 (a file that does not fit fails before anything is written)
+        _choice("conversion", self.conversion, RULES)
+        if self.init_from is None and self.conversion != DENSE_CONVERSION:
+            raise ConfigError(f"--conversion {self.conversion} says how --init-from's dense "
+                              f"weights become each trial's; pass --init-from DENSE.pt or leave "
+                              f"it out")
         _choice("sampler", self.sampler, SAMPLERS)
         _choice("objective", self.objective, tuple(OBJECTIVES))
         _choice("scheduler", self.scheduler, SCHEDULERS)

@@ -11,6 +11,7 @@ import optuna
 from optuna.trial import TrialState
 
 from hetconv.errors import ConfigError
+from hetconv.reduction import CENTRE
 from search.engine.settings import SearchSettings
 from search.store import records
 from search.store.objectives import objective_named
@@ -31,9 +32,11 @@ def default_study_name(settings: SearchSettings) -> str:
 
 
 def _dense_attr(settings: SearchSettings) -> dict[str, str] | None:
-    """What ``--init-from`` the study's trials start from; None when they start from scratch."""
+    """What ``--init-from`` the study's trials start from, and by what ``--conversion``; None
+    when they start from scratch."""
     path = settings.dense_weights
-    return None if path is None else {"path": path, "sha256": dense_digest(path)}
+    return None if path is None else {"path": path, "sha256": dense_digest(path),
+                                      "conversion": settings.conversion}
 
 
 STARTUP_TRIALS = 5
@@ -176,6 +179,14 @@ def load_for_resume(storage: optuna.storages.BaseStorage, name: str, settings: S
         raise ConfigError(f"--resume: study {name!r} started its trials {was}, not {now}; its "
                           f"trials would not be comparable: pass the same --init-from file, or "
                           f"start a new study")
+    if dense is not None and wanted is not None:
+        # Studies made before --conversion started every trial by the centre rule.
+        conversion = dense.get("conversion", CENTRE)
+        if conversion != wanted["conversion"]:
+            raise ConfigError(f"--resume: study {name!r} converted --init-from's weights by "
+                              f"--conversion {conversion}, not {wanted['conversion']}; its "
+                              f"trials would not be comparable: pass --conversion {conversion}, "
+                              f"or start a new study")
     budget = stored.get(records.STUDY_BUDGET)
     if not _same_budget(budget, settings.budget):
         given = "none" if settings.budget is None else f"{settings.budget:g}"

@@ -13,6 +13,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
+from search.training.start import DENSE_CONVERSION
+
 # Result keys a trial reports (Ray metric names).
 EPOCH = "epoch"
 VAL_ACCURACY = "val_accuracy"
@@ -39,6 +41,7 @@ class TrainingJob:
     threads: int  # torch threads in the trial's worker
     init_from: str | None = None  # a one-shot supernet checkpoint every trial is fine-tuned from
     dense_from: str | None = None  # trained dense weights every trial starts from (--init-from)
+    conversion: str = DENSE_CONVERSION  # how dense_from's kernels become a trial's (--conversion)
     train_images: int | None = None  # about this many training images (--train-images); None: all
 
 

@@ -48,7 +48,8 @@ def train_trial(ray_config: dict[str, Any]) -> None:
 
     resume_from = resume_file(config.checkpoint_dir, config.resume_from)
     start = (None if resume_from is not None
-             else start_weights(arch, data, supernet=job.init_from, dense=job.dense_from))
+             else start_weights(arch, data, supernet=job.init_from, dense=job.dense_from,
+                                conversion=job.conversion))
     try:
         outcome = train(arch, data, train_config, checkpoint_dir=Path(config.checkpoint_dir),
                         resume_from=resume_from, on_epoch=report, initial_weights=start)

@@ -14,9 +14,10 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
+from hetconv.batchnorm import reestimate_batch_norm
 from hetconv.supernet import set_parts
 from search.training.augment import unit_range
-from search.training.data import DataSplits
+from search.training.data import DataSplits, draw_calibration
 from search.training.start import build_supernet
 from search.training.trainer import evaluate, resolve_device
 from space import Architecture
@@ -24,33 +25,12 @@ from space import Architecture
 CALIBRATION_IMAGES = 2048  # training images a candidate's batch-norm statistics come from
 
 
-def draw_calibration(data: DataSplits, images: int, seed: int) -> torch.Tensor:
-    """``images`` training images (all, when there are fewer) in a seed-drawn order, not
-    augmented."""
-    count = min(len(data.train_y), images)
-    order = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(seed))
-    return data.train_x[order[:count]]
-
-
-@torch.no_grad()
 def recalibrate_batch_norm(model: nn.Module, images: torch.Tensor, batch_size: int) -> None:
     """Replace every batch norm's running statistics by their exact mean over ``images``
-    (a cumulative average, ``momentum=None``), passed in batches in training mode."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in norms]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None
+    (:func:`hetconv.batchnorm.reestimate_batch_norm`), fed in batches; leaves eval mode."""
     device = next(model.parameters()).device
-    model.train()
-    try:
-        for start in range(0, len(images), batch_size):
-            batch = images[start:start + batch_size].to(device)
-            model(unit_range(batch))
-    finally:
-        for norm, momentum in zip(norms, momenta, strict=True):
-            norm.momentum = momentum
-        model.eval()
+    reestimate_batch_norm(model, (unit_range(images[start:start + batch_size].to(device))
+                                  for start in range(0, len(images), batch_size)))
 
 
 def calibrate(model: nn.Module, parts: Sequence[int], calibration: torch.Tensor,

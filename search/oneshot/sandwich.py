@@ -57,8 +57,8 @@ from hetconv.errors import ConfigError
 from hetconv.supernet import set_parts, to_supernet
 from search.engine.budgets import Budgets
 from search.engine.settings import SUPERNET_RECIPES
-from search.oneshot.estimates import CALIBRATION_IMAGES, calibrate, draw_calibration
-from search.training.data import DataSplits
+from search.oneshot.estimates import CALIBRATION_IMAGES, calibrate
+from search.training.data import DataSplits, draw_calibration
 from search.training.trainer import TrainConfig, TrainingRun, correct_images
 from space import Architecture, SearchSpace
 

@@ -96,7 +96,7 @@ STUDY_VAL_IMAGES = "val_images"  # images each validation accuracy is measured o
 STUDY_TEST_IMAGES = "test_images"
 STUDY_VERSIONS = "versions"
 STUDY_STRATEGY = "strategy"  # "standard" (every candidate trained) or "oneshot"
-STUDY_INIT_FROM = "init_from"  # the dense weights trials start from: path and SHA-256, or None
+STUDY_INIT_FROM = "init_from"  # dense weights trials start from: path, SHA-256, conversion; None
 STUDY_SUPERNET = "supernet"  # a one-shot study's supernet: checkpoint, epochs, accuracy, time
 # A one-shot study's options that decide what its estimates and finalists mean (None: standard).
 STUDY_SUPERNET_EPOCHS = "supernet_epochs"

@@ -38,13 +38,15 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+import torch
+
 from hetconv.errors import ConfigError
 from search.training.datasets import cifar, digits, fashion_mnist, imagefolder
 from search.training.datasets.splits import DatasetInfo, DataSplits, Loader, training_subset
 from search.training.seeds import check_seed
 
 __all__ = ["DATASETS", "DataSplits", "DatasetInfo", "cached_dataset", "check_dataset",
-           "load_dataset"]
+           "draw_calibration", "load_dataset"]
 
 _LOADERS: dict[str, Loader] = {
     "digits": digits.DIGITS,
@@ -91,6 +93,14 @@ def cached_dataset(name: str, input_size: int, data_dir: str | None, seed: int,
     worker load it once. Never downloads: the driver fetched it before the trials started."""
     return load_dataset(name, input_size, data_dir, seed=seed, download=False,
                         train_images=train_images)
+
+
+def draw_calibration(data: DataSplits, images: int, seed: int) -> torch.Tensor:
+    """``images`` training images (all, when there are fewer) in a seed-drawn order, not
+    augmented."""
+    count = min(len(data.train_y), images)
+    order = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(seed))
+    return data.train_x[order[:count]]
 
 
 def check_dataset(name: str, data_dir: str | Path | None, download: bool = True) -> DatasetInfo:

@@ -5,9 +5,12 @@ Both trained starts take the architecture out of a supernet through :func:`extra
 dense weights, every architecture of the search starts from the same weights, each the only way
 its parts allow (``docs/HETCONV.md``): the dense network is loaded into the standard network
 (every part 1), which becomes a supernet whose one kernel per layer holds every part, and the
-architecture is extracted from it: K×K kernels on its pattern, centre taps elsewhere, every
-other weight (stem, batch norm, classifier) as trained. The one-shot supernet starts from the
-standard network itself.
+architecture is extracted from it: K×K kernels on its pattern, elsewhere the 1×1 weights of the
+search's ``--conversion`` rule (:mod:`hetconv.reduction`), every other weight (stem,
+classifier) as trained. The rules other than ``centre`` also re-estimate batch norm, on
+:data:`CONVERSION_IMAGES` training images that least-squares fits to as well; ``centre`` starts
+exactly as every search before the option did. The one-shot supernet starts from the standard
+network itself.
 """
 
 from __future__ import annotations
@@ -21,15 +24,19 @@ import torch
 from torch import nn
 
 from hetconv.errors import param
-from hetconv.supernet import extract, set_parts, to_supernet
+from hetconv.reduction import CENTRE, LEAST_SQUARES
+from hetconv.supernet import extract, reduce_to_parts, set_parts, to_supernet
+from search.training.augment import unit_range
 from search.training.checkpoint import read_checkpoint, read_state_dict
-from search.training.data import DataSplits
+from search.training.data import DataSplits, draw_calibration
 from search.training.trainer import evaluate, trained_architecture
 from space import Architecture, SearchSpace
 from space.architecture import Normalization
 from space.networks import build_network, load_dense
 
 DENSE_CHECK_IMAGES = 1000  # validation images the driver scores the dense weights on
+DENSE_CONVERSION = LEAST_SQUARES  # kept the most accuracy: bench/conversion_rules.py
+CONVERSION_IMAGES = 512  # training images a conversion re-estimates batch norm (and fits) on
 
 
 def read_dense(path: str) -> dict[str, torch.Tensor]:
@@ -70,13 +77,15 @@ def standard_network(space: SearchSpace, path: str,
 
 
 def start_weights(arch: Architecture, data: DataSplits, supernet: str | None = None,
-                  dense: str | None = None) -> dict[str, torch.Tensor] | None:
+                  dense: str | None = None,
+                  conversion: str = DENSE_CONVERSION) -> dict[str, torch.Tensor] | None:
     """The weights a new run of ``arch`` starts from: extracted from the supernet checkpoint
-    ``supernet`` when given, else from the dense weights ``dense``, else None (from scratch)."""
+    ``supernet`` when given, else from the dense weights ``dense`` by the ``conversion``
+    rule, else None (from scratch)."""
     if supernet is not None:
         return supernet_start(arch, data, supernet)
     if dense is not None:
-        return dense_start(arch, data, dense)
+        return dense_start(arch, data, dense, conversion)
     return None
 
 
@@ -91,14 +100,21 @@ def extracted(supernet: nn.Module, arch: Architecture,
     return extract(supernet, target).state_dict()
 
 
-def dense_start(arch: Architecture, data: DataSplits, path: str) -> dict[str, torch.Tensor]:
+def dense_start(arch: Architecture, data: DataSplits, path: str,
+                conversion: str = DENSE_CONVERSION) -> dict[str, torch.Tensor]:
     """The weights ``arch`` starts from, as trained on ``data``: the dense network's kernels
-    on its parts' patterns, every other weight as trained."""
+    on its parts' patterns, the ``conversion`` rule's 1×1 weights elsewhere, every other weight
+    as trained (batch norm re-estimated, except with ``centre``)."""
     normalization = Normalization(data.mean, data.std)
     standard, _ = standard_network(arch.space, path, normalization)
     if all(part == 1 for part in arch.parts):
         return standard.state_dict()
-    return extracted(to_supernet(standard), arch, data)
+    supernet = to_supernet(standard)
+    if conversion != CENTRE:
+        set_parts(supernet, arch.parts)
+        reduce_to_parts(supernet, conversion,
+                        unit_range(draw_calibration(data, CONVERSION_IMAGES, seed=0)))
+    return extracted(supernet, arch, data)
 
 
 def build_supernet(arch: Architecture, data: DataSplits,
