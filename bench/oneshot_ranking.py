@@ -242,7 +242,7 @@ def report(table: GroundTruth, document: dict[str, Any]) -> str:
                         tau, text = _tau(values, truth)
                         taus.append(tau)
                         texts.append(f"s{s['seed']} {text}")
-                    walls = ", ".join(f"{s['train_seconds']:.0f}, "
+                    walls = "; ".join(f"s{s['seed']} {s['train_seconds']:.0f}, "
                                       f"{s['seconds_per_estimate'][images]:.2f}" for s in mine)
                     lines.append(f"| {band.name} | {name} | {mine[0]['work']:.1f} | "
                                  f"{mine[0]['epochs']} | {scored_by} | {images} | "

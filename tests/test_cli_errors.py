@@ -103,21 +103,6 @@ def test_search_run_rejects_bad_options_before_writing(tmp_path: Path, args: lis
     assert list(tmp_path.iterdir()) == []  # no database, no artifacts
 
 
-def test_a_sandwich_without_architectures_in_the_budget_is_refused_before_the_study(
-        tmp_path: Path) -> None:
-    """Just above VGG-16's smallest network (uniform P64 at 32 px): no random draw fits, so the
-    sandwich recipe has no subnets to draw; refused before any study exists (it came after the
-    study was written)."""
-    storage = f"sqlite:///{tmp_path / 'x.db'}"
-    budget = 1.001 * Architecture.uniform("vgg16", 64, 32, 10, 1).macs
-    result = _run("search.run", "--budget", f"{budget:.6g}", "--strategy", "oneshot",
-                  "--supernet-recipe", "sandwich", "--storage", storage, cwd=tmp_path)
-    _assert_one_line_error(result, "the sandwich rule needs architectures within the budgets",
-                           "--supernet-recipe largest")
-    assert optuna.get_all_study_names(storage) == []
-    assert not (tmp_path / "hetnas_artifacts").exists()
-
-
 def test_artifacts_under_a_file_are_refused_before_writing(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("not a folder\n")
     result = _run("search.run", "--budget", "3e8", "--artifacts-dir", "file/artifacts",

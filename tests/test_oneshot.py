@@ -118,6 +118,14 @@ def test_the_pool_lies_within_the_budget_and_near_it(part: int) -> None:
     assert sum(c >= NEAR_BUDGET * budget for c in costs) >= 48  # most in the top quarter
 
 
+def test_a_budget_just_above_the_cheapest_network_still_has_a_pool() -> None:
+    # As drawn, no random vector fits here, and the sandwich used to be refused; projected,
+    # the draws whose share of the budget reaches the cheapest network land within it.
+    budget = 1.001 * SPACE.min_macs
+    pool = recipe_for(SPACE, Budgets(macs=budget), "sandwich", 2, seed=0).pool
+    assert pool and all(_macs(parts) <= budget for parts in pool)
+
+
 def test_each_step_trains_the_smallest_then_random_subnets_from_the_pool(digits) -> None:
     recipe = _recipe(random_subnets=3)
     run = SupernetRun(supernet_architecture(SPACE), digits, TrainConfig(epochs=1),

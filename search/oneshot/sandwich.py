@@ -89,7 +89,8 @@ class SandwichRecipe:
             raise ConfigError(f"alone_epochs must be >= 0, got {self.alone_epochs}")
         if self.draw != "fair" and self.random_subnets and not self.pool:
             raise ConfigError("the sandwich rule needs architectures within the budgets to "
-                              "draw its random subnets from, and random draws find none; raise "
+                              "draw its random subnets from, and projecting random draws onto "
+                              "them finds none; raise "
                               "the budget, or pass --sandwich 0 or --supernet-recipe largest")
 
     def settings(self) -> dict[str, Any]:
