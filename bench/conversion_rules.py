@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from init_from_dense import train_dense
 
 from hetconv.reduction import CENTRE, LEAST_SQUARES, RULES, TAP_SUM
 from search.store.paired import mcnemar, paired_bootstrap
-from search.training.checkpoint import read_checkpoint
 from search.training.data import DataSplits, load_dataset
 from search.training.start import CONVERSION_IMAGES, dense_start
 from search.training.trainer import TrainConfig, correct_images, train
@@ -43,19 +43,6 @@ def _data(data_dir: str | None, train_images: int, val_images: int) -> DataSplit
     data = load_dataset("fashion-mnist", INPUT_SIZE, data_dir, seed=0, train_images=train_images)
     return dataclasses.replace(data, val_x=data.val_x[:val_images],
                                val_y=data.val_y[:val_images])
-
-
-def train_dense(data: DataSplits, epochs: int, folder: Path) -> tuple[Path, float]:
-    """The standard network trained on ``data``, saved as a plain state dict (as a user has it);
-    the file and its test accuracy."""
-    arch = Architecture.uniform(BACKBONE, 1, INPUT_SIZE, data.num_classes, data.channels)
-    result = train(arch, data, TrainConfig(epochs=epochs, batch_size=128, seed=1000, device="cpu"),
-                   checkpoint_dir=folder)
-    state = {key: value for key, value in read_checkpoint(folder)["model"].items()
-             if not key.startswith("normalize.")}
-    path = folder / "dense.pt"
-    torch.save(state, path)
-    return path, result.test_accuracy
 
 
 def _percent(correct: np.ndarray) -> str:
@@ -84,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
           f"images; {args.threads} thread(s); conversions calibrate on {CONVERSION_IMAGES} "
           f"training images", flush=True)
     with tempfile.TemporaryDirectory() as folder:
-        dense, dense_test = train_dense(data, args.dense_epochs, Path(folder))
+        dense, dense_test = train_dense(BACKBONE, data, args.dense_epochs, Path(folder))
         print(f"dense network ({args.dense_epochs} epochs, {time.perf_counter() - started:.0f} "
               f"s): {100 * dense_test:.2f} % test\n", flush=True)
         converted: dict[tuple[int, str], np.ndarray] = {}

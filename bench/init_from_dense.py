@@ -45,7 +45,7 @@ def _data(data_dir: str | None, train_images: int) -> DataSplits:
 def train_dense(backbone: str, data: DataSplits, epochs: int, folder: Path) -> tuple[Path, float]:
     """The standard network trained on ``data``, saved as a plain state dict (as a user has it);
     the file and its test accuracy."""
-    arch = Architecture.uniform(backbone, 1, INPUT_SIZE, data.num_classes, data.channels)
+    arch = Architecture.uniform(backbone, 1, data.input_size, data.num_classes, data.channels)
     result = train(arch, data, TrainConfig(epochs=epochs, batch_size=128, seed=1000),
                    checkpoint_dir=folder)
     state = {key: value for key, value in read_checkpoint(folder)["model"].items()
