@@ -131,9 +131,9 @@ def band_pool(table: GroundTruth, band_name: str, min_runs: int | None = None) -
 Proposer = Callable[[], Entry]  # the next architecture a method trains
 
 
-def _random_proposer(pool: Pool, rng: np.random.Generator) -> Proposer:
-    """The band's architectures in a random order, each once."""
-    order = [pool.searchable[i] for i in rng.permutation(len(pool.searchable))]
+def _in_order(entries: Sequence[Entry]) -> Proposer:
+    """``entries`` one after another, each once."""
+    order = list(entries)
 
     def propose() -> Entry:
         if not order:
@@ -141,6 +141,11 @@ def _random_proposer(pool: Pool, rng: np.random.Generator) -> Proposer:
         return order.pop(0)
 
     return propose
+
+
+def _random_proposer(pool: Pool, rng: np.random.Generator) -> Proposer:
+    """The band's architectures in a random order, each once."""
+    return _in_order([pool.searchable[i] for i in rng.permutation(len(pool.searchable))])
 
 
 class TpeProposer:
@@ -195,6 +200,8 @@ def _train_each(trainings: Trainings, propose: Proposer,
         done.append((run.val_accuracy, entry))
         if learn is not None:
             learn(entry, run.val_curve, True)
+    if not done:
+        raise WorkSpent
     return max(done, key=lambda d: d[0])[1]
 
 
@@ -294,7 +301,7 @@ def oneshot_method(supernets: Sequence[dict], calibration: str) -> Method:
         ranked = sorted((e for e in pool.searchable if e.label in scores),
                         key=lambda e: -scores[e.label][calibration][0])
         trainings.charge(oneshot_overhead(supernet, len(ranked), calibration, pool.epochs))
-        return _train_each(trainings, iter(ranked).__next__, None)
+        return _train_each(trainings, _in_order(ranked), None)
     return method
 
 
@@ -341,7 +348,7 @@ def run_method(pool: Pool, table: GroundTruth, method: Method, name: str, work: 
         rng = np.random.default_rng([seed, work])
         try:
             picks.append(method(pool, Trainings(table, work, rng), seed, rng))
-        except (WorkSpent, ValueError):  # ValueError: max() of no trainings
+        except WorkSpent:
             return None
     regrets = tuple(100 * (pool.best_test - p.mean_test) for p in picks)
     return Outcome(name, tuple(picks), regrets)

@@ -161,15 +161,6 @@ def test_a_fair_step_trains_every_part_of_every_layer_once(digits) -> None:
     assert len({tuple(step) for step in steps}) == 5  # a new order every step
 
 
-def test_the_first_epochs_can_train_the_largest_network_alone(digits) -> None:
-    recipe = dataclasses.replace(_recipe(draw="strata"), alone_epochs=1)
-    run = SupernetRun(supernet_architecture(SPACE), digits, TrainConfig(epochs=2),
-                      torch.device("cpu"), recipe)
-    assert run.step_architectures() == []
-    run.epoch = 1  # the first epoch finished
-    assert len(run.step_architectures()) == 2
-
-
 def test_the_default_recipe_trains_the_largest_network_alone(digits) -> None:
     run = SupernetRun(supernet_architecture(SPACE), digits, TrainConfig(epochs=1),
                       torch.device("cpu"), largest_only())

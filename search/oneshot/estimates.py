@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from hetconv.batchnorm import reestimate_batch_norm
+from hetconv.conversion import batches
 from hetconv.supernet import set_parts
 from search.training.augment import unit_range
 from search.training.data import DataSplits, draw_calibration
@@ -28,9 +29,8 @@ CALIBRATION_IMAGES = 2048  # training images a candidate's batch-norm statistics
 def recalibrate_batch_norm(model: nn.Module, images: torch.Tensor, batch_size: int) -> None:
     """Replace every batch norm's running statistics by their exact mean over ``images``
     (:func:`hetconv.batchnorm.reestimate_batch_norm`), fed in batches; leaves eval mode."""
-    device = next(model.parameters()).device
-    reestimate_batch_norm(model, (unit_range(images[start:start + batch_size].to(device))
-                                  for start in range(0, len(images), batch_size)))
+    reestimate_batch_norm(model, (unit_range(batch)
+                                  for batch in batches(model, images, batch_size)))
 
 
 def calibrate(model: nn.Module, parts: Sequence[int], calibration: torch.Tensor,

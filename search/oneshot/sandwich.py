@@ -14,8 +14,7 @@ Which smaller networks a step trains is the recipe's ``draw`` (``docs/ONESHOT.md
 The pool is drawn by projecting uniformly random part vectors onto budgets spread over the top
 quarter of the search's (:func:`near_budgets`): a random vector seldom fits a tight budget as
 drawn (not one in 20,000 at ResNet-20's uniform-P16 MACs), and the architectures a search
-scores lie just under its budget. ``alone_epochs``: the first epochs train the largest network
-alone before the smaller ones join (progressive shrinking, Once-for-All).
+scores lie just under its budget.
 
 Each smaller network learns, on the same batch, the largest network's softened outputs
 (in-place distillation, as BigNAS and Once-for-All do) unless ``distill`` is off.
@@ -78,15 +77,12 @@ class SandwichRecipe:
     calibration_images: int = CALIBRATION_IMAGES
     smallest: bool = True  # the space's smallest network in every step (the sandwich rule)
     draw: str = "sandwich"
-    alone_epochs: int = 0  # the first epochs train the largest network alone
 
     def __post_init__(self) -> None:
         if self.random_subnets < 0:
             raise ConfigError(f"random_subnets must be >= 0, got {self.random_subnets}")
         if self.draw not in DRAWS:
             raise ConfigError(f"draw must be one of {', '.join(DRAWS)}, not {self.draw!r}")
-        if self.alone_epochs < 0:
-            raise ConfigError(f"alone_epochs must be >= 0, got {self.alone_epochs}")
         if self.draw != "fair" and self.random_subnets and not self.pool:
             raise ConfigError("the sandwich rule needs architectures within the budgets to "
                               "draw its random subnets from, and projecting random draws onto "
@@ -98,7 +94,6 @@ class SandwichRecipe:
         digest = zlib.crc32(repr(self.pool).encode())
         return {"random_subnets": self.random_subnets, "distill": self.distill,
                 "smallest": self.smallest, "draw": self.draw,
-                "alone_epochs": self.alone_epochs,
                 "calibration_images": self.calibration_images,
                 "pool": f"{len(self.pool)}:{digest:08x}"}
 
@@ -136,9 +131,7 @@ class SupernetRun(TrainingRun):
         return {**super().settings(), **self.recipe.settings()}
 
     def step_architectures(self) -> list[tuple[int, ...]]:
-        """The smaller networks of one step (none in the largest network's epochs alone)."""
-        if self.epoch < self.recipe.alone_epochs:  # self.epoch: the epochs finished
-            return []
+        """The smaller networks of one step."""
         chosen = [smallest_parts(self.space)] if self.recipe.smallest else []
         if self.recipe.draw == "fair":
             return chosen + fair_draw(self.space, self.subnet_generator)
