@@ -13,10 +13,16 @@ import os
 
 import optuna
 
-from hetconv.errors import ConfigError
-from hetconv.models import BACKBONES
 from hetconv.reduction import RULES
-from search.cli import OneLineParser, macs_amount, milliseconds, path_text, run_cli
+from search.cli import (
+    OneLineParser,
+    add_network_options,
+    macs_amount,
+    milliseconds,
+    network_named,
+    path_text,
+    run_cli,
+)
 from search.driver import SearchFailed, run_search
 from search.engine.settings import (
     BASELINES,
@@ -35,7 +41,6 @@ from search.store.storage import DEFAULT_STORAGE
 from search.training.data import DATASETS
 from search.training.start import CONVERSION_IMAGES
 from space.latency import DEVICES, RUNTIMES
-from space.networks import is_factory
 
 PROG = "python -m search.run"
 # Library parameters whose flag here is not ``--name``: the latency options are prefixed.
@@ -67,13 +72,7 @@ def build_parser() -> OneLineParser:
         help="batch size the latencies are measured at")
     add("--latency-runtime", default=defaults.latency_runtime, choices=RUNTIMES,
         help="compiled: the deploy form under TorchInductor; eager: without it")
-    add("--backbone", default=None,
-        help=f"built-in model family: {', '.join(BACKBONES)} (default {defaults.backbone})")
-    add("--model", default=None, metavar="MODULE:FACTORY",
-        help="your own network instead of a built-in family: a callable that returns a "
-             "torch.nn.Module given the class count (and in_channels=, if it takes that "
-             "keyword), e.g. mypkg.models:mynet; its convolutions that can take a part become "
-             "HetConv layers (the module must be importable on every Ray worker)")
+    add_network_options(parser, defaults.backbone)
     add("--init-from", type=path_text, default=None, metavar="DENSE.pt",
         help="trained dense weights (a state dict of the network with every part 1; for the "
              "built-in ImageNet ResNets also torchvision's layout) that every trial, and the "
@@ -173,16 +172,9 @@ def settings_from(args: argparse.Namespace) -> SearchSettings:
     """The settings the parsed command line asks for: ``--model`` and ``--backbone`` both name
     the network (``SearchSettings.backbone``), a factory or a family."""
     options = dict(vars(args))
-    model, backbone = options.pop("model"), options.pop("backbone")
-    if model is not None and backbone is not None:
-        raise ConfigError("--model and --backbone both name the network; pass one of them")
-    if model is not None:
-        if not is_factory(model):
-            raise ConfigError(f"--model {model!r} must be written package.module:factory (a "
-                              f"built-in family goes in --backbone)")
-        options["backbone"] = model
-    elif backbone is not None:
-        options["backbone"] = backbone
+    network = network_named(options.pop("model"), options.pop("backbone"))
+    if network is not None:
+        options["backbone"] = network
     oneshot = {f.name: options.pop(f.name) for f in dataclasses.fields(OneShotSettings)}
     return SearchSettings(**options, oneshot=OneShotSettings(**oneshot))
 

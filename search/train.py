@@ -1,6 +1,10 @@
 """``python -m search.train best.json --epochs N --out final.pt``: train an exported architecture
 to the end, from scratch or from its trained weights (``--weights``: fine-tuning).
 
+Without an architecture file, ``--backbone`` or ``--model`` names a network whose dense form
+(every part 1, the standard network) it trains instead: the weights ``search.run --init-from``
+starts from, trained on the images as every HetNAS network sees them.
+
 It writes the weights (``--out``) and, beside them with the same stem, an architecture file
 (``final.json``) holding the training data's input normalisation and class names and the
 result, so ``python -m search.check final.json --weights final.pt`` reads them back. Every epoch
@@ -21,14 +25,21 @@ from typing import Any
 import torch
 
 from hetconv.errors import ConfigError
-from search.cli import OneLineParser, path_argument, path_text, run_cli
+from search.cli import (
+    OneLineParser,
+    add_network_options,
+    network_named,
+    path_argument,
+    path_text,
+    run_cli,
+)
 from search.cluster import connect_ray
-from search.engine.settings import check_integer
+from search.engine.settings import SearchSettings, check_integer
 from search.jobs.final import FinalJob, TrainingFailed, train_job, train_on_workers
 from search.store.files import check_target, sole_writer, write_atomic, write_together
 from search.store.uncertainty import estimate, wilson_interval
 from search.training.checkpoint import CHECKPOINT_FILE, read_checkpoint
-from search.training.data import DATASETS, DataSplits, load_dataset
+from search.training.data import DATASETS, DataSplits, check_dataset, load_dataset
 from search.training.exported import load_trained, read_architecture
 from search.training.parallel import check_workers
 from search.training.trainer import (
@@ -38,7 +49,7 @@ from search.training.trainer import (
     TrainResult,
     resolve_device,
 )
-from space import Normalization
+from space import Architecture, Normalization
 from space.architecture import DOCUMENT_KEYS
 
 PROG = "python -m search.train"
@@ -55,7 +66,14 @@ def build_parser() -> OneLineParser:
                     "result.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add = parser.add_argument
-    add("architecture", type=path_argument, help="architecture JSON (search.export)")
+    add("architecture", type=path_argument, nargs="?", default=None,
+        help="architecture JSON (search.export); leave it out and name a network with "
+             "--backbone or --model to train its dense form (every part 1), the weights "
+             "search.run --init-from takes")
+    add_network_options(parser, SearchSettings.backbone)
+    add("--input-size", type=int, default=None,
+        help="with --backbone or --model: image side the network sees (default: the "
+             "backbone's own, as in search.run)")
     add("--weights", type=path_argument, default=None,
         help="start from these trained weights (fine-tuning; default: from scratch)")
     add("--epochs", type=int, required=True, help="training epochs")
@@ -63,7 +81,8 @@ def build_parser() -> OneLineParser:
         help="trained weights (a state dict) to write; the architecture file with the result "
              "goes beside it, with the same stem and .json")
     add("--dataset", default=None, choices=DATASETS,
-        help="data set to train on (default: the one the architecture file's result names)")
+        help="data set to train on (default: the one the architecture file's result names; "
+             f"for a dense network {SearchSettings.dataset}, as in search.run)")
     add("--data-dir", type=path_text, default=None,
         help="folder holding the fashion-mnist, cifar or image-folder data")
     add("--batch-size", type=int, default=_DEFAULTS.batch_size, help="training batch size")
@@ -96,12 +115,18 @@ def build_parser() -> OneLineParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _check_options(args)
-    arch = read_architecture(args.architecture)
+    network = network_named(args.model, args.backbone)
     described = _refuse_overwriting_inputs(args)
-    dataset = args.dataset or _recorded_dataset(args.architecture)
-    if dataset is None:
-        raise ConfigError(f"{args.architecture} does not name the data set it was trained on; "
-                          f"pass --dataset")
+    if args.architecture is not None:
+        arch = read_architecture(args.architecture)
+        dataset = args.dataset or _recorded_dataset(args.architecture)
+        if dataset is None:
+            raise ConfigError(f"{args.architecture} does not name the data set it was trained "
+                              f"on; pass --dataset")
+    else:
+        assert network is not None  # _check_options
+        dataset = args.dataset or SearchSettings.dataset
+        arch = dense_architecture(network, dataset, args.data_dir, args.input_size)
     folder = (args.checkpoint_dir or args.out.with_suffix(".checkpoints")).resolve()
     started_from = _started_from(args, folder)
     start = (load_trained(arch, args.weights).state_dict()
@@ -123,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     with sole_writer(folder, "wait for that run to finish, or pass another --out or "
                              "--checkpoint-dir"):
         epochs = f"{args.epochs} epoch" + ("s" if args.epochs > 1 else "")
-        _say(f"training {arch.backbone} ({arch.macs:.4g} MACs) on {dataset} "
+        _say(f"training {arch.backbone}{'' if args.architecture else ' (dense)'} "
+             f"({arch.macs:.4g} MACs) on {dataset} "
              f"({len(data.train_y)} training images) for {epochs} from {started_from}"
              + (f", data-parallel over {args.workers} Ray Train workers" if args.workers > 1
                 else ""))
@@ -158,6 +184,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def _check_options(args: argparse.Namespace) -> None:
     """The options' own rules, before anything is read or written."""
+    named = args.backbone is not None or args.model is not None
+    if args.architecture is None and not named:
+        raise ConfigError("pass the architecture file to train (search.export), or --backbone "
+                          "or --model to train a network's dense form")
+    if args.architecture is not None and (named or args.input_size is not None):
+        raise ConfigError("the architecture file names the network and its input size; "
+                          "--backbone, --model and --input-size are for training a dense "
+                          "network without one")
     check_integer("epochs", args.epochs)
     check_integer("batch_size", args.batch_size)
     check_integer("seed", args.seed, 0, "a non-negative integer")
@@ -190,6 +224,14 @@ def _refuse_overwriting_inputs(args: argparse.Namespace) -> Path:
         raise ConfigError(f"--out {args.out} would be both the weights and the architecture "
                           f"file beside them; name the weights e.g. {args.out.with_suffix('.pt')}")
     return described
+
+
+def dense_architecture(network: str, dataset: str, data_dir: str | None,
+                       input_size: int | None) -> Architecture:
+    """The standard network (every part 1) of ``network``, shaped for ``dataset``'s channels
+    and classes as a search on it would shape it."""
+    info = check_dataset(dataset, data_dir)
+    return Architecture.uniform(network, 1, input_size, info.num_classes, info.channels)
 
 
 def _recorded_dataset(path: Path) -> str | None:

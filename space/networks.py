@@ -251,14 +251,25 @@ def build_network(backbone: str, parts: Sequence[int] | None, num_classes: int,
 
 
 def load_dense(backbone: str, standard: nn.Module, state: Mapping[str, object],
-               source: str) -> list[str]:
+                source: str) -> list[str]:
     """Load trained dense weights into ``standard``, the network ``backbone`` builds with every
     part 1; returns notes on what starts fresh (:func:`hetconv.models.dense.load_dense_state`).
 
-    A factory's weights are its own network's state dict; a family's are its state dict (or, for
-    the ImageNet ResNets, torchvision's). Neither needs the input normalisation.
+    A factory's weights are its own network's state dict, or the whole standard network's as
+    ``search.train`` writes it (the network under ``network.``); a family's are its state dict
+    (or, for the ImageNet ResNets, torchvision's). Neither needs the input normalisation.
     """
-    if is_factory(backbone):
-        return load_dense_state(cast(NormalizedNetwork, standard).network, state, source)
-    return load_dense_state(standard, get_backbone(backbone).dense_keys(state), source,
-                            skip_prefix="normalize.")
+    if not is_factory(backbone):
+        return load_dense_state(standard, get_backbone(backbone).dense_keys(state), source,
+                                skip_prefix="normalize.")
+    if _whole_standard_network(state):
+        return load_dense_state(standard, state, source, skip_prefix="normalize.")
+    return load_dense_state(cast(NormalizedNetwork, standard).network, state, source)
+
+
+def _whole_standard_network(state: Mapping[str, object]) -> bool:
+    """Whether a factory's dense ``state`` is a :class:`NormalizedNetwork`'s (every key under
+    ``network.`` or ``normalize.``) rather than the user's network's own."""
+    keys = [key for key in state if isinstance(key, str)]
+    return (len(keys) == len(state) and any(key.startswith("network.") for key in keys)
+            and all(key.startswith(("network.", "normalize.")) for key in keys))

@@ -1,0 +1,98 @@
+"""``search.train --backbone/--model``: a network's dense form trained by HetNAS, in HetNAS's
+input normalisation, is what ``search.run --init-from`` starts from, as it is; from a factory
+to a deployed program with HetNAS commands alone. Real training on the bundled digits."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from search.training.data import load_dataset
+from search.training.start import check_dense, dense_accuracy
+from space import Architecture
+
+ROOT = Path(__file__).resolve().parent.parent
+FACTORY = "tests.foreign_networks:foreign"
+INPUT_SIZE = "8"
+
+
+def _run(cwd: Path, module: str, *args: str, timeout: float = 300) -> str:
+    """The command's output; a failure shows its whole output."""
+    result = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)},  # the factory's module
+                            text=True, timeout=timeout)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_a_factory_goes_from_dense_weights_to_a_deployed_program(tmp_path: Path) -> None:
+    trained = _run(tmp_path, "search.train", "--model", FACTORY, "--input-size", INPUT_SIZE,
+                   "--epochs", "6", "--batch-size", "32", "--out", "dense.pt")
+    assert f"training {FACTORY} (dense)" in trained and "epoch 6/6" in trained
+    dense = json.loads((tmp_path / "dense.json").read_text())
+    assert set(dense["parts"]) == {1} and dense["result"]["dataset"] == "digits"
+    checked = _run(tmp_path, "search.check", "dense.json", "--weights", "dense.pt")
+    assert "dense.pt match" in checked
+
+    searched = _run(tmp_path, "search.run", "--model", FACTORY, "--input-size", INPUT_SIZE,
+                    "--init-from", "dense.pt", "--budget", "7e5", "--trials", "1",
+                    "--epochs", "1", "--baselines", "none", "--confirm-top", "0",
+                    "--storage", "sqlite:///hetnas.db", "--study", "own")
+    # The search feeds the dense weights exactly as search.train did: same score, same images.
+    score = re.search(r"the dense weights \S+, which score (\d+\.\d)% on (\d+) validation",
+                      searched)
+    assert score, searched
+    assert float(score[1]) == pytest.approx(100 * dense["result"]["accuracy"], abs=0.05)
+    assert int(score[2]) == dense["result"]["val_images"]
+    assert float(score[1]) > 50  # trained, not a random start
+
+    _run(tmp_path, "search.export", "--storage", "sqlite:///hetnas.db", "--study", "own",
+         "--out", "best.json", "--weights", "best.pt")
+    best = Architecture.from_json((tmp_path / "best.json").read_text())
+    assert any(part > 1 for part in best.parts)
+    _run(tmp_path, "search.deploy", "best.json", "--weights", "best.pt", "--out", "model.pt2")
+    model = best.build().eval()
+    model.load_state_dict(torch.load(tmp_path / "best.pt", weights_only=True))
+    images = torch.rand(3, 1, 8, 8)
+    program = torch.export.load(tmp_path / "model.pt2").module()
+    with torch.no_grad():
+        assert torch.allclose(program(images), model(images), atol=1e-4)
+
+
+def test_a_familys_dense_weights_load_as_init_from_weights(tmp_path: Path) -> None:
+    _run(tmp_path, "search.train", "--backbone", "resnet20", "--dataset", "digits",
+         "--input-size", INPUT_SIZE, "--epochs", "1", "--out", "dense.pt")
+    dense = Architecture.from_json((tmp_path / "dense.json").read_text())
+    result = json.loads((tmp_path / "dense.json").read_text())["result"]
+    space = dense.space
+    assert check_dense(space, str(tmp_path / "dense.pt")) == []  # every key fits, none fresh
+    data = load_dataset("digits", int(INPUT_SIZE), seed=0)
+    accuracy, images = dense_accuracy(space, str(tmp_path / "dense.pt"), data)
+    assert (accuracy, images) == (pytest.approx(result["accuracy"]), result["val_images"])
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    ([], "pass the architecture file to train (search.export), or --backbone or --model"),
+    (["arch.json", "--backbone", "resnet20"], "the architecture file names the network"),
+    (["arch.json", "--input-size", "8"], "the architecture file names the network"),
+    (["--backbone", "resnet20", "--model", FACTORY], "--model and --backbone both name"),
+    (["--model", "resnet20"], "must be written package.module:factory"),
+    (["--backbone", "resnet20", "--input-size", "0"], "must be an integer from 1"),
+])
+def test_a_dense_run_without_one_network_is_refused_in_one_line(tmp_path: Path,
+                                                                  args: list[str],
+                                                                  fragment: str) -> None:
+    (tmp_path / "arch.json").write_text(Architecture.uniform("resnet20", 4, 8, 10, 1).to_json())
+    result = subprocess.run([sys.executable, "-m", "search.train", *args, "--epochs", "1",
+                             "--out", "dense.pt"], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2 and result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1 and fragment in result.stderr, result.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["arch.json"]
