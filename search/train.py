@@ -84,7 +84,11 @@ def build_parser() -> OneLineParser:
         help="data set to train on (default: the one the architecture file's result names; "
              f"for a dense network {SearchSettings.dataset}, as in search.run)")
     add("--data-dir", type=path_text, default=None,
-        help="folder holding the fashion-mnist, cifar or image-folder data")
+        help="folder holding the fashion-mnist, cifar or image-folder data (default: the "
+             "folder the architecture file's result names, if any)")
+    add("--train-images", type=int, default=None, metavar="N",
+        help="train on about N of the training images (the same share of each class, drawn "
+             "by --seed), as search.run --train-images; default: all of them")
     add("--batch-size", type=int, default=_DEFAULTS.batch_size, help="training batch size")
     add("--lr", type=float, default=_DEFAULTS.lr,
         help="learning rate at batch size 128 (scaled linearly with --batch-size, annealed by a "
@@ -117,21 +121,25 @@ def main(argv: list[str] | None = None) -> int:
     _check_options(args)
     network = network_named(args.model, args.backbone)
     described = _refuse_overwriting_inputs(args)
+    data_dir = args.data_dir
     if args.architecture is not None:
         arch = read_architecture(args.architecture)
-        dataset = args.dataset or _recorded_dataset(args.architecture)
+        dataset = args.dataset or _recorded(args.architecture, "dataset")
+        if data_dir is None and dataset == _recorded(args.architecture, "dataset"):
+            data_dir = _recorded(args.architecture, "data_dir")  # where the search found it
         if dataset is None:
             raise ConfigError(f"{args.architecture} does not name the data set it was trained "
                               f"on; pass --dataset")
     else:
         assert network is not None  # _check_options
         dataset = args.dataset or SearchSettings.dataset
-        arch = dense_architecture(network, dataset, args.data_dir, args.input_size)
+        arch = dense_architecture(network, dataset, data_dir, args.input_size)
     folder = (args.checkpoint_dir or args.out.with_suffix(".checkpoints")).resolve()
     started_from = _started_from(args, folder)
     start = (load_trained(arch, args.weights).state_dict()
              if args.weights is not None and not args.resume else None)
-    data = load_dataset(dataset, arch.space.input_size, args.data_dir, seed=args.seed)
+    data = load_dataset(dataset, arch.space.input_size, data_dir, seed=args.seed,
+                        train_images=args.train_images)
     if (arch.in_channels, arch.num_classes) != (data.channels, data.num_classes):
         raise ConfigError(f"{args.architecture} is a network for {arch.in_channels}-channel "
                           f"images and {arch.num_classes} classes, but dataset {dataset!r} has "
@@ -139,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
                           f"the --dataset it was searched on")
     job = FinalJob(
         architecture=arch.to_json(), dataset=dataset,
-        data_dir=str(Path(args.data_dir).resolve()) if args.data_dir else None,
+        data_dir=str(Path(data_dir).resolve()) if data_dir else None,
+        train_images=args.train_images,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         device=(args.device if args.workers == 1 else "cuda" if args.gpus_per_worker else "cpu"),
         threads=args.threads, checkpoint_dir=str(folder), resume=args.resume,
@@ -149,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                              "--checkpoint-dir"):
         epochs = f"{args.epochs} epoch" + ("s" if args.epochs > 1 else "")
         _say(f"training {arch.backbone}{'' if args.architecture else ' (dense)'} "
-             f"({arch.macs:.4g} MACs) on {dataset} "
+             f"({arch.macs:.4g} MACs) on {dataset}{f' in {job.data_dir}' if job.data_dir else ''} "
              f"({len(data.train_y)} training images) for {epochs} from {started_from}"
              + (f", data-parallel over {args.workers} Ray Train workers" if args.workers > 1
                 else ""))
@@ -170,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         state = read_checkpoint(folder)["model"]  # the last epoch's weights, from any process
         trained = arch.as_searched().trained_on(_normalization(state), data.class_names)
         document = trained.to_dict()
-        document["result"] = _result(dataset, args.seed, started_from, result, data)
+        document["result"] = _result(job, started_from, result, data)
         text = json.dumps(document, indent=2) + "\n"
         write_together({args.out: functools.partial(torch.save, state),
                         described: lambda path: path.write_text(text)})
@@ -196,6 +205,8 @@ def _check_options(args: argparse.Namespace) -> None:
     check_integer("batch_size", args.batch_size)
     check_integer("seed", args.seed, 0, "a non-negative integer")
     check_integer("workers", args.workers)
+    if args.train_images is not None:
+        check_integer("train_images", args.train_images)
     if args.threads is not None:
         check_integer("threads", args.threads)
     TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
@@ -234,12 +245,12 @@ def dense_architecture(network: str, dataset: str, data_dir: str | None,
     return Architecture.uniform(network, 1, input_size, info.num_classes, info.channels)
 
 
-def _recorded_dataset(path: Path) -> str | None:
-    """The data set an exported architecture's result names (read_architecture checked the
-    file)."""
+def _recorded(path: Path, key: str) -> str | None:
+    """What an exported architecture's result says of its data (``dataset``, ``data_dir``),
+    where it says it (read_architecture checked the file)."""
     result = json.loads(path.read_text()).get("result")
-    dataset = result.get("dataset") if isinstance(result, dict) else None
-    return dataset if isinstance(dataset, str) else None
+    value = result.get(key) if isinstance(result, dict) else None
+    return value if isinstance(value, str) else None
 
 
 def _started_from(args: argparse.Namespace, folder: Path) -> str:
@@ -269,12 +280,13 @@ def _normalization(state: dict[str, torch.Tensor]) -> Normalization:
     return Normalization(mean, std)
 
 
-def _result(dataset: str, seed: int, started_from: str, result: TrainResult,
+def _result(job: FinalJob, started_from: str, result: TrainResult,
             data: DataSplits) -> dict[str, Any]:
-    """The file's ``result`` block: accuracies with their 95 % Wilson intervals."""
+    """The file's ``result`` block: what it was trained on, and accuracies with their 95 %
+    Wilson intervals."""
     val_images, test_images = len(data.val_y), len(data.test_y)
-    return {"dataset": dataset, "epochs": result.epochs_trained, "seed": seed,
-            "started_from": started_from,
+    return {"dataset": job.dataset, "data_dir": job.data_dir, "train_images": job.train_images,
+            "epochs": result.epochs_trained, "seed": job.seed, "started_from": started_from,
             "accuracy": result.val_accuracy, "val_images": val_images,
             "accuracy_interval": list(wilson_interval(result.val_accuracy, val_images)),
             "test_accuracy": result.test_accuracy, "test_images": test_images,

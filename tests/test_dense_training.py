@@ -17,6 +17,7 @@ import torch
 from search.training.data import load_dataset
 from search.training.start import check_dense, dense_accuracy
 from space import Architecture
+from tests.datasets import write_fashion_mnist
 
 ROOT = Path(__file__).resolve().parent.parent
 FACTORY = "tests.foreign_networks:foreign"
@@ -96,3 +97,26 @@ def test_a_dense_run_without_one_network_is_refused_in_one_line(tmp_path: Path,
     assert result.returncode == 2 and result.stdout == ""
     assert len(result.stderr.splitlines()) == 1 and fragment in result.stderr, result.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["arch.json"]
+
+
+def test_the_exported_file_names_its_data_so_search_train_needs_no_path(tmp_path: Path) -> None:
+    write_fashion_mnist(tmp_path / "data", train=120, test=40, gz=False)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    _run(tmp_path, "search.run", "--backbone", "resnet20", "--input-size", INPUT_SIZE,
+         "--dataset", "fashion-mnist", "--data-dir", "data", "--train-images", "60",
+         "--budget", "1.2e6", "--trials", "1", "--epochs", "1", "--baselines", "none",
+         "--confirm-top", "0", "--storage", "sqlite:///hetnas.db", "--study", "subset")
+    _run(tmp_path, "search.export", "--storage", "sqlite:///hetnas.db", "--study", "subset",
+         "--out", "elsewhere/best.json")
+    result = json.loads((elsewhere / "best.json").read_text())["result"]
+    assert (result["dataset"], result["data_dir"], result["train_images"]) == (
+        "fashion-mnist", str(tmp_path / "data"), 60)
+    # From another folder, without --data-dir: the data the file names, on a subset if asked.
+    trained = _run(elsewhere, "search.train", "best.json", "--epochs", "1",
+                   "--train-images", "30", "--out", "final.pt")
+    shown = re.search(rf"on fashion-mnist in {re.escape(str(tmp_path / 'data'))} \((\d+) "
+                      r"training images\)", trained)
+    assert shown and abs(int(shown[1]) - 30) <= 2, trained  # about 30: a share of each class
+    final = json.loads((elsewhere / "final.json").read_text())["result"]
+    assert (final["data_dir"], final["train_images"]) == (str(tmp_path / "data"), 30)

@@ -48,6 +48,8 @@ def _result(study: optuna.Study, runs: ArchitectureRuns, shipped: TrialRecord,
                                attrs.get(records.STUDY_TEST_IMAGES))
     result: dict = {"study": study.study_name, "trial": shipped.number,
                     "dataset": attrs.get(records.STUDY_DATASET),
+                    "data_dir": attrs.get(records.STUDY_DATA_DIR),
+                    "train_images": attrs.get(records.STUDY_TRAIN_IMAGES),
                     "accuracy": shipped.accuracy, "test_accuracy": shipped.test_accuracy,
                     "paper_macs": shipped.paper_macs, "executed_macs": shipped.executed_macs,
                     "params": shipped.params, "val_images": val_images,

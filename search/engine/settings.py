@@ -157,6 +157,12 @@ class SearchSettings:
         return check_dataset(self.dataset, self.data_dir)
 
     @property
+    def data_folder(self) -> str | None:
+        """``--data-dir`` as an absolute path, which trials in other folders find; None: the
+        data set's own place."""
+        return str(Path(self.data_dir).resolve()) if self.data_dir else None
+
+    @property
     def space(self) -> SearchSpace:
         """The backbone shaped for the data set: its head has the data's classes, its stem the
         data's channels."""
@@ -173,7 +179,7 @@ class SearchSettings:
         ``--epochs``, for the supernet; ``init_from``: a supernet to fine-tune from)."""
         return TrainingJob(
             dataset=self.dataset,
-            data_dir=str(Path(self.data_dir).resolve()) if self.data_dir else None,
+            data_dir=self.data_folder,
             epochs=self.epochs if epochs is None else epochs, batch_size=self.batch_size,
             seed=self.seed, threads=max(1, int(self.cpus_per_trial)), init_from=init_from,
             dense_from=self.dense_weights, conversion=self.conversion,

@@ -118,6 +118,7 @@ def create_study(storage: optuna.storages.BaseStorage, name: str, settings: Sear
     budget = None if settings.budget is None else float(settings.budget)
     for key, value in ((records.STUDY_BACKBONE, settings.backbone),
                        (records.STUDY_DATASET, settings.dataset),
+                       (records.STUDY_DATA_DIR, settings.data_folder),
                        (records.STUDY_BUDGET, budget),
                        (records.STUDY_INPUT_SIZE, space.input_size),
                        (records.STUDY_NUM_CLASSES, space.num_classes),

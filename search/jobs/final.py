@@ -54,6 +54,7 @@ class FinalJob:
     checkpoint_dir: str
     resume: bool
     weights: str | None
+    train_images: int | None = None  # about this many training images; None: all of them
 
     @property
     def config(self) -> TrainConfig:
@@ -83,7 +84,8 @@ def _worker(loop_config: dict[str, Any]) -> dict[str, Any]:
     rank, world = worker_rank()
     arch = Architecture.from_json(job.architecture)
     try:
-        data = cached_dataset(job.dataset, arch.input_size, job.data_dir, job.seed)
+        data = cached_dataset(job.dataset, arch.input_size, job.data_dir, job.seed,
+                              job.train_images)
         start = load_trained(arch, Path(job.weights)).state_dict() if job.weights else None
         relay = (lambda result: epochs.put(dataclasses.asdict(result))) if rank == 0 else None
         outcome = train_job(job, data, start, rank, world, relay)

@@ -91,6 +91,7 @@ STUDY_OBJECTIVE = "objective"  # an Objective's name (search.store.objectives)
 STUDY_EPOCHS = "epochs"
 STUDY_BATCH_SIZE = "batch_size"
 STUDY_TRAIN_IMAGES = "train_images"  # --train-images: the training subset's size asked for
+STUDY_DATA_DIR = "data_dir"  # --data-dir, absolute; None: the data set's own place
 STUDY_SAMPLER = "sampler"
 STUDY_VAL_IMAGES = "val_images"  # images each validation accuracy is measured on
 STUDY_TEST_IMAGES = "test_images"
