@@ -28,7 +28,8 @@ from torch import nn
 
 from hetconv.batchnorm import reestimate_batch_norm
 from hetconv.errors import ConfigError
-from hetconv.layer import HetConv2d, common_divisors
+from hetconv.layer import HetConv2d, power_of_two_parts
+from hetconv.layout import is_power_of_two
 from hetconv.reduction import CENTRE, LEAST_SQUARES, check_rule, paired_inputs, reduce_kernel
 
 
@@ -122,10 +123,12 @@ def convert(model: nn.Module, parts: int | Mapping[str, int] = 1, rule: str = CE
             images: torch.Tensor | None = None, batch_size: int = 256) -> nn.Module:
     """Replace convolutions of ``model`` in place by HetConv layers; returns ``model``.
 
-    ``parts`` is one part for every eligible layer (a layer that part does not fit takes the
-    largest common divisor of its channel counts below it), or a part per layer name (layers
-    not named stay as they are). Naming a layer that cannot be converted, or giving it a part
-    that does not divide its channel counts, raises :class:`ConfigError` with the reason.
+    ``parts`` is one power-of-two part for every eligible layer, as the search offers them
+    (they nest; ``space.parts``): a layer that part does not fit takes the largest power of two
+    below it that divides both its channel counts (a 3->24 stem takes part 1, the standard
+    convolution). Or a part per layer name, any divisor of both channel counts (layers not
+    named stay as they are). Naming a layer that cannot be converted, or giving it a part that
+    does not divide its channel counts, raises :class:`ConfigError` with the reason.
     :func:`convertible` lists the layers and the reasons beforehand.
 
     ``rule`` sets the 1×1 weights (:mod:`hetconv.reduction`). ``images`` (what ``model`` reads,
@@ -145,10 +148,10 @@ def convert(model: nn.Module, parts: int | Mapping[str, int] = 1, rule: str = CE
             raise ConfigError(f"layer {name!r} cannot take a HetConv part: {reason}")
         chosen = dict(parts)
     else:
-        if isinstance(parts, bool) or not isinstance(parts, int) or parts < 1:
-            raise ConfigError(f"part must be a positive integer, got {parts!r}")
-        chosen = {name: max(p for p in common_divisors(conv.in_channels, conv.out_channels)
-                            if p <= parts)
+        if isinstance(parts, bool) or not isinstance(parts, int) or not is_power_of_two(parts):
+            raise ConfigError(f"one part for every layer must be a power of two (name the layers "
+                              f"to give any other divisor), got {parts!r}")
+        chosen = {name: power_of_two_parts(conv.in_channels, conv.out_channels, parts)[-1]
                   for name, conv in found.eligible.items()}
     training = model.training
     if images is not None:

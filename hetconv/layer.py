@@ -37,6 +37,20 @@ def common_divisors(in_channels: int, out_channels: int) -> list[int]:
             if in_channels % p == 0 and out_channels % p == 0]
 
 
+def power_of_two_parts(in_channels: int, out_channels: int, cap: int) -> tuple[int, ...]:
+    """The powers of two up to ``cap`` that divide both channel counts, in increasing order.
+
+    The parts HetNAS offers when it chooses for the user (the search, one part for a whole
+    network in :func:`hetconv.convert`): they nest, the K×K channels of part 2P being a subset
+    of those of part P (``docs/HETCONV.md``). Part 1 always fits.
+    """
+    parts, part = [], 1
+    while part <= cap and in_channels % part == 0 and out_channels % part == 0:
+        parts.append(part)
+        part *= 2
+    return tuple(parts)
+
+
 def check_layer(in_channels: int, out_channels: int, kernel_size: int, part: int) -> None:
     """Raise :class:`ConfigError` naming the layer sizes when they cannot form a HetConv layer."""
     name = f"HetConv2d({in_channels}->{out_channels}, kernel {kernel_size})"

@@ -78,12 +78,21 @@ def test_a_trained_kernel_keeps_its_pattern_and_centre_taps():
     assert type(dense.block.conv2) is nn.Conv2d  # not named: left alone
 
 
-def test_one_part_for_all_takes_the_largest_divisor_below_it():
+def test_one_part_for_all_takes_the_largest_power_of_two_below_it():
     model = convert(Foreign(10), 8)
     assert model.block.conv1.part == 8
-    assert model.down[0].part == 6  # 24 -> 18: 8 divides neither
-    assert model.odd.part == 3  # 18 -> 27: common divisors 1, 3, 9
-    assert model.stem[0].part == 3
+    assert model.wide[0].part == 4  # 12 -> 24
+    assert model.down[0].part == 2  # 24 -> 18: common divisors 1, 2, 3, 6
+    assert model.odd.part == 1  # 18 -> 27: common divisors 1, 3, 9, no power of two above 1
+    assert model.stem[0].part == 1  # 3 -> 12: the paper's standard stem, not part 3
+    stem = convert(nn.Sequential(nn.Conv2d(3, 24, 3, padding=1)), 4)[0]
+    assert isinstance(stem, HetConv2d) and stem.part == 1  # the 3 -> 24 at part 4
+
+
+@pytest.mark.parametrize("part", [3, 6, 0, True, 4.0])
+def test_one_part_for_all_must_be_a_power_of_two(part):
+    with pytest.raises(ConfigError, match="power of two"):
+        convert(Foreign(10), part)
 
 
 @pytest.mark.parametrize(("parts", "needle"), [

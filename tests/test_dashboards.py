@@ -202,10 +202,15 @@ def test_report_is_one_offline_file_with_figures_and_table(storage_url: str, stu
     # Self-contained: plotly.js inlined, nothing to fetch, and a policy that forbids fetching.
     assert "<script src" not in page and "<link" not in page
     assert "Plotly.newPlot" in page and "default-src 'none'" in page
-    # The table: best first, searched then baselines, with the front marked.
+    # The table: in rank order, the baselines among the searched, with the front marked.
     rows = top_architectures(table)
-    assert [r.number for r in rows] == [5, 12, 3, 4, 13, 0, 1, 2]
-    assert [r.kind for r in rows[-3:]] == ["uniform P2", "uniform P4", "uniform P8"]
+    assert [r.number for r in rows] == [5, 12, 0, 3, 4, 1, 2, 13]
+    assert [r.rank for r in rows] == list(range(1, 9))
+    assert [r.kind for r in rows if r.kind != "searched"] == \
+        ["uniform P2", "uniform P4", "uniform P8"]
+    # A limit keeps the best searched ones and every baseline, each at its own rank.
+    assert [(r.rank, r.number) for r in top_architectures(table, 2)] == \
+        [(1, 5), (2, 12), (3, 0), (6, 1), (7, 2)]
     assert {r.number for r in rows if r.on_front} == set(FRONT)
     cells = re.findall(r"<tr><td>(\d+)</td><td>(\d+)</td><td class=kind>([^<]*)</td>", page)
     assert [(int(rank), int(n), kind) for rank, n, kind in cells] == \
@@ -228,7 +233,7 @@ def test_latency_axis_is_drawn_when_trials_have_latencies(storage_url: str, stud
     _check_figures(_embedded_figures(page), latency=True, macs_budget=macs_budget)
     assert "<th>params</th><th>latency (ms)</th><th>front</th>" in page
     rows = top_architectures(table)
-    assert [r.number for r in rows] == [5, 12, 3, 4, 13, 0, 1, 2]
+    assert [r.number for r in rows] == [5, 12, 0, 3, 4, 1, 2, 13]
     assert [r.latency_ms for r in rows] == [LATENCY_MS[r.number] for r in rows]
     assert _latency_cells(page) == {r.number: f"{LATENCY_MS[r.number]:.2f}" for r in rows}
     assert "<span><b>latency budget</b> 10.0 ms</span>" in page
@@ -748,7 +753,7 @@ def test_supernet_estimates_are_drawn_apart_and_never_a_result(storage_url: str,
         # exactly the standard study's.
         _check_figures({**figures, "pareto": {**figures["pareto"], "data": others}})
     rows = top_architectures(table)
-    assert [r.number for r in rows] == [5, 12, 3, 4, 13, 0, 1, 2]
+    assert [r.number for r in rows] == [5, 12, 0, 3, 4, 1, 2, 13]
     assert {r.number: r.estimated_accuracy for r in rows
             if r.estimated_accuracy is not None} == ESTIMATED_ACCURACY
     assert [row["number"] for row in live["top"]] == [r.number for r in rows]

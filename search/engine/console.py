@@ -99,27 +99,28 @@ class SearchConsole:
 
     def summary(self, all_records: list[TrialRecord], storage: str, study: str,
                 top: int = 5) -> None:
-        """The top architectures against the uniform baselines with their 95 % intervals, the
-        confirmed ones over seeds, a verdict in words, then what to run next."""
+        """The ``top`` searched architectures and every uniform baseline in rank order, with
+        their 95 % intervals, the confirmed ones over seeds, a verdict in words, then what to
+        run next."""
         ranked = records.ranked(all_records)
-        baselines = [r for r in ranked if r.baseline_part]
-        searched = [r for r in ranked if not r.baseline_part][:top]
+        searched = [r.number for r in ranked if not r.baseline_part][:top]
         with_latency = any(r.latency_ms is not None for r in ranked)
         self.print()
         self.print(f"single runs (validation {self._images(self.val_images)}, test "
                    f"{self._images(self.test_images)}; [95% Wilson interval]):")
-        self.print(f"{'':2s}{'trial':>5s}  {'kind':<12s} {'validation':<24s} {'test':<24s} "
-                   f"{'MACs':>10s} {'of budget':>9s}  "
+        self.print(f"{'rank':>4s}  {'trial':>5s}  {'kind':<12s} {'validation':<24s} "
+                   f"{'test':<24s} {'MACs':>10s} {'of budget':>9s}  "
                    + (f"{'latency ms':>10s}  " if with_latency else "") + "parts")
-        for record in searched + sorted(baselines, key=lambda r: r.baseline_part or 0):
-            marker = "*" if ranked and record is ranked[0] else " "
+        for rank, record in enumerate(ranked, start=1):
+            if not (record.baseline_part or record.number in searched):
+                continue
             share = (f"{record.paper_macs / self.budgets.macs:9.1%}"
                      if self.budgets.macs and record.paper_macs is not None else f"{'-':>9s}")
             latency = ("" if not with_latency else f"{'-':>10s}  " if record.latency_ms is None
                        else f"{record.latency_ms:10.4g}  ")
             val = self._estimate([record.accuracy], self.val_images)
             test = self._estimate([record.test_accuracy], self.test_images)
-            self.print(f"{marker} {record.number:5d}  {record.kind:<12s} "
+            self.print(f"{rank:4d}  {record.number:5d}  {record.kind:<12s} "
                        f"{val.describe() if val else '-':<24s} "
                        f"{test.describe() if test else '-':<24s} {record.paper_macs or 0:10.4g} "
                        f"{share}  {latency}{parts_summary(record.parts)}")
