@@ -10,7 +10,9 @@ search's ``--conversion`` rule (:mod:`hetconv.reduction`), every other weight (s
 classifier) as trained. The rules other than ``centre`` also re-estimate batch norm, on
 :data:`CONVERSION_IMAGES` training images that least-squares fits to as well; ``centre`` starts
 exactly as every search before the option did. The one-shot supernet starts from the standard
-network itself.
+network itself. Every network here normalises its input by the data's ``mean`` and ``std``: the
+training split's, or the ``--input-normalization`` the dense weights expect
+(``search.training.normalization``).
 """
 
 from __future__ import annotations
@@ -139,7 +141,7 @@ def supernet_start(arch: Architecture, data: DataSplits,
 def dense_accuracy(space: SearchSpace, path: str, data: DataSplits,
                    images: int = DENSE_CHECK_IMAGES) -> tuple[float, int]:
     """The dense weights' accuracy on the first ``images`` validation images, fed as every
-    trial feeds them (normalised by the training split's mean and std), and the image count:
+    trial feeds them (normalised by ``data``'s mean and std), and the image count:
     a network trained on other inputs scores low here, before any trial is spent on it."""
     model, _ = standard_network(space, path, Normalization(data.mean, data.std))
     count = min(images, len(data.val_y))
