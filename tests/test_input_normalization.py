@@ -147,8 +147,7 @@ def test_a_search_records_the_normalisation_and_export_check_and_train_keep_it(
                        str(final), "--data-dir", str(cifar), "--batch-size", "32",
                        "--device", "cpu"]) == 0
     tuned = json.loads(final.with_suffix(".json").read_text())["input"]
-    assert (tuned["mean"], tuned["std"]) == pytest.approx(
-        (list(IMAGENET.mean), list(IMAGENET.std)))
+    assert tuned["mean"] + tuned["std"] == pytest.approx(IMAGENET.mean + IMAGENET.std)
 
 
 def test_a_study_resumes_only_with_the_normalisation_it_started_with(cifar, imagenet_dense):
