@@ -183,7 +183,8 @@ def test_a_study_resumes_only_with_the_normalisation_it_started_with(cifar, imag
      ["--input-normalization imagenet gives 3 channels but dataset 'digits' has 1-channel "
       "images", "pass one mean and one std per channel"]),
     (["--dataset", "digits", "--init-from", "{rgb}"],
-     ["has shape (16, 3, 3, 3)", "(16, 1, 3, 3)"]),
+     ["take 3-channel images but the data set has 1-channel ones: pass weights for 1-channel "
+      "images", "has shape (16, 3, 3, 3)", "(16, 1, 3, 3)"]),
 ])
 def test_bad_normalisation_is_one_line_and_writes_nothing(
         tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, cifar: Path,

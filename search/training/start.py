@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from hetconv.errors import param
+from hetconv.errors import ConfigError, param
 from hetconv.reduction import CENTRE, LEAST_SQUARES
 from hetconv.supernet import extract, reduce_to_parts, set_parts, to_supernet
 from search.training.augment import unit_range
@@ -150,5 +150,23 @@ def dense_accuracy(space: SearchSpace, path: str, data: DataSplits,
 
 def check_dense(space: SearchSpace, path: str) -> list[str]:
     """Refuse dense weights that do not fit the space's network, before anything is written;
-    returns the notes (a classifier that starts fresh)."""
-    return standard_network(space, path)[1]
+    returns the notes (a classifier that starts fresh). Weights for another channel count than
+    the data's, the likeliest misfit (RGB ImageNet weights on grayscale data), are named so."""
+    try:
+        return standard_network(space, path)[1]
+    except ConfigError as error:
+        channels = _input_channels(read_dense(path))
+        if channels is None or channels == space.in_channels:
+            raise
+        raise ConfigError(f"dense weights {path} take {channels}-channel images but the data "
+                          f"set has {space.in_channels}-channel ones: pass weights for "
+                          f"{space.in_channels}-channel images, or the data they were trained on "
+                          f"({error})") from None
+
+
+def _input_channels(state: Mapping[str, torch.Tensor]) -> int | None:
+    """The input channels of the first convolution kernel in a state dict (its first 4-D
+    floating tensor), or None without one."""
+    kernel = next((value for value in state.values()
+                   if value.is_floating_point() and value.dim() == 4), None)
+    return None if kernel is None else kernel.shape[1]
