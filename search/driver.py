@@ -53,6 +53,7 @@ from search.store.records import TrialRecord
 from search.store.storage import open_storage
 from search.store.studies import find_study
 from search.training.data import DataSplits, load_dataset
+from search.training.normalization import describe_normalization
 from search.training.start import dense_accuracy
 from space import Architecture
 from space.networks import check_trains_and_deploys, is_factory
@@ -160,7 +161,8 @@ def run_search(settings: SearchSettings, out: TextIO | None = None,
     # The whole data set is read once here (downloaded where it may be), so a corrupt file is
     # one line before anything is written, and the study can record the input statistics.
     data = load_dataset(settings.dataset, settings.space.input_size, settings.data_dir,
-                        seed=settings.seed, train_images=settings.train_images)
+                        seed=settings.seed, train_images=settings.train_images,
+                        normalization=settings.input_normalization)
     # What only the cluster or the machine can refuse (authentication, resources), before the
     # storage file is even created: a cluster is joined now, a local Ray starts after the
     # latency measurement, which needs the machine to itself.
@@ -214,7 +216,8 @@ def _drive(settings: SearchSettings, study: optuna.Study, recovered: list[int],
         accuracy, images = dense
         console.print(f"every run starts from the dense weights {settings.dense_weights}, which "
                       f"score {accuracy:.1%} on {images} validation images fed as the trials "
-                      f"feed them (normalised by the training split's mean and std)"
+                      f"feed them (normalised by "
+                      f"{describe_normalization(settings.input_normalization)})"
                       + "".join(f"; {note}" for note in settings.dense_notes)
                       + f"; kernels converted by --conversion {settings.conversion}")
     if recovered:

@@ -39,6 +39,7 @@ from search.store.lease import LeaseLost
 from search.store.objectives import OBJECTIVES
 from search.store.storage import DEFAULT_STORAGE
 from search.training.data import DATASETS
+from search.training.normalization import DATA, PRESETS
 from search.training.start import CONVERSION_IMAGES
 from space.latency import DEVICES, RUNTIMES
 
@@ -83,6 +84,13 @@ def build_parser() -> OneLineParser:
              f"layer by layer to the dense network's outputs on {CONVERSION_IMAGES} training "
              "images (least-squares); all but centre re-estimate batch norm on those images "
              "(docs/HETCONV.md; measured in bench/conversion_rules.py)")
+    add("--input-normalization", default=defaults.input_normalization,
+        metavar="|".join((DATA, *PRESETS, "MEAN,...:STD,...")),
+        help="with --init-from: the per-channel mean and std (0..1 scale) that the dense weights "
+             f"expect their input normalised by: {DATA} (the training split's own, as HetNAS "
+             "trains), imagenet (0.485,0.456,0.406:0.229,0.224,0.225, timm's and "
+             "torchvision's), or one mean and one std per channel; every network of the search "
+             "normalises by it, and the export records it")
     add("--dataset", default=defaults.dataset, choices=DATASETS,
         help="digits (bundled with scikit-learn), fashion-mnist (IDX files in --data-dir, else "
              "Debian's dataset-fashion-mnist, else downloaded), cifar10, cifar100 (python-batch "

@@ -17,6 +17,7 @@ from search.jobs.protocol import TrainingJob
 from search.store.objectives import OBJECTIVES, PARETO_LATENCY
 from search.store.storage import DEFAULT_STORAGE
 from search.training.data import DatasetInfo, check_dataset
+from search.training.normalization import DATA, FLAG, input_normalization
 from search.training.parallel import check_workers
 from search.training.seeds import MAX_SEED
 from search.training.start import DENSE_CONVERSION, check_dense
@@ -150,6 +151,7 @@ class SearchSettings:
     max_failures: int = 2
     init_from: str | None = None  # trained dense weights every trial starts from
     conversion: str = DENSE_CONVERSION  # the rule for their off-pattern 1x1 weights (measured)
+    input_normalization: str = DATA  # what the weights expect the input normalised by
 
     @functools.cached_property
     def dataset_info(self) -> DatasetInfo:
@@ -183,7 +185,7 @@ class SearchSettings:
             epochs=self.epochs if epochs is None else epochs, batch_size=self.batch_size,
             seed=self.seed, threads=max(1, int(self.cpus_per_trial)), init_from=init_from,
             dense_from=self.dense_weights, conversion=self.conversion,
-            train_images=self.train_images)
+            train_images=self.train_images, input_normalization=self.input_normalization)
 
     @property
     def dense_weights(self) -> str | None:
@@ -223,6 +225,12 @@ class SearchSettings:
             raise ConfigError(f"--conversion {self.conversion} says how --init-from's dense "
                               f"weights become each trial's; pass --init-from DENSE.pt or leave "
                               f"it out")
+        input_normalization(self.input_normalization, self.space.in_channels, self.dataset)
+        if self.init_from is None and self.input_normalization != DATA:
+            raise ConfigError(f"{FLAG} {self.input_normalization} says what input --init-from's "
+                              f"dense weights expect; without them the networks start from "
+                              f"scratch and normalise by their data's statistics: pass "
+                              f"--init-from DENSE.pt or leave {FLAG} out")
         _choice("sampler", self.sampler, SAMPLERS)
         _choice("objective", self.objective, tuple(OBJECTIVES))
         _choice("scheduler", self.scheduler, SCHEDULERS)

@@ -17,6 +17,7 @@ from search.store import records
 from search.store.objectives import objective_named
 from search.store.studies import open_study
 from search.training.data import DataSplits
+from search.training.normalization import DATA, FLAG
 from search.training.start import dense_digest
 
 RESUME = "--resume: "
@@ -32,11 +33,12 @@ def default_study_name(settings: SearchSettings) -> str:
 
 
 def _dense_attr(settings: SearchSettings) -> dict[str, str] | None:
-    """What ``--init-from`` the study's trials start from, and by what ``--conversion``; None
-    when they start from scratch."""
+    """What ``--init-from`` the study's trials start from, by what ``--conversion``, and with
+    what ``--input-normalization``; None when they start from scratch."""
     path = settings.dense_weights
     return None if path is None else {"path": path, "sha256": dense_digest(path),
-                                      "conversion": settings.conversion}
+                                      "conversion": settings.conversion,
+                                      "input_normalization": settings.input_normalization}
 
 
 STARTUP_TRIALS = 5
@@ -187,6 +189,13 @@ def load_for_resume(storage: optuna.storages.BaseStorage, name: str, settings: S
             raise ConfigError(f"--resume: study {name!r} converted --init-from's weights by "
                               f"--conversion {conversion}, not {wanted['conversion']}; its "
                               f"trials would not be comparable: pass --conversion {conversion}, "
+                              f"or start a new study")
+        # Studies made before --input-normalization normalised by the data's statistics.
+        normalization = dense.get("input_normalization", DATA)
+        if normalization != wanted["input_normalization"]:
+            raise ConfigError(f"--resume: study {name!r} normalised its input by {FLAG} "
+                              f"{normalization}, not {wanted['input_normalization']}; its "
+                              f"trials would not be comparable: pass {FLAG} {normalization}, "
                               f"or start a new study")
     budget = stored.get(records.STUDY_BUDGET)
     if not _same_budget(budget, settings.budget):

@@ -13,6 +13,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
+from search.training.normalization import DATA
 from search.training.start import DENSE_CONVERSION
 
 # Result keys a trial reports (Ray metric names).
@@ -43,6 +44,7 @@ class TrainingJob:
     dense_from: str | None = None  # trained dense weights every trial starts from (--init-from)
     conversion: str = DENSE_CONVERSION  # how dense_from's kernels become a trial's (--conversion)
     train_images: int | None = None  # about this many training images (--train-images); None: all
+    input_normalization: str = DATA  # what the networks normalise by (--input-normalization)
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ def train_trial(ray_config: dict[str, Any]) -> None:
     torch.set_num_threads(max(1, job.threads))
     arch = Architecture.from_json(config.architecture)
     data = cached_dataset(job.dataset, arch.input_size, job.data_dir, job.seed,
-                          job.train_images)
+                          job.train_images, job.input_normalization)
     train_config = TrainConfig(epochs=job.epochs, batch_size=job.batch_size,
                                seed=config.training_seed)
 

@@ -210,7 +210,7 @@ class _EvaluatorActor:
                  calibration_images: int) -> None:
         arch = Architecture.from_json(arch_json)
         data = cached_dataset(job.dataset, arch.input_size, job.data_dir, job.seed,
-                              job.train_images)
+                              job.train_images, job.input_normalization)
         self.evaluator = SupernetEvaluator(arch_json, data, weights, calibration_images,
                                            job.batch_size, job.seed, threads=job.threads)
 

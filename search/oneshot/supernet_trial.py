@@ -62,7 +62,7 @@ def train_supernet(config: SupernetTrialConfig, data: DataSplits, rank: int = 0,
 def _data(config: SupernetTrialConfig) -> DataSplits:
     job = config.job
     return cached_dataset(job.dataset, Architecture.from_json(config.architecture).input_size,
-                          job.data_dir, job.seed, job.train_images)
+                          job.data_dir, job.seed, job.train_images, job.input_normalization)
 
 
 def supernet_worker(loop_config: dict[str, Any]) -> dict[str, Any]:

@@ -84,7 +84,8 @@ STUDY_LATENCY_SPEC = "latency_spec"  # what the latencies were measured on (Late
 STUDY_INPUT_SIZE = "input_size"
 STUDY_NUM_CLASSES = "num_classes"
 STUDY_IN_CHANNELS = "in_channels"
-STUDY_INPUT_MEAN = "input_mean"  # per channel, 0..1 scale, of the training split (seed-drawn)
+STUDY_INPUT_MEAN = "input_mean"  # per channel, 0..1 scale: the training split's (seed-drawn),
+# or --input-normalization's; what every network of the study normalises its input by
 STUDY_INPUT_STD = "input_std"
 STUDY_CLASS_NAMES = "class_names"  # None where the data set has none
 STUDY_OBJECTIVE = "objective"  # an Objective's name (search.store.objectives)
@@ -97,7 +98,8 @@ STUDY_VAL_IMAGES = "val_images"  # images each validation accuracy is measured o
 STUDY_TEST_IMAGES = "test_images"
 STUDY_VERSIONS = "versions"
 STUDY_STRATEGY = "strategy"  # "standard" (every candidate trained) or "oneshot"
-STUDY_INIT_FROM = "init_from"  # dense weights trials start from: path, SHA-256, conversion; None
+# Dense weights trials start from: path, SHA-256, conversion, input_normalization; None
+STUDY_INIT_FROM = "init_from"
 STUDY_SUPERNET = "supernet"  # a one-shot study's supernet: checkpoint, epochs, accuracy, time
 # A one-shot study's options that decide what its estimates and finalists mean (None: standard).
 STUDY_SUPERNET_EPOCHS = "supernet_epochs"

@@ -4,8 +4,9 @@ Every data set comes back as :class:`DataSplits`: images ``uint8 (N, C, S, S)`` 
 input size, labels ``int64``. ``C`` is the data set's own channel count: 1 for the grayscale
 digits and Fashion-MNIST, 3 for CIFAR and image folders (decoded to RGB). Augmentation is
 left to the trainer, per batch on its device (``search.training.augment``), and normalisation to the
-network, with the per-channel statistics computed here; so the data stay four times smaller
-than float. :func:`check_dataset` tells a data set's facts (:class:`DatasetInfo`) without
+network, with the per-channel statistics computed here (or, with ``normalization``, the ones
+that pretrained weights expect: ``search.training.normalization``); so the data stay four times
+smaller than float. :func:`check_dataset` tells a data set's facts (:class:`DatasetInfo`) without
 loading it.
 
 Splits, chosen so that trials are comparable:
@@ -16,7 +17,8 @@ Splits, chosen so that trials are comparable:
   held-out images;
 * the **validation** split is a stratified ``val_fraction`` of what is left (of the training
   images), drawn by ``seed``; an image folder's ``val/`` is used as is;
-* **train** is the rest. Normalisation statistics come from the training split only.
+* **train** is the rest. Normalisation statistics come from the training split only (unless
+  ``normalization`` names others).
 
 Sizes: images are resized bilinearly with antialias, except Fashion-MNIST's 28×28 pictures at
 input sizes 28..36, which are centred on a zero canvas instead (as LeNet-5 padded MNIST to
@@ -43,6 +45,7 @@ import torch
 from hetconv.errors import ConfigError
 from search.training.datasets import cifar, digits, fashion_mnist, imagefolder
 from search.training.datasets.splits import DatasetInfo, DataSplits, Loader, training_subset
+from search.training.normalization import DATA, normalized
 from search.training.seeds import check_seed
 
 __all__ = ["DATASETS", "DataSplits", "DatasetInfo", "cached_dataset", "check_dataset",
@@ -61,12 +64,14 @@ DATASETS: tuple[str, ...] = tuple(_LOADERS)
 
 def load_dataset(name: str, input_size: int, data_dir: str | Path | None = None, seed: int = 0,
                  val_fraction: float = 0.1, download: bool = True,
-                 train_images: int | None = None) -> DataSplits:
+                 train_images: int | None = None, normalization: str = DATA) -> DataSplits:
     """Load ``name`` at ``input_size`` and split it (see the module docstring).
 
     ``train_images``: train on about that many of the training images (the same share of
     every class, drawn by ``seed``; validation and test unchanged), for searches that cannot
-    afford the whole split; None, or more than there are, keeps them all.
+    afford the whole split; None, or more than there are, keeps them all. ``normalization``:
+    what the networks normalise their input by (``search.training.normalization``; default the
+    training split's statistics), carried as the splits' ``mean`` and ``std``.
 
     ``digits`` ignores ``data_dir``; CIFAR looks for the official python batches there and
     Fashion-MNIST for its IDX files (see the module docstring for where without one). Missing
@@ -83,16 +88,17 @@ def load_dataset(name: str, input_size: int, data_dir: str | Path | None = None,
                                      or not isinstance(train_images, int) or train_images < 1):
         raise ConfigError(f"train_images must be a positive integer, got {train_images!r}")
     data = loader.load(data_dir, input_size, seed, val_fraction, download)
-    return data if train_images is None else training_subset(data, train_images, seed)
+    data = data if train_images is None else training_subset(data, train_images, seed)
+    return normalized(data, normalization)
 
 
 @functools.lru_cache(maxsize=2)
 def cached_dataset(name: str, input_size: int, data_dir: str | None, seed: int,
-                   train_images: int | None = None) -> DataSplits:
+                   train_images: int | None = None, normalization: str = DATA) -> DataSplits:
     """The data set a worker process loaded already, else loaded now: Ray trials that reuse a
     worker load it once. Never downloads: the driver fetched it before the trials started."""
     return load_dataset(name, input_size, data_dir, seed=seed, download=False,
-                        train_images=train_images)
+                        train_images=train_images, normalization=normalization)
 
 
 def draw_calibration(data: DataSplits, images: int, seed: int) -> torch.Tensor:

@@ -13,6 +13,7 @@ from hetconv.errors import ConfigError
 from hetconv.models.normalize import InputNormalization
 from search.store.files import check_source
 from search.training.checkpoint import read_state_dict
+from search.training.normalization import preset_name
 from space import Architecture
 
 MAX_ARCHITECTURE_BYTES = 16 << 20
@@ -85,7 +86,9 @@ def _input_line(arch: Architecture) -> str:
     if norm is None:
         return "no normalisation recorded: feed inputs as the network was trained on them"
     mean, std = (", ".join(f"{v:.4f}" for v in values) for values in (norm.mean, norm.std))
-    return f"float in [0, 1], normalised inside the network by mean ({mean}), std ({std})"
+    preset = preset_name(norm)
+    named = "" if preset is None else f" (--input-normalization {preset})"
+    return f"float in [0, 1], normalised inside the network by mean ({mean}), std ({std}){named}"
 
 
 def describe(arch: Architecture) -> str:

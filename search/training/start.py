@@ -10,7 +10,9 @@ search's ``--conversion`` rule (:mod:`hetconv.reduction`), every other weight (s
 classifier) as trained. The rules other than ``centre`` also re-estimate batch norm, on
 :data:`CONVERSION_IMAGES` training images that least-squares fits to as well; ``centre`` starts
 exactly as every search before the option did. The one-shot supernet starts from the standard
-network itself.
+network itself. Every network here normalises its input by the data's ``mean`` and ``std``: the
+training split's, or the ``--input-normalization`` the dense weights expect
+(``search.training.normalization``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from hetconv.errors import param
+from hetconv.errors import ConfigError, param
 from hetconv.reduction import CENTRE, LEAST_SQUARES
 from hetconv.supernet import extract, reduce_to_parts, set_parts, to_supernet
 from search.training.augment import unit_range
@@ -139,7 +141,7 @@ def supernet_start(arch: Architecture, data: DataSplits,
 def dense_accuracy(space: SearchSpace, path: str, data: DataSplits,
                    images: int = DENSE_CHECK_IMAGES) -> tuple[float, int]:
     """The dense weights' accuracy on the first ``images`` validation images, fed as every
-    trial feeds them (normalised by the training split's mean and std), and the image count:
+    trial feeds them (normalised by ``data``'s mean and std), and the image count:
     a network trained on other inputs scores low here, before any trial is spent on it."""
     model, _ = standard_network(space, path, Normalization(data.mean, data.std))
     count = min(images, len(data.val_y))
@@ -148,5 +150,23 @@ def dense_accuracy(space: SearchSpace, path: str, data: DataSplits,
 
 def check_dense(space: SearchSpace, path: str) -> list[str]:
     """Refuse dense weights that do not fit the space's network, before anything is written;
-    returns the notes (a classifier that starts fresh)."""
-    return standard_network(space, path)[1]
+    returns the notes (a classifier that starts fresh). Weights for another channel count than
+    the data's, the likeliest misfit (RGB ImageNet weights on grayscale data), are named so."""
+    try:
+        return standard_network(space, path)[1]
+    except ConfigError as error:
+        channels = _input_channels(read_dense(path))
+        if channels is None or channels == space.in_channels:
+            raise
+        raise ConfigError(f"dense weights {path} take {channels}-channel images but the data "
+                          f"set has {space.in_channels}-channel ones: pass weights for "
+                          f"{space.in_channels}-channel images, or the data they were trained on "
+                          f"({error})") from None
+
+
+def _input_channels(state: Mapping[str, torch.Tensor]) -> int | None:
+    """The input channels of the first convolution kernel in a state dict (its first 4-D
+    floating tensor), or None without one."""
+    kernel = next((value for value in state.values()
+                   if value.is_floating_point() and value.dim() == 4), None)
+    return None if kernel is None else kernel.shape[1]

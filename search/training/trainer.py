@@ -7,9 +7,10 @@ hears of the epoch) and ``on_epoch``; the test split is scored once, at the end,
 for any choice. On CUDA the trainer uses mixed precision (bf16, else fp16 with a gradient
 scaler) and channels-last tensors; on CPU it is plain float32.
 
-The network normalises its own input (its first module holds the training split's mean and
-std), so the trainer feeds it float images in ``[0, 1]``, exactly what a user of the exported
-network feeds it.
+The network normalises its own input (its first module holds the data's mean and std: the
+training split's, or those that dense weights expect, ``search.training.normalization``), so the
+trainer feeds it float images in ``[0, 1]``, exactly what a user of the exported network feeds
+it.
 
 Runs are deterministic on CPU for a given seed and thread count, and a run resumed from its
 checkpoint ends exactly where the uninterrupted run would: the checkpoint
@@ -158,7 +159,7 @@ def learning_rate(config: TrainConfig, step: int, total_steps: int, steps_per_ep
 
 
 def trained_architecture(arch: Architecture, data: DataSplits) -> Architecture:
-    """``arch`` carrying ``data``'s training-split statistics and class names, as trained."""
+    """``arch`` carrying ``data``'s input statistics and class names, as trained."""
     return arch.trained_on(Normalization(data.mean, data.std), data.class_names)
 
 

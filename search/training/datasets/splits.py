@@ -46,8 +46,9 @@ class DataSplits:
 
     Images are ``uint8`` in ``0..255`` (or float in ``0..1``), shape ``(N, C, S, S)``; labels are
     ``int64`` in ``0..num_classes-1``. ``mean``/``std`` have one entry per channel, on the
-    ``0..1`` scale, from the training split. ``hflip`` says whether mirroring an image keeps its
-    label.
+    ``0..1`` scale: what every network built for these splits normalises its input by, the
+    training split's own unless ``search.training.normalization`` put others. ``hflip`` says
+    whether mirroring an image keeps its label.
     """
 
     name: str
