@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from hetconv.errors import ConfigError
+from search.train import main as train_main
 from search.training.data import load_dataset
 from search.training.start import check_dense, dense_accuracy
 from space import Architecture
@@ -34,15 +36,19 @@ def _run(cwd: Path, module: str, *args: str, timeout: float = 300) -> str:
 
 
 def test_a_factory_goes_from_dense_weights_to_a_deployed_program(tmp_path: Path) -> None:
-    trained = _run(tmp_path, "search.train", "--model", FACTORY, "--input-size", INPUT_SIZE,
-                   "--epochs", "6", "--batch-size", "32", "--out", "dense.pt")
-    assert f"training {FACTORY} (dense)" in trained and "epoch 6/6" in trained
+    """Dense training, a search from its weights on a subset, the export, the final training
+    from another folder (the file names the data) and the deploy: HetNAS commands alone."""
+    write_fashion_mnist(tmp_path / "data", train=400, test=60, gz=False)
+    data = ("--dataset", "fashion-mnist", "--data-dir", "data", "--input-size", INPUT_SIZE)
+    trained = _run(tmp_path, "search.train", "--model", FACTORY, *data, "--epochs", "4",
+                   "--batch-size", "32", "--out", "dense.pt")
+    assert f"training {FACTORY} (dense)" in trained and "epoch 4/4" in trained
     dense = json.loads((tmp_path / "dense.json").read_text())
-    assert set(dense["parts"]) == {1} and dense["result"]["dataset"] == "digits"
-    checked = _run(tmp_path, "search.check", "dense.json", "--weights", "dense.pt")
-    assert "dense.pt match" in checked
+    assert set(dense["parts"]) == {1} and dense["result"]["dataset"] == "fashion-mnist"
+    assert "dense.pt match" in _run(tmp_path, "search.check", "dense.json", "--weights",
+                                    "dense.pt")
 
-    searched = _run(tmp_path, "search.run", "--model", FACTORY, "--input-size", INPUT_SIZE,
+    searched = _run(tmp_path, "search.run", "--model", FACTORY, *data, "--train-images", "200",
                     "--init-from", "dense.pt", "--budget", "7e5", "--trials", "1",
                     "--epochs", "1", "--baselines", "none", "--confirm-top", "0",
                     "--storage", "sqlite:///hetnas.db", "--study", "own")
@@ -52,17 +58,30 @@ def test_a_factory_goes_from_dense_weights_to_a_deployed_program(tmp_path: Path)
     assert score, searched
     assert float(score[1]) == pytest.approx(100 * dense["result"]["accuracy"], abs=0.05)
     assert int(score[2]) == dense["result"]["val_images"]
-    assert float(score[1]) > 50  # trained, not a random start
+    assert float(score[1]) > 20  # trained (chance is 10 %), not a random start
 
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
     _run(tmp_path, "search.export", "--storage", "sqlite:///hetnas.db", "--study", "own",
-         "--out", "best.json", "--weights", "best.pt")
-    best = Architecture.from_json((tmp_path / "best.json").read_text())
-    assert any(part > 1 for part in best.parts)
-    _run(tmp_path, "search.deploy", "best.json", "--weights", "best.pt", "--out", "model.pt2")
-    model = best.build().eval()
-    model.load_state_dict(torch.load(tmp_path / "best.pt", weights_only=True))
+         "--out", "elsewhere/best.json", "--weights", "elsewhere/best.pt")
+    result = json.loads((elsewhere / "best.json").read_text())["result"]
+    assert (result["dataset"], result["data_dir"], result["train_images"]) == (
+        "fashion-mnist", str(tmp_path / "data"), 200)
+    # From another folder, without --data-dir: the data the file names, on a subset if asked.
+    final = _run(elsewhere, "search.train", "best.json", "--weights", "best.pt", "--epochs", "1",
+                 "--train-images", "100", "--out", "final.pt")
+    shown = re.search(rf"on fashion-mnist in {re.escape(str(tmp_path / 'data'))} \((\d+) "
+                      r"training images\)", final)
+    assert shown and abs(int(shown[1]) - 100) <= 3, final  # about 100: a share of each class
+    assert json.loads((elsewhere / "final.json").read_text())["result"]["train_images"] == 100
+
+    _run(elsewhere, "search.deploy", "final.json", "--weights", "final.pt", "--out", "model.pt2")
+    shipped = Architecture.from_json((elsewhere / "final.json").read_text())
+    assert any(part > 1 for part in shipped.parts)
+    model = shipped.build().eval()
+    model.load_state_dict(torch.load(elsewhere / "final.pt", weights_only=True))
     images = torch.rand(3, 1, 8, 8)
-    program = torch.export.load(tmp_path / "model.pt2").module()
+    program = torch.export.load(elsewhere / "model.pt2").module()
     with torch.no_grad():
         assert torch.allclose(program(images), model(images), atol=1e-4)
 
@@ -87,36 +106,12 @@ def test_a_familys_dense_weights_load_as_init_from_weights(tmp_path: Path) -> No
     (["--model", "resnet20"], "must be written package.module:factory"),
     (["--backbone", "resnet20", "--input-size", "0"], "must be an integer from 1"),
 ])
-def test_a_dense_run_without_one_network_is_refused_in_one_line(tmp_path: Path,
-                                                                  args: list[str],
-                                                                  fragment: str) -> None:
+def test_a_dense_run_without_one_network_is_refused_before_writing(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch,
+                                                                   args: list[str],
+                                                                   fragment: str) -> None:
     (tmp_path / "arch.json").write_text(Architecture.uniform("resnet20", 4, 8, 10, 1).to_json())
-    result = subprocess.run([sys.executable, "-m", "search.train", *args, "--epochs", "1",
-                             "--out", "dense.pt"], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=120)
-    assert result.returncode == 2 and result.stdout == ""
-    assert len(result.stderr.splitlines()) == 1 and fragment in result.stderr, result.stderr
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        train_main([*args, "--epochs", "1", "--out", "dense.pt"])
     assert [p.name for p in tmp_path.iterdir()] == ["arch.json"]
-
-
-def test_the_exported_file_names_its_data_so_search_train_needs_no_path(tmp_path: Path) -> None:
-    write_fashion_mnist(tmp_path / "data", train=120, test=40, gz=False)
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    _run(tmp_path, "search.run", "--backbone", "resnet20", "--input-size", INPUT_SIZE,
-         "--dataset", "fashion-mnist", "--data-dir", "data", "--train-images", "60",
-         "--budget", "1.2e6", "--trials", "1", "--epochs", "1", "--baselines", "none",
-         "--confirm-top", "0", "--storage", "sqlite:///hetnas.db", "--study", "subset")
-    _run(tmp_path, "search.export", "--storage", "sqlite:///hetnas.db", "--study", "subset",
-         "--out", "elsewhere/best.json")
-    result = json.loads((elsewhere / "best.json").read_text())["result"]
-    assert (result["dataset"], result["data_dir"], result["train_images"]) == (
-        "fashion-mnist", str(tmp_path / "data"), 60)
-    # From another folder, without --data-dir: the data the file names, on a subset if asked.
-    trained = _run(elsewhere, "search.train", "best.json", "--epochs", "1",
-                   "--train-images", "30", "--out", "final.pt")
-    shown = re.search(rf"on fashion-mnist in {re.escape(str(tmp_path / 'data'))} \((\d+) "
-                      r"training images\)", trained)
-    assert shown and abs(int(shown[1]) - 30) <= 2, trained  # about 30: a share of each class
-    final = json.loads((elsewhere / "final.json").read_text())["result"]
-    assert (final["data_dir"], final["train_images"]) == (str(tmp_path / "data"), 30)
