@@ -243,7 +243,7 @@ def test_a_study_resumes_only_with_the_conversion_it_started_with(digits_dense):
     assert study.user_attrs[records.STUDY_INIT_FROM]["conversion"] == LEAST_SQUARES
     resumed = dataclasses.replace(settings, resume=True)
     load_for_resume(storage, "converted", resumed, data)
-    with pytest.raises(ConfigError, match="by --conversion least-squares, not tap-sum; its "
+    with pytest.raises(ConfigError, match="with --conversion least-squares, not tap-sum; its "
                                           "trials would not be comparable: pass --conversion "
                                           "least-squares"):
         load_for_resume(storage, "converted", dataclasses.replace(resumed, conversion=TAP_SUM),
@@ -253,5 +253,5 @@ def test_a_study_resumes_only_with_the_conversion_it_started_with(digits_dense):
     del older["conversion"]
     study.set_user_attr(records.STUDY_INIT_FROM, older)
     load_for_resume(storage, "converted", dataclasses.replace(resumed, conversion=CENTRE), data)
-    with pytest.raises(ConfigError, match="by --conversion centre, not least-squares"):
+    with pytest.raises(ConfigError, match="with --conversion centre, not least-squares"):
         load_for_resume(storage, "converted", resumed, data)

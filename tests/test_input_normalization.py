@@ -161,7 +161,7 @@ def test_a_study_resumes_only_with_the_normalisation_it_started_with(cifar, imag
     create_study(storage, "norm", settings, data)
     resumed = dataclasses.replace(settings, resume=True)
     load_for_resume(storage, "norm", resumed, data)
-    with pytest.raises(ConfigError, match="normalised its input by --input-normalization "
+    with pytest.raises(ConfigError, match="weights with --input-normalization "
                                           "imagenet, not data; its trials would not be "
                                           "comparable: pass --input-normalization imagenet"):
         load_for_resume(storage, "norm", dataclasses.replace(resumed, input_normalization="data"),

@@ -183,20 +183,15 @@ def load_for_resume(storage: optuna.storages.BaseStorage, name: str, settings: S
                           f"trials would not be comparable: pass the same --init-from file, or "
                           f"start a new study")
     if dense is not None and wanted is not None:
-        # Studies made before --conversion started every trial by the centre rule.
-        conversion = dense.get("conversion", CENTRE)
-        if conversion != wanted["conversion"]:
-            raise ConfigError(f"--resume: study {name!r} converted --init-from's weights by "
-                              f"--conversion {conversion}, not {wanted['conversion']}; its "
-                              f"trials would not be comparable: pass --conversion {conversion}, "
-                              f"or start a new study")
-        # Studies made before --input-normalization normalised by the data's statistics.
-        normalization = dense.get("input_normalization", DATA)
-        if normalization != wanted["input_normalization"]:
-            raise ConfigError(f"--resume: study {name!r} normalised its input by {FLAG} "
-                              f"{normalization}, not {wanted['input_normalization']}; its "
-                              f"trials would not be comparable: pass {FLAG} {normalization}, "
-                              f"or start a new study")
+        # Studies made before an option was recorded did what its value here does.
+        for key, flag, before in (("conversion", "--conversion", CENTRE),
+                                  ("input_normalization", FLAG, DATA)):
+            was = dense.get(key, before)
+            if was != wanted[key]:
+                raise ConfigError(f"--resume: study {name!r} started its trials from "
+                                  f"--init-from's weights with {flag} {was}, not {wanted[key]}; "
+                                  f"its trials would not be comparable: pass {flag} {was}, or "
+                                  f"start a new study")
     budget = stored.get(records.STUDY_BUDGET)
     if not _same_budget(budget, settings.budget):
         given = "none" if settings.budget is None else f"{settings.budget:g}"
