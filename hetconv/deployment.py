@@ -6,9 +6,11 @@ Each step keeps the network's function (up to float rounding):
 2. activations between layers are kept in class order (:mod:`hetconv.layout`), so no HetConv
    layer reorders channels: each is a grouped K×K and a 1×1 convolution and an add;
 3. every HetConv layer runs in the fastest of its equivalent forms, timed on the layer's own
-   input on this device. A part-P layer is also a part-Q layer for every Q dividing P (its K×K
-   pattern is a subset of Q's, the extra weights are zero), and part 1 is one dense convolution,
-   so grouped K×K + 1×1 at P, at each smaller Q, and dense are all candidates;
+   input on this device at torch's current thread count, in eager PyTorch or (``runtime=
+   "onnxruntime"``, for an ONNX deployment) in ONNX Runtime (:mod:`hetconv.onnx_timing`).
+   A part-P layer is also a part-Q layer for every Q dividing P (its K×K pattern is a subset of
+   Q's, the extra weights are zero), and part 1 is one dense convolution, so grouped K×K + 1×1
+   at P, at each smaller Q, and dense are all candidates;
 4. a large batch runs in the chunk size that is quickest on this device (smaller chunks keep
    the activations of the 1×1 and grouped convolutions, which are limited by memory traffic,
    in cache);
@@ -32,12 +34,16 @@ import torch
 from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from hetconv.errors import ConfigError
 from hetconv.fold import fold_batchnorm
 from hetconv.layer import HetConv2d, MaskedHetConv2d
 from hetconv.layout import OrderedHetConv2d, replace_submodule, to_class_order
+from hetconv.onnx_timing import onnxruntime_calls
 from hetconv.timing import interleaved_samples
 
 DENSE = "dense"
+EAGER, ONNXRUNTIME = "eager", "onnxruntime"
+FORM_RUNTIMES = (EAGER, ONNXRUNTIME)  # what layer forms are timed in
 TIMING_ROUNDS = 5  # interleaved rounds deciding between forms (median) ...
 SAMPLE_SECONDS = 0.005  # ... each about this long per form, and at least 3 calls
 RTOL = 1e-3
@@ -137,9 +143,19 @@ def quickest(calls: Mapping[str, Callable[[], object]],
     return min(seconds, key=seconds.__getitem__), seconds
 
 
-def fastest_form(layer: HetConv2d | OrderedHetConv2d,
-                 x: torch.Tensor) -> tuple[str, nn.Module, dict[str, float]]:
-    """The quickest of :func:`equivalent_forms` on input ``x``, and every form's seconds."""
+def check_runtime(runtime: str, device: torch.device) -> None:
+    """Refuse a runtime that cannot time layer forms on ``device`` (ONNX Runtime: CPU only)."""
+    if runtime not in FORM_RUNTIMES:
+        raise ConfigError(f"runtime {runtime!r} is unknown; use one of {', '.join(FORM_RUNTIMES)}")
+    if runtime == ONNXRUNTIME and device.type != "cpu":
+        raise ConfigError(f"runtime {ONNXRUNTIME} times layer forms on the CPU, not {device.type}")
+
+
+def fastest_form(layer: HetConv2d | OrderedHetConv2d, x: torch.Tensor,
+                 runtime: str = EAGER) -> tuple[str, nn.Module, dict[str, float]]:
+    """The quickest of :func:`equivalent_forms` on input ``x`` in ``runtime`` (one of
+    :data:`FORM_RUNTIMES`) at torch's current thread count, and every form's seconds."""
+    check_runtime(runtime, x.device)
     forms = equivalent_forms(layer)
     if len(forms) == 1:
         (name, form), = forms.items()
@@ -149,8 +165,9 @@ def fastest_form(layer: HetConv2d | OrderedHetConv2d,
     for form in forms.values():
         form.to(memory_format=fmt)  # type: ignore[call-overload]  # torch's stubs lack the kwarg
     with torch.no_grad():  # the warm-up calls of the timing let oneDNN / cuDNN pick kernels
-        best, seconds = quickest({name: functools.partial(form, x)
-                                  for name, form in forms.items()}, x.device)
+        calls = (onnxruntime_calls(forms, x) if runtime == ONNXRUNTIME
+                 else {name: functools.partial(form, x) for name, form in forms.items()})
+        best, seconds = quickest(calls, x.device)
     return best, forms[best], seconds
 
 
@@ -208,7 +225,9 @@ def _layer_inputs(graph: fx.GraphModule, example_input: torch.Tensor) -> dict[st
 class DeployedModel(nn.Module):
     """An inference-only network: no autograd, weights frozen at deploy time.
 
-    ``forms`` names the form each HetConv layer runs in (``grouped-P4``, ``dense``, ...);
+    ``forms`` names the form each HetConv layer runs in (``grouped-P4``, ``dense``, ...), in
+    network order; ``seconds`` holds, per layer whose form was timed, each candidate form's
+    median seconds (what :func:`fastest_form` chose by);
     ``chunk`` is the number of images run at a time (``None``: the whole batch);
     ``compiled`` says whether TorchInductor runs it.
     """
@@ -217,10 +236,12 @@ class DeployedModel(nn.Module):
 
     def __init__(self, module: fx.GraphModule, forms: dict[str, str],
                  memory_format: torch.memory_format, chunk: int | None, compiled: bool,
-                 runner: Callable[[torch.Tensor], torch.Tensor]) -> None:
+                 runner: Callable[[torch.Tensor], torch.Tensor],
+                 seconds: dict[str, dict[str, float]] | None = None) -> None:
         super().__init__()
         self.module = module
         self.forms = forms
+        self.seconds = {} if seconds is None else seconds
         self.memory_format = memory_format
         self.chunk = chunk
         self.compiled = compiled
@@ -261,13 +282,17 @@ def check_equal(deployed: nn.Module, model: nn.Module, example_input: torch.Tens
                            f"example input (tolerance {atol:.3g}); please report this")
 
 
-def deploy(model: nn.Module, example_input: torch.Tensor, compile: bool = True) -> DeployedModel:
+def deploy(model: nn.Module, example_input: torch.Tensor, compile: bool = True,
+           runtime: str = EAGER) -> DeployedModel:
     """Return ``model``'s fastest inference form on ``example_input``'s device.
 
     ``example_input`` is one batch of the shape and device the form will serve: layer forms are
-    chosen by timing on it and the result is checked against ``model`` on it. ``model`` is not
-    changed. ``compile=False`` skips TorchInductor (no C++ compiler, or start-up time matters).
+    chosen by timing on it (in ``runtime``, at torch's current thread count) and the result is
+    checked against ``model`` on it. ``model`` is not changed. ``compile=False`` skips
+    TorchInductor (no C++ compiler, or start-up time matters); layer forms are timed eagerly
+    either way, as compiling every candidate form of every layer would take minutes.
     """
+    check_runtime(runtime, example_input.device)
     original = model
     model = copy.deepcopy(model).eval()
     graph = trace(model)
@@ -280,11 +305,14 @@ def deploy(model: nn.Module, example_input: torch.Tensor, compile: bool = True) 
     with torch.no_grad():
         to_class_order(graph, example_input)
     graph.to(memory_format=fmt)  # type: ignore[call-overload]  # torch's stubs lack the kwarg
+    seconds: dict[str, dict[str, float]] = {}
     for name, x in _layer_inputs(graph, example_input).items():
-        form_name, form, _ = fastest_form(cast(HetConv2d, graph.get_submodule(name)), x)
+        layer = cast(HetConv2d, graph.get_submodule(name))
+        forms[name], form, seconds[name] = fastest_form(layer, x, runtime)
         replace_submodule(graph, name, form)
-        forms[name] = form_name
     graph.recompile()
+    order = {name: index for index, (name, _) in enumerate(graph.named_modules())}
+    forms = dict(sorted(forms.items(), key=lambda item: order[item[0]]))
     runner: Callable[[torch.Tensor], torch.Tensor] = graph
     if compile:
         try:
@@ -295,7 +323,8 @@ def deploy(model: nn.Module, example_input: torch.Tensor, compile: bool = True) 
                           f"eagerly", stacklevel=2)
     chunk = fastest_chunk(runner, example_input)
     deployed = DeployedModel(graph, forms, fmt, chunk, compiled=runner is not graph,
-                             runner=runner)
+                             runner=runner, seconds={name: times for name, times
+                                                     in seconds.items() if times})
     was_training = original.training
     original.eval()
     try:

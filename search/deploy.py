@@ -6,6 +6,13 @@ class order, each HetConv layer in its fastest form on ``--device`` at ``--batch
 with ``torch.export`` and saved as a ``.pt2`` program that plain PyTorch loads and runs, without
 HetNAS: ``torch.export.load(path).module()(x)``. ``--onnx`` also writes the same graph as ONNX.
 
+The fastest form depends on where the network runs, so ``--runtime`` names it and ``--threads``
+the thread count: ``eager`` times each layer's forms in PyTorch as the program runs them;
+``onnxruntime`` exports each form alone and times it in ONNX Runtime (for ``--onnx``);
+``compiled`` (the program put through ``torch.compile`` or AOTInductor) times them eagerly too,
+as compiling every candidate form would take minutes. The output names each layer's form, the
+time of every candidate, and says when a dense form keeps its zeros.
+
 What is exported is the deploy form's graph behind its channels-last conversion, with a dynamic
 batch dimension, but without the deploy form's chunking: chunking splits a batch in a Python
 loop whose length depends on the batch size, which a program with a symbolic batch cannot hold
@@ -20,34 +27,36 @@ deploy form's own tolerance. Files are written atomically (``search.store.files`
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import importlib.util
 import io
-import logging
 import warnings
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
 
 import torch
 from torch import nn
 
-from hetconv.deployment import ATOL_SCALE, RTOL, DeployedModel, deploy
+from hetconv.deployment import ATOL_SCALE, DENSE, EAGER, ONNXRUNTIME, RTOL, DeployedModel, deploy
 from hetconv.errors import ConfigError
+from hetconv.onnx_timing import quiet_onnx_exporter
 from search.cli import OneLineParser, path_argument, run_cli
+from search.engine.settings import check_integer
 from search.store.files import check_target, write_together
 from search.training.exported import load_trained, read_architecture
 from space import Architecture
 from space.architecture import DOCUMENT_KEYS
-from space.latency import DEVICES, LatencySpec
+from space.latency import DEVICES, RUNTIMES, LatencySpec
 
 PROG = "python -m search.deploy"
 BATCH = torch.export.Dim("batch", min=1)
 ONNX_PACKAGES = ("onnx", "onnxruntime", "onnxscript")
 ONNX_INPUT, ONNX_OUTPUT = "images", "logits"
 CHECK_SEED = 0
+RUNTIME_CHOICES = (*RUNTIMES, ONNXRUNTIME)  # compiled: forms timed eagerly (module docstring)
+RUNTIME_NAMES = {EAGER: "eager PyTorch", "compiled": "eager PyTorch (not timed compiled)",
+                 ONNXRUNTIME: "ONNX Runtime"}
 
 
 class ExportMismatch(RuntimeError):
@@ -72,6 +81,13 @@ def build_parser() -> OneLineParser:
                              "the program takes any batch size")
     parser.add_argument("--device", default="cpu", choices=DEVICES,
                         help="device the program is made for and runs on (default cpu)")
+    parser.add_argument("--runtime", default=EAGER, choices=RUNTIME_CHOICES,
+                        help="what will run the network, which the layer forms are timed in: "
+                             "eager (PyTorch, the default), onnxruntime (for --onnx; CPU), "
+                             "compiled (torch.compile / AOTInductor; forms timed eagerly)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads the layer forms are timed at (torch threads; ONNX "
+                             "Runtime intra-op threads); default: torch's current count")
     return parser
 
 
@@ -91,17 +107,28 @@ def _check_outputs(args: argparse.Namespace) -> None:
         taken[path] = flag
 
 
-def _check_onnx_installed() -> None:
+def _check_onnx_installed(flag: str) -> None:
     missing = [name for name in ONNX_PACKAGES if importlib.util.find_spec(name) is None]
     if missing:
-        raise ConfigError(f"--onnx needs {', '.join(missing)}: pip install 'hetnas[onnx]', or "
-                          f"leave out --onnx")
+        raise ConfigError(f"{flag} needs {', '.join(missing)}: pip install 'hetnas[onnx]', or "
+                          f"leave out {flag}")
+
+
+def _check_runtime(args: argparse.Namespace) -> None:
+    """Refuse a thread count out of range, and ONNX Runtime timing off the CPU."""
+    if args.threads is not None:
+        check_integer("threads", args.threads)
+    if args.runtime == ONNXRUNTIME:
+        if args.device != "cpu":
+            raise ConfigError(f"--runtime {ONNXRUNTIME} times layer forms on the CPU; use "
+                              f"--device cpu, or --runtime eager for --device {args.device}")
+        _check_onnx_installed(f"--runtime {ONNXRUNTIME}")
 
 
 def _servable(deployed: DeployedModel) -> DeployedModel:
     """The deploy form without chunking: the part of it a program with any batch size holds."""
     return DeployedModel(deployed.module, deployed.forms, deployed.memory_format, chunk=None,
-                         compiled=False, runner=deployed.module).eval()
+                         compiled=False, runner=deployed.module, seconds=deployed.seconds).eval()
 
 
 def _difference(actual: torch.Tensor, expected: torch.Tensor, what: str) -> float:
@@ -139,28 +166,13 @@ def _saved_program(servable: nn.Module, model: nn.Module,
     return buffer.getvalue(), worst
 
 
-@contextlib.contextmanager
-def _quiet_onnx_exporter() -> Iterator[None]:
-    """torch.onnx logs one warning per torchvision operator it cannot register (torchvision is
-    no dependency) and torch's internals raise FutureWarnings: noise to this command's user."""
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            yield
-    finally:
-        logger.setLevel(level)
-
-
 def _saved_onnx(servable: nn.Module, model: nn.Module,
                checks: list[torch.Tensor]) -> tuple[bytes, int, float]:
     """The servable as ONNX with a dynamic batch (its bytes), after onnxruntime gave the model's
     outputs on ``checks`` with them; its opset version and the largest difference seen."""
     import onnxruntime
 
-    with _quiet_onnx_exporter():
+    with quiet_onnx_exporter():
         program = torch.onnx.export(servable, (checks[0],), dynamo=True, verbose=False,
                                     input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT],
                                     dynamic_shapes=({0: BATCH},))
@@ -192,13 +204,48 @@ def _forms_line(forms: dict[str, str]) -> str:
     return ", ".join(f"{count} {name}" for name, count in sorted(counts.items()))
 
 
+def _layer_lines(forms: dict[str, str], seconds: dict[str, dict[str, float]]) -> list[str]:
+    """A line per layer: the form kept and why (every candidate's time, quickest first). A dense
+    form kept for a grouped layer stores, and multiplies by, the grouped pattern's zeros."""
+    name_width = max(map(len, forms), default=0)
+    form_width = max(map(len, forms.values()), default=0)
+    lines = []
+    for name, form in forms.items():
+        times = seconds.get(name)
+        if times is None:
+            why = "(part 1: a dense layer as trained)"
+        else:
+            why = "(" + ", ".join(f"{candidate} {times[candidate] * 1e3:.3g} ms" for candidate
+                                  in sorted(times, key=times.__getitem__)) + ")"
+            if form == DENSE:
+                why += ": full-size weights, the grouped pattern's zeros kept"
+        lines.append(f"  {name:<{name_width}}  {form:<{form_width}}  {why}")
+    return lines
+
+
+def _runtime_note(args: argparse.Namespace) -> str | None:
+    """One line when the forms were chosen for another runtime than a file written for."""
+    if args.onnx is not None and args.runtime != ONNXRUNTIME:
+        return (f"note         the layer forms were chosen for {args.runtime}, not ONNX Runtime, "
+                f"which may run {args.onnx} slower than it could; --runtime {ONNXRUNTIME} "
+                f"chooses them for it")
+    if args.onnx is None and args.runtime == ONNXRUNTIME:
+        return (f"note         the layer forms were chosen for ONNX Runtime, which may run "
+                f"{args.out} slower in PyTorch than --runtime {EAGER}; --onnx writes the ONNX "
+                f"file they were chosen for")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Every check on the input comes before the slow work: bad input fails at once.
-    spec = LatencySpec.current(args.device, args.batch, "eager")
+    _check_runtime(args)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    spec = LatencySpec.current(args.device, args.batch, "eager")  # names the thread count
     _check_outputs(args)
     if args.onnx is not None:
-        _check_onnx_installed()
+        _check_onnx_installed("--onnx")
     if args.weights.is_dir():
         raise ConfigError(f"--weights {args.weights} is a folder; pass the state dict file")
     arch = read_architecture(args.architecture)
@@ -211,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         shape = (count, space.in_channels, space.input_size, space.input_size)
         return torch.rand(shape, generator=generator).to(device)
 
-    deployed = deploy(model, images(args.batch), compile=False)
+    deployed = deploy(model, images(args.batch), compile=False,
+                      runtime=ONNXRUNTIME if args.runtime == ONNXRUNTIME else EAGER)
     servable = _servable(deployed)
     larger = images(args.batch + 1)
     checks = [larger, larger[:args.batch]]  # any batch size works, --batch's included
@@ -224,8 +272,10 @@ def main(argv: list[str] | None = None) -> int:
     classes = "" if arch.class_names is None else \
         f", classes in the order of {args.architecture.name}'s class_names"
     print(f"wrote        {args.out}: torch.export program of {arch.backbone} for {device}")
-    print(f"layer forms  {_forms_line(deployed.forms)} (the quickest at batch {args.batch} on "
-          f"{spec.device})")
+    print(f"layer forms  {_forms_line(deployed.forms)}: each the quickest at batch {args.batch} "
+          f"in {RUNTIME_NAMES[args.runtime]} on {spec.device}")
+    for line in _layer_lines(deployed.forms, deployed.seconds):
+        print(line)
     print(f"input        {_input_line(arch)}")
     print(f"output       float32 (N, {space.num_classes}): class scores (logits){classes}")
     print(f"load         torch.export.load({str(args.out)!r}).module()(x) with x on {device}: "
@@ -236,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"onnx         {args.onnx}: opset {onnx[1]}, input {ONNX_INPUT!r} (N, "
               f"{space.in_channels}, {space.input_size}, {space.input_size}), output "
               f"{ONNX_OUTPUT!r}; onnxruntime max abs difference {onnx[2]:.3g}")
+    note = _runtime_note(args)
+    if note is not None:
+        print(note)
     return 0
 
 

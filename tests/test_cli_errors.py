@@ -119,6 +119,7 @@ def test_artifacts_under_a_file_are_refused_before_writing(tmp_path: Path) -> No
     ("search.train", ["--epochs", "1", "--threads", str(10**20)], ["--threads", "at most"]),
     ("search.train", ["--epochs", "1", "--out", ""], ["--out . is a folder"]),
     ("search.deploy", ["--weights", "w.pt", "--batch", str(2**70)], ["--batch", "65,536"]),
+    ("search.deploy", ["--weights", "w.pt", "--threads", str(10**20)], ["--threads", "at most"]),
     ("search.profile", ["--batch", str(2**70)], ["--batch", "65,536"]),
     ("search.profile", ["--input-size", str(10**20)], ["--input-size", "from 1 to 4,096"]),
 ])

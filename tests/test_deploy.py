@@ -12,6 +12,7 @@ from torch import nn
 from bench.networks import trained_like
 from hetconv.deployment import (
     DENSE,
+    ONNXRUNTIME,
     check_equal,
     chunk_candidates,
     chunked,
@@ -22,6 +23,7 @@ from hetconv.deployment import (
     grouped_form_name,
     trace,
 )
+from hetconv.errors import ConfigError
 from hetconv.layer import HetConv2d, MaskedHetConv2d
 from hetconv.models import build_model
 from space import SearchSpace
@@ -128,6 +130,21 @@ def test_fastest_form_is_the_quickest_measured_one():
     x = torch.randn(1, 32, 8, 8)
     with torch.no_grad():
         torch.testing.assert_close(form(x), layer(x), rtol=1e-4, atol=1e-5)
+
+
+def test_forms_timed_in_onnxruntime_are_valid_forms_of_the_layer():
+    layer = HetConv2d(16, 16, part=4).eval()
+    name, form, seconds = fastest_form(layer, torch.randn(1, 16, 6, 6), ONNXRUNTIME)
+    assert set(seconds) == set(equivalent_forms(layer))
+    assert seconds[name] == min(seconds.values())
+    x = torch.randn(3, 16, 6, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(form(x), layer(x), rtol=1e-4, atol=1e-5)
+
+
+def test_an_unknown_runtime_is_refused_before_any_timing():
+    with pytest.raises(ConfigError, match="runtime 'tvm' is unknown"):
+        deploy(nn.Sequential(HetConv2d(8, 8, part=2)), torch.randn(1, 8, 4, 4), runtime="tvm")
 
 
 def test_masked_reference_layers_are_deployed_in_a_fast_form():

@@ -1,9 +1,12 @@
 """``python -m search.deploy``: a program plain PyTorch runs without HetNAS, at any batch size,
-with the trained network's outputs; bad input is one line, exit status 2, and nothing written."""
+with the trained network's outputs, in layer forms chosen for the runtime named; bad input is
+one line, exit status 2, and nothing written."""
 
 from __future__ import annotations
 
+import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,7 +19,7 @@ from torch import nn
 
 from bench.networks import trained_like
 from search.cli import run_cli
-from search.deploy import PROG, main
+from search.deploy import PROG, _layer_lines, _runtime_note, main
 from space import Architecture, Normalization
 
 # Mostly part 1 (dense, nothing to time), so that choosing the deploy form takes seconds; the
@@ -85,6 +88,21 @@ def deployed(trained: tuple[Path, nn.Module]) -> subprocess.CompletedProcess:
     return result
 
 
+@pytest.fixture(scope="module")
+def deployed_for_onnxruntime(trained: tuple[Path, nn.Module],
+                             tmp_path_factory: pytest.TempPathFactory
+                             ) -> tuple[Path, subprocess.CompletedProcess]:
+    """The same network deployed with its layer forms timed in ONNX Runtime on 1 thread."""
+    source, _ = trained
+    folder = tmp_path_factory.mktemp("onnxruntime")
+    for name in ("final.json", "final.pt"):
+        shutil.copy(source / name, folder / name)
+    result = _deploy(folder, "final.json", "--weights", "final.pt", "--out", "model.pt2",
+                     "--onnx", "model.onnx", "--runtime", "onnxruntime", "--threads", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return folder, result
+
+
 def _inputs_and_outputs(model: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     generator = torch.Generator().manual_seed(1)
     inputs = [torch.rand(n, 1, 16, 16, generator=generator) for n in BATCHES]
@@ -137,16 +155,84 @@ def test_the_command_says_what_it_wrote_and_how_to_load_it(deployed) -> None:
     assert any(line.startswith("onnx         model.onnx: opset") for line in lines)
 
 
-def test_the_onnx_model_gives_the_trained_outputs_at_any_batch_size(trained, deployed) -> None:
+def _check_onnx(path: Path, model: nn.Module) -> None:
     import onnxruntime
 
-    folder, model = trained
-    session = onnxruntime.InferenceSession(str(folder / "model.onnx"),
-                                           providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for x, expected in zip(*_inputs_and_outputs(model), strict=True):
         out = torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
         atol = 1e-4 * max(1.0, float(expected.abs().max()))
         torch.testing.assert_close(out, expected, rtol=1e-3, atol=atol)
+
+
+def test_the_onnx_model_gives_the_trained_outputs_at_any_batch_size(trained, deployed) -> None:
+    folder, model = trained
+    _check_onnx(folder / "model.onnx", model)
+
+
+def _kept_forms(stdout: str) -> dict[str, str]:
+    """Layer name to form, from the command's per-layer lines."""
+    return dict(re.findall(r"^  (blocks\.\d\.conv\d)  +(\S+)  ", stdout, flags=re.M))
+
+
+@pytest.mark.parametrize("which", ["eager", "onnxruntime"])
+def test_each_layer_is_named_with_the_form_it_kept_and_why(deployed, deployed_for_onnxruntime,
+                                                           which: str) -> None:
+    result = deployed if which == "eager" else deployed_for_onnxruntime[1]
+    kept = _kept_forms(result.stdout)
+    assert len(kept) == 18  # resnet20's HetConv layers, in network order
+    assert list(kept) == sorted(kept)
+    for (name, form), part in zip(kept.items(), PARTS, strict=True):
+        allowed = {"dense", *(f"grouped-P{q}" for q in range(2, part + 1) if part % q == 0)}
+        assert form in allowed, (name, form, part)
+    runtime = "eager PyTorch" if which == "eager" else "ONNX Runtime"
+    assert f"each the quickest at batch 1 in {runtime} on cpu:" in result.stdout
+    if which == "onnxruntime":
+        assert "1 thread" in result.stdout
+
+
+def test_forms_chosen_in_onnxruntime_give_the_trained_outputs(trained,
+                                                              deployed_for_onnxruntime) -> None:
+    _, model = trained
+    folder, _ = deployed_for_onnxruntime
+    _check_onnx(folder / "model.onnx", model)
+    _load_in_plain_pytorch(folder, model)
+
+
+def test_the_onnx_note_appears_when_the_forms_were_chosen_elsewhere(
+        deployed, deployed_for_onnxruntime) -> None:
+    notes = [line for line in deployed.stdout.splitlines() if line.startswith("note")]
+    assert len(notes) == 1 and "chosen for eager, not ONNX Runtime" in notes[0]
+    assert "--runtime onnxruntime" in notes[0] and "model.onnx" in notes[0]
+    assert not re.search("^note", deployed_for_onnxruntime[1].stdout, flags=re.M)
+
+
+@pytest.mark.parametrize(("runtime", "onnx", "fragment"), [
+    ("eager", None, None),
+    ("compiled", None, None),
+    ("onnxruntime", Path("m.onnx"), None),
+    ("eager", Path("m.onnx"), "chosen for eager, not ONNX Runtime"),
+    ("compiled", Path("m.onnx"), "chosen for compiled, not ONNX Runtime"),
+    ("onnxruntime", None, "--onnx writes the ONNX file they were chosen for"),
+])
+def test_the_runtime_note_is_one_line_exactly_when_forms_and_files_differ(
+        runtime: str, onnx: Path | None, fragment: str | None) -> None:
+    note = _runtime_note(argparse.Namespace(runtime=runtime, onnx=onnx, out=Path("m.pt2")))
+    if fragment is None:
+        assert note is None
+    else:
+        assert note is not None and fragment in note and "\n" not in note
+
+
+def test_a_dense_form_kept_for_a_grouped_layer_says_it_keeps_the_zeros() -> None:
+    forms = {"a": "grouped-P4", "bb": "dense", "c": "dense"}
+    seconds = {"a": {"grouped-P4": 1.2e-4, "grouped-P2": 1.5e-4, "dense": 2e-4},
+               "bb": {"grouped-P2": 3e-4, "dense": 1e-4}}
+    assert _layer_lines(forms, seconds) == [
+        "  a   grouped-P4  (grouped-P4 0.12 ms, grouped-P2 0.15 ms, dense 0.2 ms)",
+        "  bb  dense       (dense 0.1 ms, grouped-P2 0.3 ms): full-size weights, the grouped "
+        "pattern's zeros kept",
+        "  c   dense       (part 1: a dense layer as trained)"]
 
 
 @pytest.fixture
@@ -181,6 +267,11 @@ GOOD = ["final.json", "--weights", "final.pt"]
     ([*GOOD, "--out", "model.pt2", "--batch", "0"], "--batch 1"),
     ([*GOOD, "--out", "model.pt2", "--batch", "two"], "invalid int value: 'two'"),
     ([*GOOD, "--out", "model.pt2", "--device", "tpu"], "invalid choice: 'tpu'"),
+    ([*GOOD, "--out", "model.pt2", "--runtime", "tvm"], "invalid choice: 'tvm'"),
+    ([*GOOD, "--out", "model.pt2", "--threads", "0"], "--threads must be a positive integer"),
+    ([*GOOD, "--out", "model.pt2", "--threads", "two"], "invalid int value: 'two'"),
+    ([*GOOD, "--out", "model.pt2", "--runtime", "onnxruntime", "--device", "cuda"],
+     "--runtime onnxruntime times layer forms on the CPU"),
     (["final.json", "--weights", "other.pt", "--out", "model.pt2"], "does not match"),
     (["final.json", "--weights", "missing.pt", "--out", "model.pt2"],
      "missing.pt does not exist"),
