@@ -92,7 +92,8 @@ def build_parser() -> OneLineParser:
     add("--batch-size", type=int, default=_DEFAULTS.batch_size, help="training batch size")
     add("--lr", type=float, default=_DEFAULTS.lr,
         help="learning rate at batch size 128 (scaled linearly with --batch-size, annealed by a "
-             "cosine)")
+             "cosine); the same for fine-tuning: 0.02 measured 1-2 points worse from converted "
+             "dense weights (docs/BENCHMARKS.md)")
     add("--seed", type=int, default=_DEFAULTS.seed,
         help="seed of the validation split and of the training")
     add("--device", default=_DEFAULTS.device,
@@ -286,7 +287,8 @@ def _result(job: FinalJob, started_from: str, result: TrainResult,
     Wilson intervals."""
     val_images, test_images = len(data.val_y), len(data.test_y)
     return {"dataset": job.dataset, "data_dir": job.data_dir, "train_images": job.train_images,
-            "epochs": result.epochs_trained, "seed": job.seed, "started_from": started_from,
+            "epochs": result.epochs_trained, "lr": job.lr, "batch_size": job.batch_size,
+            "seed": job.seed, "started_from": started_from,
             "accuracy": result.val_accuracy, "val_images": val_images,
             "accuracy_interval": list(wilson_interval(result.val_accuracy, val_images)),
             "test_accuracy": result.test_accuracy, "test_images": test_images,

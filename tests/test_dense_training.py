@@ -73,7 +73,8 @@ def test_a_factory_goes_from_dense_weights_to_a_deployed_program(tmp_path: Path)
     shown = re.search(rf"on fashion-mnist in {re.escape(str(tmp_path / 'data'))} \((\d+) "
                       r"training images\)", final)
     assert shown and abs(int(shown[1]) - 100) <= 3, final  # about 100: a share of each class
-    assert json.loads((elsewhere / "final.json").read_text())["result"]["train_images"] == 100
+    final_result = json.loads((elsewhere / "final.json").read_text())["result"]
+    assert (final_result["train_images"], final_result["lr"]) == (100, 0.1)  # what it ran with
 
     _run(elsewhere, "search.deploy", "final.json", "--weights", "final.pt", "--out", "model.pt2")
     shipped = Architecture.from_json((elsewhere / "final.json").read_text())
