@@ -146,14 +146,11 @@ class TopRow:
 
 
 def top_architectures(table: StudyTable, limit: int = 10) -> list[TopRow]:
-    """The ``limit`` best searched architectures and every uniform baseline, in rank order
-    (the first row is the best), as in the search's own summary: the baselines stay whatever
-    their rank, to compare against. Complete, within-budget trials only: never a supernet
+    """The rows of :func:`search.store.records.top_ranked` (the first is the best), as in the
+    search's own summary. Complete, within-budget trials only: never a supernet
     estimate, which shows only as the ``estimated_accuracy`` of the architecture it was
     trained for."""
-    ranked = records.ranked(table.records)
     front = {int(table.number[i]) for i in pareto_front(table)}
-    searched = [r.number for r in ranked if not r.baseline_part][:limit]
     budget = table.budget
     return [TopRow(rank=rank, number=r.number,
                    kind=f"uniform P{r.baseline_part}" if r.baseline_part else "searched",
@@ -166,7 +163,7 @@ def top_architectures(table: StudyTable, limit: int = 10) -> list[TopRow]:
                    accuracy_interval=_interval(r.accuracy, table.val_images),
                    test_interval=_interval(r.test_accuracy, table.test_images),
                    estimated_accuracy=r.estimated_accuracy)
-            for rank, r in enumerate(ranked, start=1) if r.baseline_part or r.number in searched]
+            for rank, r in records.top_ranked(table.records, limit)]
 
 
 def _interval(accuracy: float | None, images: int | None) -> tuple[float, float] | None:

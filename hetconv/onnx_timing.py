@@ -2,8 +2,9 @@
 chooses each HetConv layer's form by.
 
 The quickest form of a layer depends on the runtime that runs it: timed in eager PyTorch at
-batch 1, 9 of resnet10t's 10 layers stayed dense, and ONNX Runtime ran that network no faster
-than the dense one, while the grouped forms ran 2.5x faster there. So for an ONNX deployment
+batch 1, a user found 9 of resnet10t's 10 layers kept dense and ONNX Runtime ran that network
+no faster than the dense one (issue 29); docs/BENCHMARKS.md, "Deploy forms per runtime", has
+ResNet-20's figures. So for an ONNX deployment
 each candidate form is exported alone, as a tiny ONNX model on the layer's own input, and run
 by its own ``InferenceSession`` at torch's current thread count
 (intra-op threads; one inter-op thread, as a single layer has no parallel branches).

@@ -8,10 +8,10 @@ HetNAS: ``torch.export.load(path).module()(x)``. ``--onnx`` also writes the same
 
 The fastest form depends on where the network runs, so ``--runtime`` names it and ``--threads``
 the thread count: ``eager`` times each layer's forms in PyTorch as the program runs them;
-``onnxruntime`` exports each form alone and times it in ONNX Runtime (for ``--onnx``);
-``compiled`` (the program put through ``torch.compile`` or AOTInductor) times them eagerly too,
-as compiling every candidate form would take minutes. The output names each layer's form, the
-time of every candidate, and says when a dense form keeps its zeros.
+``onnxruntime`` exports each form alone and times it in ONNX Runtime (for ``--onnx``). Forms
+are not timed under TorchInductor (compiling every candidate form would take minutes). The
+output names each layer's form, the time of every candidate, and says when a dense form keeps
+its zeros.
 
 What is exported is the deploy form's graph behind its channels-last conversion, with a dynamic
 batch dimension, but without the deploy form's chunking: chunking splits a batch in a Python
@@ -38,7 +38,16 @@ from typing import cast
 import torch
 from torch import nn
 
-from hetconv.deployment import ATOL_SCALE, DENSE, EAGER, ONNXRUNTIME, RTOL, DeployedModel, deploy
+from hetconv.deployment import (
+    ATOL_SCALE,
+    DENSE,
+    EAGER,
+    FORM_RUNTIMES,
+    ONNXRUNTIME,
+    RTOL,
+    DeployedModel,
+    deploy,
+)
 from hetconv.errors import ConfigError
 from hetconv.onnx_timing import quiet_onnx_exporter
 from search.cli import OneLineParser, path_argument, run_cli
@@ -47,16 +56,14 @@ from search.store.files import check_target, write_together
 from search.training.exported import load_trained, read_architecture
 from space import Architecture
 from space.architecture import DOCUMENT_KEYS
-from space.latency import DEVICES, RUNTIMES, LatencySpec
+from space.latency import DEVICES, LatencySpec
 
 PROG = "python -m search.deploy"
 BATCH = torch.export.Dim("batch", min=1)
 ONNX_PACKAGES = ("onnx", "onnxruntime", "onnxscript")
 ONNX_INPUT, ONNX_OUTPUT = "images", "logits"
 CHECK_SEED = 0
-RUNTIME_CHOICES = (*RUNTIMES, ONNXRUNTIME)  # compiled: forms timed eagerly (module docstring)
-RUNTIME_NAMES = {EAGER: "eager PyTorch", "compiled": "eager PyTorch (not timed compiled)",
-                 ONNXRUNTIME: "ONNX Runtime"}
+RUNTIME_NAMES = {EAGER: "eager PyTorch", ONNXRUNTIME: "ONNX Runtime"}
 
 
 class ExportMismatch(RuntimeError):
@@ -81,10 +88,9 @@ def build_parser() -> OneLineParser:
                              "the program takes any batch size")
     parser.add_argument("--device", default="cpu", choices=DEVICES,
                         help="device the program is made for and runs on (default cpu)")
-    parser.add_argument("--runtime", default=EAGER, choices=RUNTIME_CHOICES,
+    parser.add_argument("--runtime", default=EAGER, choices=FORM_RUNTIMES,
                         help="what will run the network, which the layer forms are timed in: "
-                             "eager (PyTorch, the default), onnxruntime (for --onnx; CPU), "
-                             "compiled (torch.compile / AOTInductor; forms timed eagerly)")
+                             "eager (PyTorch, the default) or onnxruntime (for --onnx; CPU)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads the layer forms are timed at (torch threads; ONNX "
                              "Runtime intra-op threads); default: torch's current count")

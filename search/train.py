@@ -92,8 +92,8 @@ def build_parser() -> OneLineParser:
     add("--batch-size", type=int, default=_DEFAULTS.batch_size, help="training batch size")
     add("--lr", type=float, default=_DEFAULTS.lr,
         help="learning rate at batch size 128 (scaled linearly with --batch-size, annealed by a "
-             "cosine); the same for fine-tuning: 0.02 measured 1-2 points worse from converted "
-             "dense weights (docs/BENCHMARKS.md)")
+             "cosine); the same for fine-tuning: 0.02 measured 1.2-2.5 points worse from "
+             "converted dense weights (docs/BENCHMARKS.md)")
     add("--seed", type=int, default=_DEFAULTS.seed,
         help="seed of the validation split and of the training")
     add("--device", default=_DEFAULTS.device,

@@ -251,7 +251,7 @@ def build_network(backbone: str, parts: Sequence[int] | None, num_classes: int,
 
 
 def load_dense(backbone: str, standard: nn.Module, state: Mapping[str, object],
-                source: str) -> list[str]:
+               source: str) -> list[str]:
     """Load trained dense weights into ``standard``, the network ``backbone`` builds with every
     part 1; returns notes on what starts fresh (:func:`hetconv.models.dense.load_dense_state`).
 
@@ -262,14 +262,15 @@ def load_dense(backbone: str, standard: nn.Module, state: Mapping[str, object],
     if not is_factory(backbone):
         return load_dense_state(standard, get_backbone(backbone).dense_keys(state), source,
                                 skip_prefix="normalize.")
-    if _whole_standard_network(state):
+    if _whole_standard_network(standard, state):
         return load_dense_state(standard, state, source, skip_prefix="normalize.")
     return load_dense_state(cast(NormalizedNetwork, standard).network, state, source)
 
 
-def _whole_standard_network(state: Mapping[str, object]) -> bool:
-    """Whether a factory's dense ``state`` is a :class:`NormalizedNetwork`'s (every key under
-    ``network.`` or ``normalize.``) rather than the user's network's own."""
-    keys = [key for key in state if isinstance(key, str)]
-    return (len(keys) == len(state) and any(key.startswith("network.") for key in keys)
-            and all(key.startswith(("network.", "normalize.")) for key in keys))
+def _whole_standard_network(standard: nn.Module, state: Mapping[str, object]) -> bool:
+    """Whether a factory's dense ``state`` is the whole ``standard`` network's (its keys, the
+    user's network under ``network.``) rather than the user's network's own, which may have a
+    module named ``network`` too."""
+    keys = set(state)
+    return keys <= standard.state_dict().keys() and any(
+        isinstance(key, str) and key.startswith("network.") for key in keys)

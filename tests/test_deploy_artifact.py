@@ -209,10 +209,8 @@ def test_the_onnx_note_appears_when_the_forms_were_chosen_elsewhere(
 
 @pytest.mark.parametrize(("runtime", "onnx", "fragment"), [
     ("eager", None, None),
-    ("compiled", None, None),
     ("onnxruntime", Path("m.onnx"), None),
     ("eager", Path("m.onnx"), "chosen for eager, not ONNX Runtime"),
-    ("compiled", Path("m.onnx"), "chosen for compiled, not ONNX Runtime"),
     ("onnxruntime", None, "--onnx writes the ONNX file they were chosen for"),
 ])
 def test_the_runtime_note_is_one_line_exactly_when_forms_and_files_differ(

@@ -166,6 +166,13 @@ def test_a_study_resumes_only_with_the_normalisation_it_started_with(cifar, imag
                                           "comparable: pass --input-normalization imagenet"):
         load_for_resume(storage, "norm", dataclasses.replace(resumed, input_normalization="data"),
                         load_dataset("cifar10", SIZE, cifar))
+    # Another --seed draws another validation split; the preset's statistics cannot show it.
+    other_split = load_dataset("cifar10", SIZE, cifar, seed=settings.seed + 1,
+                               normalization="imagenet")
+    assert other_split.mean == data.mean
+    with pytest.raises(ConfigError, match=f"--seed {settings.seed}, not {settings.seed + 1}"):
+        load_for_resume(storage, "norm", dataclasses.replace(resumed, seed=settings.seed + 1),
+                        other_split)
 
 
 @pytest.mark.parametrize(("options", "fragments"), [

@@ -102,18 +102,15 @@ class SearchConsole:
         """The ``top`` searched architectures and every uniform baseline in rank order, with
         their 95 % intervals, the confirmed ones over seeds, a verdict in words, then what to
         run next."""
-        ranked = records.ranked(all_records)
-        searched = [r.number for r in ranked if not r.baseline_part][:top]
-        with_latency = any(r.latency_ms is not None for r in ranked)
+        rows = records.top_ranked(all_records, top)
+        with_latency = any(r.latency_ms is not None for _, r in rows)
         self.print()
         self.print(f"single runs (validation {self._images(self.val_images)}, test "
                    f"{self._images(self.test_images)}; [95% Wilson interval]):")
         self.print(f"{'rank':>4s}  {'trial':>5s}  {'kind':<12s} {'validation':<24s} "
                    f"{'test':<24s} {'MACs':>10s} {'of budget':>9s}  "
                    + (f"{'latency ms':>10s}  " if with_latency else "") + "parts")
-        for rank, record in enumerate(ranked, start=1):
-            if not (record.baseline_part or record.number in searched):
-                continue
+        for rank, record in rows:
             share = (f"{record.paper_macs / self.budgets.macs:9.1%}"
                      if self.budgets.macs and record.paper_macs is not None else f"{'-':>9s}")
             latency = ("" if not with_latency else f"{'-':>10s}  " if record.latency_ms is None
@@ -124,7 +121,7 @@ class SearchConsole:
                        f"{val.describe() if val else '-':<24s} "
                        f"{test.describe() if test else '-':<24s} {record.paper_macs or 0:10.4g} "
                        f"{share}  {latency}{parts_summary(record.parts)}")
-        if not ranked:
+        if not rows:
             self.print("  no trial finished within the budgets")
         groups = records.runs_by_architecture(all_records)
         confirmed = [g for g in groups if g.confirmed]

@@ -225,12 +225,12 @@ class SearchSettings:
             raise ConfigError(f"--conversion {self.conversion} says how --init-from's dense "
                               f"weights become each trial's; pass --init-from DENSE.pt or leave "
                               f"it out")
-        input_normalization(self.input_normalization, self.space.in_channels, self.dataset)
         if self.init_from is None and self.input_normalization != DATA:
             raise ConfigError(f"{FLAG} {self.input_normalization} says what input --init-from's "
                               f"dense weights expect; without them the networks start from "
                               f"scratch and normalise by their data's statistics: pass "
                               f"--init-from DENSE.pt or leave {FLAG} out")
+        input_normalization(self.input_normalization, self.space.in_channels, self.dataset)
         _choice("sampler", self.sampler, SAMPLERS)
         _choice("objective", self.objective, tuple(OBJECTIVES))
         _choice("scheduler", self.scheduler, SCHEDULERS)

@@ -76,6 +76,7 @@ def _comparability_attrs(settings: SearchSettings, data: DataSplits) -> dict[str
     compared, and how noisy they are (HetNAS 0.3; studies made before get them on resume)."""
     return {records.STUDY_BATCH_SIZE: settings.batch_size,
             records.STUDY_TRAIN_IMAGES: settings.train_images,
+            records.STUDY_SEED: settings.seed,
             records.STUDY_SAMPLER: settings.sampler,
             records.STUDY_STRATEGY: settings.strategy,
             records.STUDY_VAL_IMAGES: data.sizes[1], records.STUDY_TEST_IMAGES: data.sizes[2],
@@ -167,6 +168,7 @@ def load_for_resume(storage: optuna.storages.BaseStorage, name: str, settings: S
                               settings.train_images),
                              (records.STUDY_SAMPLER, "--sampler", settings.sampler),
                              (records.STUDY_STRATEGY, "--strategy", settings.strategy),
+                             (records.STUDY_SEED, "--seed", settings.seed),
                              *((key, "--" + key.replace("_", "-"), value)
                                for key, value in _oneshot_attrs(settings).items())):
         if key in stored and stored[key] != value:

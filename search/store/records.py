@@ -92,6 +92,7 @@ STUDY_OBJECTIVE = "objective"  # an Objective's name (search.store.objectives)
 STUDY_EPOCHS = "epochs"
 STUDY_BATCH_SIZE = "batch_size"
 STUDY_TRAIN_IMAGES = "train_images"  # --train-images: the training subset's size asked for
+STUDY_SEED = "seed"  # --seed: the data's split and every seed drawn from it
 STUDY_DATA_DIR = "data_dir"  # --data-dir, absolute; None: the data set's own place
 STUDY_SAMPLER = "sampler"
 STUDY_VAL_IMAGES = "val_images"  # images each validation accuracy is measured on
@@ -201,6 +202,15 @@ def ranked(records: Iterable[TrialRecord]) -> list[TrialRecord]:
     full = [r for r in records if r.is_full_result and r.accuracy is not None and not r.replicate
             and r.parts not in diverged]
     return sorted(full, key=lambda r: (-(r.accuracy or 0.0), r.paper_macs or 0, r.number))
+
+
+def top_ranked(records: Iterable[TrialRecord], limit: int) -> list[tuple[int, TrialRecord]]:
+    """The ``limit`` best searched architectures and every uniform baseline with their ranks
+    in :func:`ranked`, in rank order: what every "top architectures" table lists (the
+    baselines stay whatever their rank, to compare against)."""
+    ranks = list(enumerate(ranked(records), start=1))
+    best = [r.number for _, r in ranks if not r.baseline_part][:limit]
+    return [(rank, r) for rank, r in ranks if r.baseline_part or r.number in best]
 
 
 @dataclass(frozen=True)
