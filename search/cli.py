@@ -10,9 +10,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from hetconv.errors import ConfigError
-from hetconv.models import BACKBONES
 from search.store.files import WriteFailed
-from space.networks import is_factory
 
 USAGE_ERROR = 2
 RUN_FAILED = 1
@@ -94,30 +92,6 @@ def path_text(text: str) -> str:
 def path_argument(text: str) -> Path:
     """:func:`path_text` as a :class:`~pathlib.Path`."""
     return Path(path_text(text))
-
-
-def add_network_options(parser: argparse.ArgumentParser, default_backbone: str) -> None:
-    """``--backbone`` and ``--model``: the two ways every command names a network."""
-    parser.add_argument(
-        "--backbone", default=None,
-        help=f"built-in model family: {', '.join(BACKBONES)} (default {default_backbone})")
-    parser.add_argument(
-        "--model", default=None, metavar="MODULE:FACTORY",
-        help="your own network instead of a built-in family: a callable that returns a "
-             "torch.nn.Module given the class count (and in_channels=, if it takes that "
-             "keyword), e.g. mypkg.models:mynet; its convolutions that can take a part become "
-             "HetConv layers (the module must be importable on every Ray worker)")
-
-
-def network_named(model: str | None, backbone: str | None) -> str | None:
-    """The network ``--model`` or ``--backbone`` names (a factory or a family), or None when
-    neither is given; both, or a factory not written ``package.module:factory``, is refused."""
-    if model is not None and backbone is not None:
-        raise ConfigError("--model and --backbone both name the network; pass one of them")
-    if model is not None and not is_factory(model):
-        raise ConfigError(f"--model {model!r} must be written package.module:factory (a "
-                          f"built-in family goes in --backbone)")
-    return model if model is not None else backbone
 
 
 def run_cli(main: Callable[[], int | None], prog: str,

@@ -16,10 +16,8 @@ import optuna
 from hetconv.reduction import RULES
 from search.cli import (
     OneLineParser,
-    add_network_options,
     macs_amount,
     milliseconds,
-    network_named,
     path_text,
     run_cli,
 )
@@ -33,6 +31,8 @@ from search.engine.settings import (
     SUPERNET_RECIPES,
     OneShotSettings,
     SearchSettings,
+    add_network_options,
+    network_named,
 )
 from search.oneshot.strategy import SupernetFailed
 from search.store.lease import LeaseLost

@@ -27,14 +27,17 @@ import torch
 from hetconv.errors import ConfigError
 from search.cli import (
     OneLineParser,
-    add_network_options,
-    network_named,
     path_argument,
     path_text,
     run_cli,
 )
 from search.cluster import connect_ray
-from search.engine.settings import SearchSettings, check_integer
+from search.engine.settings import (
+    SearchSettings,
+    add_network_options,
+    check_integer,
+    network_named,
+)
 from search.jobs.final import FinalJob, TrainingFailed, train_job, train_on_workers
 from search.store.files import check_target, sole_writer, write_atomic, write_together
 from search.store.uncertainty import estimate, wilson_interval

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import functools
 import math
@@ -12,6 +13,7 @@ from pathlib import Path
 import torch
 
 from hetconv.errors import ConfigError
+from hetconv.models import BACKBONES
 from hetconv.reduction import RULES
 from search.jobs.protocol import TrainingJob
 from search.store.objectives import OBJECTIVES, PARETO_LATENCY
@@ -23,6 +25,7 @@ from search.training.seeds import MAX_SEED
 from search.training.start import DENSE_CONVERSION, check_dense
 from space import SearchSpace
 from space.latency import RUNTIMES, LatencySpec, check_latency_budget
+from space.networks import is_factory
 
 SAMPLERS = ("tpe", "nsga2", "random")
 SCHEDULERS = ("fifo", "asha")
@@ -284,3 +287,27 @@ class SearchSettings:
             where = "is" if existing == artifacts else f"lies under {existing}, which is"
             raise ConfigError(f"--artifacts-dir {self.artifacts_dir} {where} not a folder; pass "
                               f"a folder for the trials' checkpoints")
+
+
+def add_network_options(parser: argparse.ArgumentParser, default_backbone: str) -> None:
+    """``--backbone`` and ``--model``: the two ways every command names a network."""
+    parser.add_argument(
+        "--backbone", default=None,
+        help=f"built-in model family: {', '.join(BACKBONES)} (default {default_backbone})")
+    parser.add_argument(
+        "--model", default=None, metavar="MODULE:FACTORY",
+        help="your own network instead of a built-in family: a callable that returns a "
+             "torch.nn.Module given the class count (and in_channels=, if it takes that "
+             "keyword), e.g. mypkg.models:mynet; its convolutions that can take a part become "
+             "HetConv layers (the module must be importable on every Ray worker)")
+
+
+def network_named(model: str | None, backbone: str | None) -> str | None:
+    """The network ``--model`` or ``--backbone`` names (a factory or a family), or None when
+    neither is given; both, or a factory not written ``package.module:factory``, is refused."""
+    if model is not None and backbone is not None:
+        raise ConfigError("--model and --backbone both name the network; pass one of them")
+    if model is not None and not is_factory(model):
+        raise ConfigError(f"--model {model!r} must be written package.module:factory (a "
+                          f"built-in family goes in --backbone)")
+    return model if model is not None else backbone
