@@ -41,8 +41,8 @@ def test_a_factory_goes_from_dense_weights_to_a_deployed_program(tmp_path: Path)
     write_fashion_mnist(tmp_path / "data", train=400, test=60, gz=False)
     data = ("--dataset", "fashion-mnist", "--data-dir", "data", "--input-size", INPUT_SIZE)
     trained = _run(tmp_path, "search.train", "--model", FACTORY, *data, "--train-images", "200",
-                   "--epochs", "4", "--batch-size", "32", "--out", "dense.pt")
-    assert f"training {FACTORY} (dense)" in trained and "epoch 4/4" in trained
+                   "--epochs", "8", "--batch-size", "16", "--out", "dense.pt")
+    assert f"training {FACTORY} (dense)" in trained and "epoch 8/8" in trained
     dense = json.loads((tmp_path / "dense.json").read_text())
     assert set(dense["parts"]) == {1} and dense["result"]["dataset"] == "fashion-mnist"
     assert "dense.pt match" in _run(tmp_path, "search.check", "dense.json", "--weights",
