@@ -14,13 +14,7 @@ import os
 import optuna
 
 from hetconv.reduction import RULES
-from search.cli import (
-    OneLineParser,
-    macs_amount,
-    milliseconds,
-    path_text,
-    run_cli,
-)
+from search.cli import OneLineParser, macs_amount, milliseconds, path_text, run_cli
 from search.driver import SearchFailed, run_search
 from search.engine.settings import (
     BASELINES,

@@ -25,12 +25,7 @@ from typing import Any
 import torch
 
 from hetconv.errors import ConfigError
-from search.cli import (
-    OneLineParser,
-    path_argument,
-    path_text,
-    run_cli,
-)
+from search.cli import OneLineParser, path_argument, path_text, run_cli
 from search.cluster import connect_ray
 from search.engine.settings import (
     SearchSettings,
@@ -128,9 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = args.data_dir
     if args.architecture is not None:
         arch = read_architecture(args.architecture)
-        dataset = args.dataset or _recorded(args.architecture, "dataset")
-        if data_dir is None and dataset == _recorded(args.architecture, "dataset"):
-            data_dir = _recorded(args.architecture, "data_dir")  # where the search found it
+        recorded = _recorded_data(args.architecture)
+        dataset = args.dataset or recorded["dataset"]
+        if data_dir is None and dataset == recorded["dataset"]:
+            data_dir = recorded["data_dir"]  # where the search found it
         if dataset is None:
             raise ConfigError(f"{args.architecture} does not name the data set it was trained "
                               f"on; pass --dataset")
@@ -249,12 +245,13 @@ def dense_architecture(network: str, dataset: str, data_dir: str | None,
     return Architecture.uniform(network, 1, input_size, info.num_classes, info.channels)
 
 
-def _recorded(path: Path, key: str) -> str | None:
-    """What an exported architecture's result says of its data (``dataset``, ``data_dir``),
-    where it says it (read_architecture checked the file)."""
+def _recorded_data(path: Path) -> dict[str, str | None]:
+    """The ``dataset`` and ``data_dir`` an exported architecture's result names, None where it
+    names none (read_architecture checked the file)."""
     result = json.loads(path.read_text()).get("result")
-    value = result.get(key) if isinstance(result, dict) else None
-    return value if isinstance(value, str) else None
+    result = result if isinstance(result, dict) else {}
+    return {key: value if isinstance(value := result.get(key), str) else None
+            for key in ("dataset", "data_dir")}
 
 
 def _started_from(args: argparse.Namespace, folder: Path) -> str:
